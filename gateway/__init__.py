@@ -1,0 +1,1 @@
+"""The gateway: one Redis subscription per process, fanned out to browsers over SSE."""

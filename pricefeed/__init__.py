@@ -1,0 +1,1 @@
+"""The `pricefeed` command: the composition root that knows both services."""

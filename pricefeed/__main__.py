@@ -1,0 +1,3 @@
+from pricefeed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The producer: price sources and the publisher that writes them into Redis."""

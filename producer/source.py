@@ -1,0 +1,58 @@
+"""The price source interface: the simulator and Massive both implement it.
+
+A source produces *quotes* (a price and the time it was observed) and hands each batch to
+the sink it was built with; the publisher turns quotes into PriceUpdates (previous price,
+seq) and writes them into Redis. A source knows nothing about Redis.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A price observed at a time (float Unix seconds)."""
+
+    price: float
+    timestamp: float
+
+
+QuoteSink = Callable[[Mapping[str, Quote]], Awaitable[None]]
+"""Receives one batch ``{TICKER: Quote}``; a source awaits it before its next batch."""
+
+
+class MarketDataSource(ABC):
+    """A running source of prices for a changing set of tickers."""
+
+    @abstractmethod
+    async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
+        """Begin producing for ``tickers``; ``last_prices`` are cached prices to continue from."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop producing and release everything; safe to call twice."""
+
+    @abstractmethod
+    async def add_ticker(self, ticker: str, last_price: float | None = None) -> None:
+        """Produce ``ticker`` too (continuing from ``last_price`` where a source can)."""
+
+    @abstractmethod
+    async def remove_ticker(self, ticker: str) -> None:
+        """Stop producing ``ticker``; no batch after this call contains it."""
+
+    @abstractmethod
+    def get_tickers(self) -> list[str]:
+        """The tickers currently produced."""
+
+    @property
+    def kind(self) -> str:
+        """Short name of the source for status and logs, e.g. ``simulator``."""
+        return type(self).__name__
+
+    @property
+    def state(self) -> str:
+        """Health of the source: ``ok``, or a short reason such as ``auth_rejected``."""
+        return "ok"

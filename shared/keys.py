@@ -1,0 +1,66 @@
+"""Every Redis key and channel name pricefeed uses, built from one namespace.
+
+Nothing else in the code base spells a key: import `Keys` and ask it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "pricefeed"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis names under one namespace (``PRICEFEED_NAMESPACE``)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def latest(self) -> str:
+        """Hash: ticker -> PriceUpdate JSON (the cache of latest prices)."""
+        return f"{self.namespace}:latest"
+
+    @property
+    def prices(self) -> str:
+        """Channel: one JSON object ``{TICKER: PriceUpdate}`` per producer tick."""
+        return f"{self.namespace}:prices"
+
+    @property
+    def price_prefix(self) -> str:
+        """Prefix of the per-ticker channels."""
+        return f"{self.namespace}:price:"
+
+    @property
+    def price_pattern(self) -> str:
+        """PSUBSCRIBE pattern matching every per-ticker channel."""
+        return f"{self.namespace}:price:*"
+
+    def price(self, ticker: str) -> str:
+        """Channel: one PriceUpdate JSON per update of ``ticker``."""
+        return f"{self.namespace}:price:{ticker}"
+
+    @property
+    def watchlist(self) -> str:
+        """Set: the tickers the producer must produce."""
+        return f"{self.namespace}:watchlist"
+
+    @property
+    def control(self) -> str:
+        """Channel: ``{"action": "add"|"remove", "ticker": ...}`` after a watchlist change."""
+        return f"{self.namespace}:control"
+
+    @property
+    def seq(self) -> str:
+        """String: the last sequence number handed out."""
+        return f"{self.namespace}:seq"
+
+    @property
+    def producer(self) -> str:
+        """String with TTL: the live producer's id (the lease / heartbeat)."""
+        return f"{self.namespace}:producer"
+
+    @property
+    def producer_status(self) -> str:
+        """String with TTL: JSON status of the live producer (source kind and state)."""
+        return f"{self.namespace}:producer:status"

@@ -1,0 +1,99 @@
+"""The price update model and ticker symbols."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+Direction = Literal["up", "down", "flat"]
+
+TICKER_PATTERN: Final[str] = r"^[A-Z][A-Z0-9.-]{0,9}$"
+_TICKER_RE: Final = re.compile(TICKER_PATTERN)
+
+
+class InvalidTicker(ValueError):
+    """A string that is not an acceptable ticker symbol."""
+
+
+def is_valid_ticker(symbol: str) -> bool:
+    """True when ``symbol`` is already a normalised, valid ticker."""
+    return isinstance(symbol, str) and _TICKER_RE.fullmatch(symbol) is not None
+
+
+def normalize_ticker(raw: object) -> str:
+    """Trim and upper-case ``raw``; raise `InvalidTicker` unless it matches TICKER_PATTERN.
+
+    ``fullmatch`` (not ``match``) so a trailing newline cannot slip through ``$``.
+    """
+    if not isinstance(raw, str) or len(raw) > 64:
+        raise InvalidTicker("ticker must be a string of at most 10 characters")
+    symbol = raw.strip().upper()
+    if _TICKER_RE.fullmatch(symbol) is None:
+        raise InvalidTicker(
+            "ticker must be 1-10 characters: a letter, then letters, digits, '.' or '-'"
+        )
+    return symbol
+
+
+@dataclass(frozen=True, slots=True)
+class PriceUpdate:
+    """One price of one ticker, as stored in the cache and sent on every channel.
+
+    ``change``, ``change_percent`` and ``direction`` are derived, never stored.
+    """
+
+    ticker: str
+    price: float
+    previous_price: float
+    timestamp: float
+    seq: int
+
+    @property
+    def change(self) -> float:
+        """Absolute change from the previous price, rounded to 4 decimals."""
+        return round(self.price - self.previous_price, 4)
+
+    @property
+    def change_percent(self) -> float:
+        """Change relative to the previous price in percent; 0.0 when that price is 0."""
+        if self.previous_price == 0:
+            return 0.0
+        return round(self.change / self.previous_price * 100, 4)
+
+    @property
+    def direction(self) -> Direction:
+        """``"up"``, ``"down"`` or ``"flat"``."""
+        if self.price > self.previous_price:
+            return "up"
+        if self.price < self.previous_price:
+            return "down"
+        return "flat"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form, keys in the order of the spec."""
+        return {
+            "ticker": self.ticker,
+            "price": self.price,
+            "previous_price": self.previous_price,
+            "timestamp": self.timestamp,
+            "change": self.change,
+            "change_percent": self.change_percent,
+            "direction": self.direction,
+            "seq": self.seq,
+        }
+
+    @classmethod
+    def create(
+        cls, ticker: str, price: float, previous_price: float | None, timestamp: float, seq: int
+    ) -> PriceUpdate:
+        """Build an update with the spec's rounding; the first update of a ticker is flat."""
+        rounded = round(price, 2)
+        prev = rounded if previous_price is None else round(previous_price, 2)
+        return cls(ticker, rounded, prev, timestamp, seq)
+
+
+def is_positive_finite(value: float) -> bool:
+    """True for a finite number above zero (a usable price)."""
+    return math.isfinite(value) and value > 0

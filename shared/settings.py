@@ -1,0 +1,232 @@
+"""Settings: read once from the environment into one frozen object, validated at start.
+
+This is the only module that reads ``os.environ``. A bad value raises `SettingsError`
+whose message is one line naming the variable; `load_or_exit` turns it into that line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+from shared.errors import SettingsError
+from shared.keys import DEFAULT_NAMESPACE, Keys
+from shared.models import InvalidTicker, normalize_ticker
+from shared.seed import DEFAULT_TICKERS
+
+T = TypeVar("T")
+
+DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
+MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
+LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or an f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value itself; use it only where it is sent to its owner."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable, with the spec's defaults."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    tickers: tuple[str, ...] = DEFAULT_TICKERS
+    tick_interval_s: float = 0.5
+    poll_interval_s: float = 15.0
+    seed: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_clients: int = 20_000
+    max_stream_tickers: int = 100
+    max_watchlist: int = 1_000
+    cors_origins: tuple[str, ...] = ()
+    api_token: Secret = field(default_factory=lambda: Secret(""))
+    massive_api_key: Secret = field(default_factory=lambda: Secret(""))
+    massive_base_url: str | None = None
+    massive_mode: str = "rest"
+    massive_ws_url: str | None = None
+    ping_interval_s: float = 15.0
+    send_timeout_s: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def keys(self) -> Keys:
+        """The Redis names under this namespace."""
+        return Keys(self.namespace)
+
+    @property
+    def use_massive(self) -> bool:
+        """Real data from Massive when the key is non-blank; the simulator otherwise."""
+        return bool(self.massive_api_key.get().strip())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise `SettingsError` naming the first bad one."""
+        env = os.environ if environ is None else environ
+        return _Reader(env).settings()
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, InvalidTicker) as e:
+            shown = "<hidden>" if "KEY" in name or "TOKEN" in name else repr(raw[:80])
+            raise SettingsError(f"{name}={shown} is invalid: {e}") from e
+
+    def settings(self) -> Settings:
+        d = Settings()
+        return Settings(
+            redis_url=self.get("REDIS_URL", _redis_url, d.redis_url),
+            namespace=self.get("PRICEFEED_NAMESPACE", _namespace, d.namespace),
+            tickers=self.get("PRICEFEED_TICKERS", _tickers, d.tickers),
+            tick_interval_s=self.get("PRICEFEED_TICK_INTERVAL", _interval(0.01, 60), 0.5),
+            poll_interval_s=self.get("PRICEFEED_POLL_INTERVAL", _interval(1, 3600), 15.0),
+            seed=self.get("PRICEFEED_SEED", _int_range(0, 2**63 - 1), None),
+            host=self.get("PRICEFEED_HOST", _host, d.host),
+            port=self.get("PRICEFEED_PORT", _int_range(1, 65535), d.port),
+            max_clients=self.get("PRICEFEED_MAX_CLIENTS", _int_range(1, 1_000_000), 20_000),
+            max_stream_tickers=self.get("PRICEFEED_MAX_STREAM_TICKERS", _int_range(1, 10_000), 100),
+            max_watchlist=self.get("PRICEFEED_MAX_WATCHLIST", _int_range(1, 100_000), 1_000),
+            cors_origins=self.get("PRICEFEED_CORS_ORIGINS", _origins, ()),
+            api_token=Secret(self.env.get("PRICEFEED_API_TOKEN", "").strip()),
+            massive_api_key=Secret(self.env.get("MASSIVE_API_KEY", "").strip()),
+            massive_base_url=self.get("PRICEFEED_MASSIVE_BASE_URL", _http_url, None),
+            massive_mode=self.get("PRICEFEED_MASSIVE_MODE", _choice(MASSIVE_MODES), "rest"),
+            massive_ws_url=self.get("PRICEFEED_MASSIVE_WS_URL", _ws_url, None),
+            ping_interval_s=self.get("PRICEFEED_PING_INTERVAL", _interval(0.05, 300), 15.0),
+            send_timeout_s=self.get("PRICEFEED_SEND_TIMEOUT", _interval(0.1, 120), 5.0),
+            log_level=self.get("PRICEFEED_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), "INFO"),
+        )
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://host:port/db, rediss://... or unix://...")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("the URL has no host")
+    _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    return raw
+
+
+def _namespace(raw: str) -> str:
+    if not (1 <= len(raw) <= 64) or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in raw):
+        raise ValueError("use 1-64 characters from letters, digits, '_', '-' and '.'")
+    return raw
+
+
+def _tickers(raw: str) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(normalize_ticker(t) for t in raw.split(",") if t.strip()))
+    if not out:
+        raise ValueError("give at least one ticker")
+    return out
+
+
+def _interval(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"expected seconds between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _host(raw: str) -> str:
+    if len(raw) > 253 or any(c.isspace() or c in "/@?#" for c in raw):
+        raise ValueError("expected a host name or IP address")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    out = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in out:
+        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+            raise ValueError(f"origin {origin[:40]!r} is not http(s)://host[:port] or *")
+    return out
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"expected a {' or '.join(schemes)} URL")
+        _ = parts.port
+        return raw.rstrip("/")
+
+    return parse
+
+
+_http_url = _url(("http", "https"))
+_ws_url = _url(("ws", "wss"))
+
+
+def _choice(options: frozenset[str], upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(sorted(options))}")
+        return value
+
+    return parse
+
+
+def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """`Settings.from_env`, or one line on stderr naming the variable and exit status 2."""
+    try:
+        return Settings.from_env(environ)
+    except SettingsError as e:
+        fail(f"pricefeed: configuration error: {e}")
+
+
+def fail(line: str) -> NoReturn:
+    """Print one line to stderr and exit with status 2."""
+    print(line, file=sys.stderr)
+    raise SystemExit(2)

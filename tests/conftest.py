@@ -1,0 +1,99 @@
+"""Fixtures every suite can use. A private redis-server per test session; never the
+machine's own Redis (unless REDIS_URL names one), and never FLUSHALL: each test gets
+its own namespace instead."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from shared.settings import Settings
+from tests.support import RedisServer
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Redis shared by the session: REDIS_URL when given, else a private server."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
+    """Private redis-servers this test may stop and start; all closed at its end."""
+    servers: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer().start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses, so tests share a Redis without flushing it."""
+    return f"t{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(redis_url: str, namespace: str) -> Settings:
+    """Default settings pointed at the session's Redis under a fresh namespace."""
+    return Settings(redis_url=redis_url, namespace=namespace)
+
+
+@pytest.fixture
+def service_env(redis_url: str, namespace: str) -> dict[str, str]:
+    """Environment for a pricefeed process talking to the session's Redis."""
+    return {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace}
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> aioredis.Redis:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def sredis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def fake_redis() -> aioredis.Redis:
+    """An in-memory async Redis (with Lua) for unit tests where a real one adds nothing."""
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeAsyncRedis(server=server)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests write screenshots and logs worth keeping (tests/artifacts/)."""
+    path = Path(__file__).parent / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path
