@@ -22,11 +22,9 @@ import redis.asyncio as aioredis
 
 from pricefeed.children import Child, stop_all
 from pricefeed.localredis import (
-    RedisUnavailable,
     embedded_redis,
     given_redis,
     private_redis_server,
-    redact,
 )
 from shared.errors import PricefeedError
 from shared.settings import Settings, child_environ, is_set, load_or_exit

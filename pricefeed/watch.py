@@ -176,16 +176,27 @@ async def watch(
 
 async def _feed(client: aioredis.Redis, settings: Settings, tickers: Sequence[str] | None,
                 board: Board, live: Live) -> None:
+    """Apply batches to the board as they come; repaint at most every REFRESH_S."""
+    dirty = asyncio.Event()
+
     def on_state(up: bool) -> None:
         board.connected = up
-        live.update(board.render(), refresh=True)
+        dirty.set()
 
-    last_draw = 0.0
-    batches = subscribe(client, settings.keys, tickers, on_state=on_state)
-    async with aclosing(batches):
-        async for batch in batches:
-            board.apply(dict(batch.updates), batch.snapshot)
-            now = time.monotonic()
-            if batch.snapshot or now - last_draw >= REFRESH_S:
-                live.update(board.render(), refresh=True)
-                last_draw = now
+    async def consume() -> None:
+        batches = subscribe(client, settings.keys, tickers, on_state=on_state)
+        async with aclosing(batches):
+            async for batch in batches:
+                board.apply(dict(batch.updates), batch.snapshot)
+                dirty.set()
+
+    async def paint() -> None:
+        while True:
+            await dirty.wait()
+            dirty.clear()
+            live.update(board.render(), refresh=True)
+            await asyncio.sleep(REFRESH_S)  # a frame budget, not a wait for an event
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(consume())
+        group.create_task(paint())

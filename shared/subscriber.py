@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ async def subscribe(
     *,
     backoff: Backoff | None = None,
     on_state: Callable[[bool], None] | None = None,
-) -> AsyncIterator[Batch]:
+) -> AsyncGenerator[Batch, None]:
     """Yield a snapshot batch, then one batch per producer tick, forever.
 
     ``tickers`` narrows both; ``on_state(True|False)`` is told when the subscription is
@@ -118,7 +118,7 @@ async def subscribe(
 
 async def _session(
     redis: Redis, keys: Keys, wanted: frozenset[str] | None
-) -> AsyncIterator[Batch]:
+) -> AsyncGenerator[Batch, None]:
     """One connection's worth of batches; raises a connection error when it breaks."""
     pubsub: PubSub = redis.pubsub()
     try:
