@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import sys
 
-import httpx
 import pytest
 
 from tests.support import free_port
