@@ -122,7 +122,7 @@ class MassiveRestSource(MarketDataSource):
             snapshot = parse_snapshot(document, tickers)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - every failure is classified and retried
+        except Exception as e:
             return self._failed(classify(e), e)
         self._recovered()
         self._report_skipped(snapshot.skipped, tickers, snapshot.quotes)
@@ -143,7 +143,7 @@ class MassiveRestSource(MarketDataSource):
             return
         try:
             await self._sink(changed)
-        except Exception:  # noqa: BLE001 - the next poll sends them again
+        except Exception:
             log.exception("publishing %d Massive quotes failed; retrying at the next poll",
                           len(changed))
             return
@@ -159,7 +159,8 @@ class MassiveRestSource(MarketDataSource):
             delay = min(delay, self._max_backoff_s)
         if failure.detail != self._problem:  # one line per problem, not one per retry
             self._problem = failure.detail
-            level = logging.ERROR if failure.state in ("auth_rejected", "error") else logging.WARNING
+            serious = failure.state in ("auth_rejected", "error")
+            level = logging.ERROR if serious else logging.WARNING
             hint = "; check MASSIVE_API_KEY" if failure.state == "auth_rejected" else ""
             log.log(level, "%s; retrying in %.1f s%s", failure.detail, delay, hint)
             if failure.state == "error":

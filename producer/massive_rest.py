@@ -54,8 +54,9 @@ class NoRetry(Retry):
         kw.setdefault("status_forcelist", range(400, 600))
         super().__init__(**kw)
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
-                  _stacktrace=None):  # type: ignore[no-untyped-def, override]
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: Any = None) -> NoRetry:
         if response is not None and error is None and response.status >= 400:
             raise StatusError(_pool, url, response.status, _retry_after_s(self, response))
         return super().increment(method, url, response, error, _pool, _stacktrace)
@@ -91,7 +92,7 @@ class SnapshotClient:
         try:
             return json.loads(response.data)
         except (ValueError, UnicodeDecodeError) as e:
-            raise MalformedSnapshot(f"the snapshot answer is not JSON ({e.__class__.__name__})") from e
+            raise MalformedSnapshot(f"the snapshot answer is not JSON ({type(e).__name__})") from e
 
     def close(self) -> None:
         """Close pooled connections."""

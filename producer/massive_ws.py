@@ -120,7 +120,7 @@ class MassiveStreamSource(MarketDataSource):
                 log.error("Massive rejected the API key on the websocket; streaming stopped "
                           "(check MASSIVE_API_KEY and that the plan includes websockets)")
                 return
-            except Exception as e:  # noqa: BLE001 - any lost connection is retried
+            except Exception as e:
                 ending = f"lost ({type(e).__name__})"
             finally:
                 await _close(client)
@@ -188,7 +188,7 @@ class MassiveStreamSource(MarketDataSource):
                 continue
             try:
                 await self._sink(batch)
-            except Exception:  # noqa: BLE001 - a failed batch must not end the stream
+            except Exception:
                 log.exception("publishing %d Massive trades failed; dropped them", len(batch))
 
     def _problem(self, line: str, key: str | None = None) -> None:

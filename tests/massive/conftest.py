@@ -20,9 +20,10 @@ def key_never_shown(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCapture
     caplog.set_level(logging.DEBUG)
     yield
     out, err = capfd.readouterr()
-    records = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
-    for where, text in (("stdout", out), ("stderr", err), ("logs", caplog.text),
-                        ("log records", records)):
+    formatter = logging.Formatter("%(name)s %(message)s")
+    records = [r for when in ("setup", "call") for r in caplog.get_records(when)]
+    logs = "\n".join(formatter.format(r) for r in [*records, *caplog.records])
+    for where, text in (("stdout", out), ("stderr", err), ("the logs", logs)):
         assert API_KEY not in text, f"the API key leaked into {where}"
 
 
