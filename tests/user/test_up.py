@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 
+import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_for
 from tests.user.upproc import Up
 
 pytestmark = pytest.mark.e2e
@@ -20,12 +22,12 @@ def up_factory(tmp_path):
     started: list[Up] = []
 
     def make(env) -> Up:
-        up = Up(env, tmp_path / f"up{len(started)}")
+        workdir = tmp_path / f"up{len(started)}"
+        workdir.mkdir()
+        up = Up(env, workdir)
         started.append(up)
         return up
 
-    (tmp_path / "up0").mkdir()
-    (tmp_path / "up1").mkdir()
     yield make
     for up in started:
         up.kill()
@@ -84,3 +86,54 @@ def test_a_service_dying_at_start_is_one_line_and_stops_everything(up_factory, t
     assert "gateway" in line and "simulated failure at start" in line
     assert up.orphans() == []
     assert list(up.tmp.iterdir()) == []  # the private redis-server's directory is gone
+
+
+def assert_serves_prices(url_line: str) -> str:
+    url = url_line[url_line.index("http://"):].split()[0]
+    assert httpx.get(url, timeout=5).text.lstrip().lower().startswith("<!doctype html>")
+    prices = wait_for(lambda: len(httpx.get(url + "api/prices", timeout=5).json()) == 10
+                      and httpx.get(url + "api/prices", timeout=5).json(),
+                      15, 0.1, "ten prices")
+    assert set(prices) >= {"AAPL", "MSFT", "NFLX"}
+    return url
+
+
+def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factory):
+    up = up_factory({"PRICEFEED_PORT": str(free_port())})
+    line = up.wait_url()
+    assert up.stdout().strip() == line.strip()  # exactly one line on stdout: the URL
+    assert_serves_prices(line)
+    names = {p.name() for p in up.descendants()}
+    assert any("redis-server" in n for n in names), names  # redis-server from PATH
+    assert list(up.tmp.iterdir())  # its temporary directory, for now
+    up.proc.send_signal(signal.SIGTERM)
+    rc, took = up.wait_exit(10)
+    assert rc == 0 and took < 3.0, (rc, took, up.stderr())
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []
+    assert "Traceback" not in up.stderr()
+
+
+def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_path):
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "PATH": python_only_path(tmp_path)})
+    line = up.wait_url()
+    notice = [ln for ln in up.stderr().splitlines() if "embedded" in ln]
+    assert len(notice) == 1, up.stderr()
+    assert_serves_prices(line)
+    os.killpg(up.proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
+    rc, took = up.wait_exit(10)
+    assert rc == 0 and took < 3.0, (rc, took, up.stderr())
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []
+    assert "Traceback" not in up.stderr()
+
+
+def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis):
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "REDIS_URL": redis_url,
+                     "PRICEFEED_NAMESPACE": namespace})
+    assert_serves_prices(up.wait_url())
+    assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
+    assert not any("redis-server" in p.name() for p in up.descendants())
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait_exit(10)[0] == 0
+    assert up.orphans() == []
