@@ -230,3 +230,18 @@ def fail(line: str) -> NoReturn:
     """Print one line to stderr and exit with status 2."""
     print(line, file=sys.stderr)
     raise SystemExit(2)
+
+
+def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """True when the variable ``name`` holds a non-blank value.
+
+    `pricefeed up` needs this to tell "REDIS_URL given" from "the default URL"
+    (issue 4: use the given Redis, else start one).
+    """
+    env = os.environ if environ is None else environ
+    return bool(env.get(name, "").strip())
+
+
+def child_environ(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``overrides`` applied, for a child process."""
+    return {**os.environ, **overrides}

@@ -1,0 +1,185 @@
+"""The Redis of `pricefeed up`: the one in REDIS_URL, a private redis-server, or an
+embedded Redis-compatible server (fakeredis over TCP) when no redis-server exists.
+
+Each is an async context manager yielding the URL the services should use, and leaving
+no process, thread or file behind when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+
+from shared.errors import PricefeedError
+from shared.subscriber import CONNECTION_ERRORS
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 0.5
+
+
+class RedisUnavailable(PricefeedError):
+    """No usable Redis; the message is one line for the user."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def ping(url: str, timeout_s: float = 2.0) -> str | None:
+    """None when Redis at ``url`` answers PING; else the reason it does not."""
+    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        await client.ping()
+        return None
+    except CONNECTION_ERRORS as e:
+        return str(e) or type(e).__name__
+    except Exception as e:  # an auth or protocol error is still "cannot use it"
+        return f"{type(e).__name__}: {e}"
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def given_redis(url: str) -> AsyncIterator[str]:
+    """The Redis the user named; fail fast with one line when it does not answer."""
+    reason = await ping(url)
+    if reason is not None:
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)} (REDIS_URL): {reason}")
+    yield url
+
+
+@contextlib.asynccontextmanager
+async def private_redis_server(exe: str) -> AsyncIterator[str]:
+    """A ``redis-server`` on a free port in a temporary directory, removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="pricefeed-up-"))
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
+            "--daemonize", "no",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            # Its own session: a Ctrl+C in the terminal must not stop Redis before the
+            # services that use it have shut down; we stop it last.
+            start_new_session=True,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        await _wait_answers(url, lambda: proc is not None and proc.returncode is not None,
+                            lambda: _last_line(workdir / "redis.log"))
+        yield url
+    finally:
+        if proc is not None:
+            await _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def embedded_redis() -> AsyncIterator[str]:
+    """fakeredis's TCP server in a thread of this process, for machines with no Redis."""
+    try:
+        server = _embedded_server()
+    except OSError as e:
+        raise RedisUnavailable(f"cannot start the embedded Redis: {e}") from e
+    port = int(server.server_address[1])
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        name="embedded-redis", daemon=True,
+    )
+    thread.start()
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        await _wait_answers(url, lambda: not thread.is_alive(), lambda: "")
+        yield url
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        await asyncio.to_thread(server.server_close)
+        await asyncio.to_thread(thread.join, 2.0)
+
+
+def _embedded_server() -> Any:
+    """fakeredis's TcpFakeServer, with error replies that keep the connection open.
+
+    Its handler (fakeredis 2.40) answers an error reply such as NOSCRIPT and then drops
+    the connection, which breaks the EVALSHA-then-SCRIPT-LOAD dance of the producer on
+    every tick. Returning the error as the reply keeps the connection, as Redis does.
+    """
+    from fakeredis import TcpFakeServer  # only when needed: it is a fallback
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+    from redis.exceptions import ResponseError
+
+    class Handler(TCPFakeRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            read = self.current_client.read_response
+
+            def read_response(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return read(*args, **kwargs)
+                except ResponseError as e:
+                    return e  # sent as "-ERR ..." by the handler's writer
+
+            self.current_client.read_response = read_response  # type: ignore[method-assign]
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.RequestHandlerClass = Handler
+    return server
+
+
+async def _wait_answers(url: str, died: Callable[[], bool], why: Callable[[], str]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT_S
+    while True:
+        reason = await ping(url, timeout_s=0.5)
+        if reason is None:
+            return
+        if died():
+            raise RedisUnavailable(f"the local Redis exited at start: {why() or reason}")
+        if loop.time() > deadline:
+            raise RedisUnavailable(f"the local Redis did not answer within "
+                                   f"{START_TIMEOUT_S:.0f} s: {reason}")
+        await asyncio.sleep(0.05)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

@@ -1,0 +1,174 @@
+"""The producer's life: take the lease, run a term, and start over after any loss.
+
+A *term* lasts while this process holds the lease: it loads the watchlist and the cached
+prices, runs the source into the publisher, renews the lease and follows the watchlist,
+until the lease is lost, Redis fails or a stop is asked for. Then the source stops, and the
+runner waits as a standby (lease held elsewhere) or retries Redis with capped backoff,
+logging one line per change of state rather than one per retry (issue 2, points 8 and 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.factory import create_source
+from producer.lease import Lease, LeaseLost, new_owner_id
+from producer.publisher import Publisher
+from producer.source import MarketDataSource
+from producer.watchlist import Watchlist
+from shared.backoff import Backoff
+from shared.codec import decode_update
+from shared.errors import CodecError
+from shared.models import PriceUpdate
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STANDBY_POLL_S: Final[float] = 0.5
+RELEASE_TIMEOUT_S: Final[float] = 0.5
+
+
+class ProducerRunner:
+    """One producer process: the lease, the terms, the reconnects."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis, owner_id: str | None = None):
+        self.settings = settings
+        self.keys = settings.keys
+        self.redis = redis
+        self.owner_id = owner_id or new_owner_id()
+        self.lease = Lease(redis, self.keys, self.owner_id)
+        self.publisher = Publisher(redis, self.keys, self.owner_id)
+        self.source: MarketDataSource | None = None
+        self._last_tickers: list[str] = []
+        self._redis_ok: bool | None = None
+        self._role = ""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Produce (or stand by) until ``stop`` is set; then give the lease up."""
+        backoff = Backoff(initial_s=0.1, cap_s=5.0)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._attempt(stop)
+                    backoff.reset()
+                except LeaseLost as e:
+                    log.warning("lost the lease (%s); standing by", e)
+                    self._role = ""
+                except (RedisError, OSError) as e:
+                    self._redis_state(False, e)
+                    await _wait(stop, backoff.next_delay())
+        finally:
+            await self._release()
+
+    async def _attempt(self, stop: asyncio.Event) -> None:
+        if await self.lease.acquire():
+            self._redis_state(True)
+            self._announce("active", "holding the lease as %s; producing", self.owner_id)
+            await self._term(stop)
+        else:
+            self._redis_state(True)
+            self._announce("standby", "another producer holds the lease; standing by")
+            await _wait(stop, STANDBY_POLL_S)
+
+    async def _term(self, stop: asyncio.Event) -> None:
+        watchlist = Watchlist(
+            self.redis, self.keys, self.settings.tickers, self.settings.max_watchlist,
+            self._add_ticker, self._remove_ticker,
+        )
+        tickers = await watchlist.load(fallback=self._last_tickers)
+        cached = await self._cached(tickers)
+        self.publisher.begin(tickers, cached)
+        start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
+        self.source = create_source(self.settings, self.publisher.publish)
+        await self.source.start(tickers, {t: start_prices[t] for t in tickers if t in start_prices})
+        try:
+            await race(
+                self.lease.keep(self.status), watchlist.follow(), self.publisher.failure,
+                stop.wait(),
+            )
+        finally:
+            self._last_tickers = list(watchlist.current)
+            await self.source.stop()
+
+    def status(self) -> dict[str, Any]:
+        """What ``NS:producer:status`` shows besides the id and the time."""
+        source = self.source
+        return {
+            "source": source.kind if source else None,
+            "state": source.state if source else "starting",
+            "tick_interval_s": self.settings.tick_interval_s,
+        }
+
+    async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:
+        """The cached updates of ``tickers``; a corrupt entry is logged and left out."""
+        wanted = list(tickers)
+        if not wanted:
+            return {}
+        out = {}
+        values = await self.redis.hmget(self.keys.latest, wanted)
+        for ticker, raw in zip(wanted, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                update = decode_update(raw)
+            except CodecError as e:
+                log.warning("ignoring the corrupt cached price of %s: %s", ticker, e)
+                continue
+            if update.ticker == ticker:
+                out[ticker] = update
+        return out
+
+    async def _add_ticker(self, ticker: str) -> None:
+        cached = (await self._cached([ticker])).get(ticker)
+        await self.publisher.add_ticker(ticker, cached)
+        if self.source is not None:
+            await self.source.add_ticker(ticker, cached.price if cached else None)
+
+    async def _remove_ticker(self, ticker: str) -> None:
+        if self.source is not None:
+            await self.source.remove_ticker(ticker)
+        await self.publisher.remove_ticker(ticker)
+
+    def _redis_state(self, ok: bool, error: BaseException | None = None) -> None:
+        if ok and self._redis_ok is False:
+            log.info("Redis is reachable again")
+        elif not ok and self._redis_ok is not False:
+            log.warning("Redis is unavailable (%s); retrying with backoff", error)
+            self._role = ""
+        self._redis_ok = ok
+
+    def _announce(self, role: str, message: str, *args: object) -> None:
+        if role != self._role:
+            self._role = role
+            log.info(message, *args)
+
+    async def _release(self) -> None:
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.lease.release(), RELEASE_TIMEOUT_S)
+
+
+async def race(*aws: Awaitable[Any]) -> None:
+    """Run ``aws`` until the first one ends; cancel the rest; re-raise the first's error."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,82 @@
+"""`pricefeed producer`: the producer process (issue 2, point 10).
+
+SIGTERM or Ctrl+C sets the stop event; the runner stops its source, gives the lease up
+(so a standby takes over at once) and the process exits within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from producer.runner import ProducerRunner
+from shared.logs import configure
+from shared.settings import Settings, load_or_exit
+
+log = logging.getLogger(__name__)
+
+# A Redis that hangs (rather than refusing) fails a call after this long.
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+
+
+def main(argv: list[str]) -> int:
+    """Run the producer until SIGTERM or Ctrl+C; the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="pricefeed producer",
+        description="Run the producer: simulated (or Massive) prices into Redis. "
+        "Configured by environment variables (REDIS_URL, PRICEFEED_*, MASSIVE_API_KEY).",
+    )
+    parser.parse_args(argv)
+    settings = load_or_exit()
+    configure(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """A client for ``settings.redis_url``; it connects lazily, on first use.
+
+    redis-py's own retries are off: the runner retries with our backoff and logs it.
+    """
+    return aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """The producer's main coroutine."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    redis = connect(settings)
+    try:
+        runner = ProducerRunner(settings, redis)
+        log.info(
+            "producer %s starting: Redis %s, namespace %r, tick %.3gs",
+            runner.owner_id, redacted(settings.redis_url), settings.namespace,
+            settings.tick_interval_s,
+        )
+        await runner.run(stop)
+    finally:
+        await redis.aclose()
+        log.info("producer stopped")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (a Secret is never logged)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()

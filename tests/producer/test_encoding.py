@@ -1,0 +1,39 @@
+"""The fast tick encoder gives byte for byte what the contract's codec gives."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from producer.encoding import encode_tick, round4
+from shared.codec import decode_update, encode_update
+from shared.models import PriceUpdate
+
+
+def test_matches_the_codec_for_many_random_updates() -> None:
+    rng = np.random.default_rng(1)
+    n = 100_000
+    prices = np.round(rng.uniform(0.01, 5000, n), 2)
+    previous = np.maximum(np.round(prices * np.exp(rng.normal(0, 0.01, n)), 2), 0.01)
+    previous[::7] = prices[::7]  # some flat updates
+    stamps = (1_764_000_000 + rng.uniform(0, 1e6, n)).tolist()
+    tickers = [f"T{i}" for i in range(n)]
+    payloads = encode_tick(tickers, prices, previous, stamps, 40)
+    for i in range(n):
+        expected = PriceUpdate(tickers[i], float(prices[i]), float(previous[i]), stamps[i], 40 + i)
+        assert payloads[i] == encode_update(expected), i
+
+
+def test_rounds_ties_as_python_does() -> None:
+    # 14.35 / 800 · 100 is 1.79375 in decimal: numpy alone rounds it to 1.7938, Python 1.7937.
+    values = np.array([14.35 / 800 * 100, 0.00005, 1.23455, -2.5e-5, 123.45675])
+    assert round4(values).tolist() == [round(v, 4) for v in values.tolist()]
+    payload = encode_tick(["AAPL"], np.array([814.35]), np.array([800.0]), [1.0], 1)[0]
+    assert decode_update(payload).change_percent == PriceUpdate("A", 814.35, 800.0, 1, 1).change_percent
+    assert b'"change_percent":1.7937' in payload
+
+
+def test_empty_and_single_ticks() -> None:
+    assert encode_tick([], np.array([]), np.array([]), [], 1) == []
+    (one,) = encode_tick(["V"], np.array([280.0]), np.array([280.0]), [2.0], 9)
+    assert decode_update(one) == PriceUpdate("V", 280.0, 280.0, 2.0, 9)
+    assert b'"direction":"flat"' in one

@@ -1,0 +1,169 @@
+"""The publisher against fakeredis (with Lua): what one tick writes, the lease fence,
+removal, bad quotes, and the cache rewrite after a term starts."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from producer.lease import LeaseLost
+from producer.publisher import Publisher
+from producer.source import Quote
+from shared.codec import decode_map, decode_update, encode_update
+from shared.keys import Keys
+from shared.models import PriceUpdate
+
+KEYS = Keys("unit")
+OWNER = "me"
+
+
+@pytest.fixture
+async def publisher(fake_redis: aioredis.Redis) -> Publisher:
+    await fake_redis.set(KEYS.producer, OWNER)
+    pub = Publisher(fake_redis, KEYS, OWNER)
+    pub.begin(["AAPL", "MSFT", "TSLA"], {})
+    return pub
+
+
+async def subscribe(redis: aioredis.Redis) -> aioredis.client.PubSub:
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(f"{KEYS.namespace}:price*")
+    assert (await pubsub.get_message(timeout=1))["type"] == "psubscribe"
+    return pubsub
+
+
+async def drain(pubsub: aioredis.client.PubSub) -> list[tuple[str, bytes]]:
+    out = []
+    while (message := await pubsub.get_message(timeout=0.05)) is not None:
+        out.append((message["channel"].decode(), message["data"]))
+    return out
+
+
+async def cache(redis: aioredis.Redis) -> dict[str, PriceUpdate]:
+    raw = await redis.hgetall(KEYS.latest)
+    return {k.decode(): decode_update(v) for k, v in raw.items()}
+
+
+async def test_a_tick_writes_cache_channels_and_map(fake_redis, publisher) -> None:
+    pubsub = await subscribe(fake_redis)
+    await publisher.publish({"AAPL": Quote(190.004, 10.0), "MSFT": Quote(420.5, 10.0)})
+    messages = await drain(pubsub)
+    assert [ch for ch, _ in messages] == ["unit:price:AAPL", "unit:price:MSFT", "unit:prices"]
+    aapl, msft = decode_update(messages[0][1]), decode_update(messages[1][1])
+    assert aapl == PriceUpdate("AAPL", 190.0, 190.0, 10.0, 1)  # first update is flat
+    assert msft == PriceUpdate("MSFT", 420.5, 420.5, 10.0, 2)
+    assert decode_map(messages[2][1]) == {"AAPL": aapl, "MSFT": msft}
+    assert await cache(fake_redis) == {"AAPL": aapl, "MSFT": msft}
+    assert int(await fake_redis.get(KEYS.seq)) == 2
+    await pubsub.aclose()
+
+
+async def test_previous_price_and_seq_carry_across_ticks(fake_redis, publisher) -> None:
+    await publisher.publish({"AAPL": Quote(190.0, 1.0)})
+    await publisher.publish({"AAPL": Quote(189.5, 2.0)})
+    update = (await cache(fake_redis))["AAPL"]
+    assert (update.previous_price, update.price, update.seq) == (190.0, 189.5, 2)
+    assert update.direction == "down" and update.change == -0.5
+
+
+async def test_seq_continues_from_redis(fake_redis, publisher) -> None:
+    await fake_redis.set(KEYS.seq, 1000)
+    await publisher.publish({"AAPL": Quote(190.0, 1.0), "TSLA": Quote(250.0, 1.0)})
+    assert sorted(u.seq for u in (await cache(fake_redis)).values()) == [1001, 1002]
+
+
+async def test_seq_never_goes_back_when_redis_lost_it(fake_redis, publisher) -> None:
+    await publisher.publish({"AAPL": Quote(190.0, 1.0)})
+    await fake_redis.set(KEYS.seq, 1000)
+    await publisher.publish({"AAPL": Quote(191.0, 2.0)})
+    await fake_redis.delete(KEYS.seq)  # a Redis restarted without its data
+    await publisher.publish({"AAPL": Quote(192.0, 3.0)})
+    assert (await cache(fake_redis))["AAPL"].seq == 1002
+
+
+async def test_a_lost_lease_fences_the_write(fake_redis, publisher) -> None:
+    await fake_redis.set(KEYS.producer, "someone-else")
+    await publisher.publish({"AAPL": Quote(190.0, 1.0)})
+    assert await fake_redis.hlen(KEYS.latest) == 0
+    with pytest.raises(LeaseLost):
+        publisher.failure.result()
+    await fake_redis.set(KEYS.producer, OWNER)
+    await publisher.publish({"AAPL": Quote(190.0, 1.0)})  # dropped until the next term
+    assert await fake_redis.hlen(KEYS.latest) == 0
+
+
+async def test_a_redis_error_is_stored_not_raised(fake_redis, publisher) -> None:
+    fake_redis.connection_pool.connection_kwargs["server"].connected = False
+    await publisher.publish({"AAPL": Quote(190.0, 1.0)})
+    with pytest.raises(RedisConnectionError):
+        publisher.failure.result()
+
+
+async def test_removed_ticker_is_deleted_and_never_published(fake_redis, publisher) -> None:
+    await publisher.publish({"AAPL": Quote(190.0, 1.0), "MSFT": Quote(420.0, 1.0)})
+    pubsub = await subscribe(fake_redis)
+    await publisher.remove_ticker("MSFT")
+    assert set(await cache(fake_redis)) == {"AAPL"}
+    await publisher.publish({"AAPL": Quote(191.0, 2.0), "MSFT": Quote(421.0, 2.0)})
+    channels = [ch for ch, _ in await drain(pubsub)]
+    assert channels == ["unit:price:AAPL", "unit:prices"]
+    assert set(await cache(fake_redis)) == {"AAPL"}
+    await publisher.add_ticker("MSFT")
+    await publisher.publish({"MSFT": Quote(421.0, 3.0)})
+    assert (await cache(fake_redis))["MSFT"].previous_price == 421.0  # a fresh start
+    await pubsub.aclose()
+
+
+async def test_unwatched_and_invalid_quotes_are_dropped(fake_redis, publisher, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    batch = {
+        "AAPL": Quote(190.0, 1.0), "MSFT": Quote(float("nan"), 1.0),
+        "TSLA": Quote(0.004, 1.0), "NVDA": Quote(800.0, 1.0),
+    }
+    await publisher.publish(batch)
+    await publisher.publish(batch)
+    assert set(await cache(fake_redis)) == {"AAPL"}
+    assert not publisher.failure.done()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "MSFT, TSLA" in warnings[0].getMessage()
+
+
+async def test_a_new_term_rewrites_the_cache_and_continues(fake_redis, publisher) -> None:
+    await publisher.publish({"AAPL": Quote(190.0, 1.0), "MSFT": Quote(420.0, 1.0)})
+    await fake_redis.delete(KEYS.latest)  # Redis lost its data
+    publisher.begin(["AAPL", "MSFT"], {})
+    await publisher.publish({"AAPL": Quote(191.0, 2.0)})  # a partial batch (Massive style)
+    after = await cache(fake_redis)
+    assert after["AAPL"].previous_price == 190.0 and after["AAPL"].price == 191.0
+    assert after["MSFT"].price == 420.0  # rewritten from memory though not in the batch
+
+
+async def test_begin_continues_from_the_cached_updates(fake_redis) -> None:
+    await fake_redis.set(KEYS.producer, OWNER)
+    cached = PriceUpdate("AAPL", 180.0, 179.0, 1.0, 77)
+    await fake_redis.hset(KEYS.latest, "AAPL", encode_update(cached))
+    pub = Publisher(fake_redis, KEYS, OWNER)
+    pub.begin(["AAPL"], {"AAPL": cached})
+    await pub.publish({"AAPL": Quote(181.0, 2.0)})
+    update = (await cache(fake_redis))["AAPL"]
+    assert (update.previous_price, update.seq) == (180.0, 78)
+
+
+async def test_a_large_tick_is_one_write(fake_redis) -> None:
+    # More pairs than one HSET chunk of the script (2,000), and one tick map holding them all.
+    await fake_redis.set(KEYS.producer, OWNER)
+    tickers = [f"T{i}" for i in range(4500)]
+    pub = Publisher(fake_redis, KEYS, OWNER)
+    pub.begin(tickers, {})
+    pubsub = fake_redis.pubsub()
+    await pubsub.subscribe(KEYS.prices)
+    await pubsub.get_message(timeout=1)
+    await pub.publish({t: Quote(100.0 + i / 100, 1.0) for i, t in enumerate(tickers)})
+    assert await fake_redis.hlen(KEYS.latest) == 4500
+    message = await pubsub.get_message(timeout=1)
+    tick = decode_map(message["data"])
+    assert len(tick) == 4500 and tick["T4499"].price == 144.99
+    await pubsub.aclose()

@@ -1,0 +1,45 @@
+"""Writing prices into Redis the way the producer does (one atomic unit per tick), for
+tests that need a feed without depending on the producer's own code."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import redis
+
+from shared.codec import encode_map, encode_update
+from shared.keys import Keys
+from shared.models import PriceUpdate
+
+
+class TickWriter:
+    """Writes ticks of ``prices`` into Redis: the cache hash plus the channels."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, prices: Mapping[str, float]) -> None:
+        self.client = client
+        self.keys = keys
+        self.prices = dict(prices)
+        self.seq = 0
+
+    def tick(
+        self, moves: Mapping[str, float] | None = None, publish: bool = True
+    ) -> dict[str, PriceUpdate]:
+        """One tick: every ticker moves by its factor in ``moves`` (default +0.1 %)."""
+        updates = {}
+        for ticker, previous in self.prices.items():
+            factor = (moves or {}).get(ticker, 1.001)
+            self.seq += 1
+            updates[ticker] = PriceUpdate.create(
+                ticker, previous * factor, previous, time.time(), self.seq)
+            self.prices[ticker] = updates[ticker].price
+        pipe = self.client.pipeline(transaction=True)
+        for update in updates.values():
+            pipe.hset(self.keys.latest, update.ticker, encode_update(update))
+        pipe.set(self.keys.seq, self.seq)
+        if publish:
+            for update in updates.values():
+                pipe.publish(self.keys.price(update.ticker), encode_update(update))
+            pipe.publish(self.keys.prices, encode_map(updates.values()))
+        pipe.execute()
+        return updates

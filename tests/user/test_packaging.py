@@ -1,0 +1,96 @@
+"""docker-compose.yml, Dockerfile, .env.example and README: the promises a new user reads,
+checked against the code (no Docker engine here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.support import ROOT
+from tests.user.compose import environment, load
+
+SETTINGS_SRC = (ROOT / "shared" / "settings.py").read_text()
+# Every variable shared/settings.py reads: the configuration surface.
+VARIABLES = sorted(set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z_]+|REDIS_URL)"', SETTINGS_SRC)))
+README = (ROOT / "README.md").read_text()
+
+
+def test_settings_really_name_the_variables_we_check():
+    assert {"REDIS_URL", "MASSIVE_API_KEY", "PRICEFEED_API_TOKEN", "PRICEFEED_PORT"} <= set(
+        VARIABLES)
+
+
+def test_redis_is_healthchecked_and_not_published_to_the_host():
+    redis = load()["services"]["redis"]
+    assert redis["image"].startswith("redis:")
+    assert "ports" not in redis and "network_mode" not in redis
+    assert redis["healthcheck"]["test"][:2] == ["CMD", "redis-cli"]
+
+
+@pytest.mark.parametrize("name", ["producer", "gateway"])
+def test_services_run_hardened_and_wait_for_a_healthy_redis(name):
+    compose = load()
+    service = compose["services"][name]
+    assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert service["restart"] in ("unless-stopped", "always", "on-failure")
+    assert not str(service["user"]).startswith(("0", "root"))
+    limits = service["deploy"]["resources"]["limits"]
+    assert limits["cpus"] and limits["memory"]
+    assert service["healthcheck"]["test"][0] == "CMD"
+    assert service["build"] == "." and service["command"][:1] == ["pricefeed"]
+    env = environment(service, {})
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    # Every setting passes through from .env: a value given there reaches the service.
+    given = environment(service, {v: "from-dotenv" for v in VARIABLES})
+    passed = {v for v in VARIABLES if given.get(v) == "from-dotenv"}
+    assert passed >= set(VARIABLES) - {"REDIS_URL", "PRICEFEED_HOST", "PRICEFEED_PORT"}
+
+
+def test_only_the_gateway_publishes_a_port_and_it_is_8000():
+    services = load()["services"]
+    assert [n for n, s in services.items() if "ports" in s] == ["gateway"]
+    (mapping,) = services["gateway"]["ports"]
+    assert str(mapping).endswith(":8000")
+    assert "/api/health" in " ".join(services["gateway"]["healthcheck"]["test"])
+
+
+def test_the_image_is_multi_stage_uv_locked_and_non_root():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.M)) >= 2
+    assert "uv sync --frozen --no-dev" in dockerfile
+    assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)
+    assert "PRICEFEED_HOST=0.0.0.0" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", ".env"} <= set(ignored)
+    for copied in re.findall(r"^COPY (?!--from)(?:--\S+ )*(\S+)", dockerfile, re.M):
+        assert (ROOT / copied).exists(), f"the Dockerfile copies {copied}, which is missing"
+
+
+def test_env_example_documents_every_setting():
+    example = (ROOT / ".env.example").read_text()
+    missing = [v for v in VARIABLES if v not in example]
+    assert not missing
+
+
+def test_readme_configuration_table_names_every_setting():
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.M))
+    assert set(VARIABLES) <= rows, set(VARIABLES) - rows
+
+
+def test_readme_quick_start_is_two_commands_after_pip_install_uv():
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", quick, re.S)
+    commands = [line for block in blocks for line in block.splitlines() if line.strip()]
+    assert commands[0] == "pip install uv"
+    run_and_test = [c for c in commands[1:] if not c.startswith("uv run pricefeed watch")]
+    assert run_and_test == ["uv run pricefeed up", "uv run pytest"]
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run extracts the line after `## Tests`; it must be the suite's command."""
+    extracted = subprocess.run(
+        ["awk", "/^## Tests/{f=1} f&&/^uv run pytest/{print; exit}", "README.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert extracted == "uv run pytest"

@@ -1,0 +1,109 @@
+"""shared.subscriber against a real redis-server: snapshot first, then ticks, narrowed
+by ticker, and a fresh snapshot after Redis comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from shared.backoff import Backoff
+from shared.keys import Keys
+from shared.subscriber import Batch, snapshot, subscribe
+from tests.user.feed import TickWriter
+
+pytestmark = pytest.mark.integration
+
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0}
+
+
+@contextlib.asynccontextmanager
+async def collecting(client: aioredis.Redis, keys: Keys, **kwargs) -> AsyncIterator[asyncio.Queue]:
+    """Run `subscribe` in a task that puts every batch (and state change) on a queue."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def run() -> None:
+        async with contextlib.aclosing(subscribe(
+                client, keys, on_state=lambda up: queue.put_nowait(("state", up)), **kwargs)) as it:
+            async for batch in it:
+                queue.put_nowait(batch)
+
+    task = asyncio.create_task(run())
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def next_batch(queue: asyncio.Queue, timeout_s: float = 10.0) -> Batch:
+    while True:
+        item = await asyncio.wait_for(queue.get(), timeout_s)
+        if isinstance(item, Batch):
+            return item
+
+
+async def test_snapshot_reads_the_cache_and_narrows_to_tickers(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    sredis.hset(keys.latest, "BAD", b"{not json")  # one bad entry must not spoil the read
+    everything = await snapshot(aredis, keys)
+    assert set(everything) == set(PRICES)
+    assert everything["AAPL"].price == round(190.0 * 1.001, 2)
+    only = await snapshot(aredis, keys, ["MSFT", "NOPE"])
+    assert set(only) == {"MSFT"}
+
+
+async def test_subscribe_yields_the_snapshot_then_each_tick(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    writer = TickWriter(sredis, keys, PRICES)
+    first = writer.tick()
+    async with collecting(aredis, keys) as queue:
+        snap = await next_batch(queue)
+        assert snap.snapshot and {t: u.seq for t, u in snap.updates.items()} == {
+            t: u.seq for t, u in first.items()}
+        sredis.publish(keys.prices, b"garbage")  # skipped, the stream goes on
+        second = writer.tick()
+        tick = await next_batch(queue)
+        assert not tick.snapshot
+        assert dict(tick.updates) == second
+
+
+async def test_subscribe_narrows_to_the_tickers_asked_for(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    writer = TickWriter(sredis, keys, PRICES)
+    writer.tick()
+    async with collecting(aredis, keys, tickers=["TSLA"]) as queue:
+        assert set((await next_batch(queue)).updates) == {"TSLA"}
+        writer.tick()
+        assert set((await next_batch(queue)).updates) == {"TSLA"}
+
+
+async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
+        redis_server_factory, namespace):
+    server = redis_server_factory()
+    keys = Keys(namespace)
+    client = aioredis.from_url(server.url, socket_connect_timeout=1)
+    sync = redis.Redis(port=server.port)
+    try:
+        TickWriter(sync, keys, PRICES).tick()
+        fast = Backoff(initial_s=0.05, cap_s=0.2)
+        async with collecting(client, keys, backoff=fast) as queue:
+            assert await asyncio.wait_for(queue.get(), 5) == ("state", True)
+            assert (await next_batch(queue)).snapshot
+            server.stop()
+            assert await asyncio.wait_for(queue.get(), 10) == ("state", False)
+            server.start()
+            # Written while nobody was subscribed: only a fresh snapshot can deliver it.
+            missed = TickWriter(sync, keys, {"NVDA": 800.0}).tick(publish=False)
+            batch = await next_batch(queue)
+            assert batch.snapshot
+            assert batch.updates["NVDA"] == missed["NVDA"]
+    finally:
+        sync.close()
+        await client.aclose()

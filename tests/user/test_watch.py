@@ -1,0 +1,47 @@
+"""`pricefeed watch` in a pseudo-terminal, fed through a real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.keys import Keys
+from tests.support import ROOT, free_port
+from tests.user.feed import TickWriter
+from tests.user.terminal import Terminal
+
+pytestmark = pytest.mark.integration
+
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0, "NVDA": 800.0}
+
+
+def test_watch_renders_the_tickers_and_logs_big_moves_then_quits_on_ctrl_c(
+        sredis, redis_url, namespace):
+    writer = TickWriter(sredis, Keys(namespace), PRICES)
+    writer.tick()
+    term = Terminal(["watch", "--tickers", "aapl,TSLA"],
+                    {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
+    try:
+        screen = term.wait_for_text("AAPL", "TSLA", "190.19", "live")
+        assert "MSFT" not in screen and "NVDA" not in screen  # --tickers narrows
+        term.mark()
+        writer.tick({"TSLA": 1.03})  # a 3 % move: the log must show it
+        screen = term.wait_for_text("TSLA ▲ +3.00%")
+        assert "▲" in screen
+        term.press_ctrl_c()
+        assert term.wait_exit() == 0
+        assert "Traceback" not in term.text()
+    finally:
+        term.close()
+
+
+def test_watch_says_in_one_line_when_redis_cannot_be_reached():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    done = subprocess.run([sys.executable, "-m", "pricefeed", "watch"], cwd=ROOT,
+                          env={"REDIS_URL": url, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis" in done.stderr and url in done.stderr
