@@ -18,6 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
+from gateway.sse import SendWatchdog
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -40,6 +41,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = make_redis(False)
         subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
+        watchdog = SendWatchdog(settings.send_timeout_s)
         try:
             async with Supervisor() as supervisor:
                 stats.gauges.update({
@@ -49,8 +51,9 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "background_task_restarts": lambda: supervisor.restarts,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
-                                            app.state.registry)
+                                            app.state.registry, watchdog)
                 supervisor.start("subscriber", subscriber.run)
+                supervisor.start("send-watchdog", watchdog.run)
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield

@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from sse_starlette import ServerSentEvent
 
 from gateway.cache import CacheView, read_cache
-from gateway.hub import Batch, Client, Item
+from gateway.hub import Batch, Item
+from gateway.sse import PriceStream
 from gateway.state import Gateway
-from gateway.stats import Stats
-from gateway.throttle import LogThrottle
 from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
-log = logging.getLogger(__name__)
-_dropped_log = LogThrottle(log, 10.0)
 router = APIRouter()
 
 RETRY_FRAME = ServerSentEvent(retry=1000).encode()
-_PING = ServerSentEvent(comment="ping")
-
-
-class PriceStream(EventSourceResponse):
-    """sse-starlette's response; a client dropped for a blocked send is counted, not raised."""
-
-    def __init__(self, content: AsyncIterator[bytes], stats: Stats, **kwargs: object) -> None:
-        super().__init__(
-            content, ping_message_factory=lambda: _PING, **kwargs  # type: ignore[arg-type]
-        )
-        self.stats = stats
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            self.stats.dropped_slow += 1
-            _dropped_log.warning("dropped a client whose socket stayed blocked past the timeout")
 
 
 def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
@@ -96,26 +72,21 @@ async def _events(
             stats.events_sent += 1
             stats.updates_sent += len(first.items)
             yield first.frame()
-        async for frame in _live(client, stats):
-            yield frame
+        wake = client.wake
+        while True:  # the hot loop: one pass per event per client
+            await wake.wait()
+            wake.clear()
+            if client.closed:
+                return
+            taken = client.take()
+            if taken is None:
+                continue
+            batch = taken if isinstance(taken, Batch) else Batch(taken)
+            stats.events_sent += 1
+            stats.updates_sent += len(batch.items)
+            yield batch.frame()
     finally:
         hub.unregister(client)
-
-
-async def _live(client: Client, stats: Stats) -> AsyncIterator[bytes]:
-    wake = client.wake
-    while True:
-        await wake.wait()
-        wake.clear()
-        if client.closed:
-            return
-        taken = client.take()
-        if taken is None:
-            continue
-        batch = taken if isinstance(taken, Batch) else Batch(taken)
-        stats.events_sent += 1
-        stats.updates_sent += len(batch.items)
-        yield batch.frame()
 
 
 async def _snapshot_view(gw: Gateway) -> CacheView:
@@ -144,9 +115,5 @@ async def stream_prices(
         )
     after = parse_event_id(request.headers.get("last-event-id") or last_event_id)
     gw.stats.streams_opened += 1
-    return PriceStream(
-        _events(gw, wanted, after),
-        gw.stats,
-        ping=gw.settings.ping_interval_s,
-        send_timeout=gw.settings.send_timeout_s,
-    )
+    events = _events(gw, wanted, after)
+    return PriceStream(events, gw.stats, gw.watchdog, gw.settings.ping_interval_s)
