@@ -18,7 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
-from gateway.sse import SendWatchdog
+from gateway.sse import SendWatchdog, ping_forever
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -54,6 +54,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                                             app.state.registry, watchdog)
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
+                supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield
@@ -65,7 +66,8 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     app = FastAPI(title="pricefeed gateway", lifespan=lifespan)
     app.state.registry = registry_for(stats)
     app.state.hub = hub
-    for module in (stream, prices, watchlist, ops, static):
+    app.router.routes.append(stream.route)
+    for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
     if settings.cors_origins:
