@@ -82,7 +82,8 @@ class Board:
             )
         log = Text("\n").join(self.moves) if self.moves else Text("none yet", style="dim")
         title = f"Moves of {self.threshold_pct:g}% or more in one tick"
-        return Group(self._title(), table, Panel(log, title=title, title_align="left", expand=False))
+        moves = Panel(log, title=title, title_align="left", expand=False)
+        return Group(self._title(), table, moves)
 
     def _title(self) -> Text:
         state = (Text("● live", style="green") if self.connected
