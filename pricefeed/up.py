@@ -173,9 +173,7 @@ async def _racing(children: list[Child], stop: asyncio.Event) -> AsyncIterator[a
         finally:
             for task in waits:
                 task.cancel()
-        child = waits[next(iter(done))]
-        rc = child.proc.returncode
-        raise UpError(f"the {child.role} exited (status {rc}): {child.reason()}")
+        raise UpError(waits[next(iter(done))].describe_exit())
 
     task = asyncio.create_task(first_exit(), name="first-child-exit")
     try:
