@@ -131,7 +131,9 @@ def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_
 def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis):
     up = up_factory({"PRICEFEED_PORT": str(free_port()), "REDIS_URL": redis_url,
                      "PRICEFEED_NAMESPACE": namespace})
-    assert_serves_prices(up.wait_url())
+    line = up.wait_url()
+    assert f"Redis: {redis_url}" in line
+    assert_serves_prices(line)
     assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
     assert not any("redis-server" in p.name() for p in up.descendants())
     up.proc.send_signal(signal.SIGTERM)
