@@ -64,6 +64,7 @@ class ProducerRunner:
                     self._role = ""
                 except (RedisError, OSError) as e:
                     self._redis_state(False, e)
+                    await self._drop_connections()
                     await _wait(stop, backoff.next_delay())
         finally:
             await self._release()
@@ -150,6 +151,12 @@ class ProducerRunner:
         if role != self._role:
             self._role = role
             log.info(message, *args)
+
+    async def _drop_connections(self) -> None:
+        """Close pooled connections: after an outage they are dead, and reusing one would
+        fail once more and count as a second outage."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.connection_pool.disconnect()
 
     async def _release(self) -> None:
         """Give the lease up, within `RELEASE_TIMEOUT_S` (a stop must not hang on Redis)."""

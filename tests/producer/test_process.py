@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.codec import decode_map, decode_update, encode_control
+from shared.codec import decode_map, decode_update
 from shared.keys import Keys
-from shared.seed import DEFAULT_TICKERS, SEED_PRICES
+from shared.seed import DEFAULT_TICKERS
 from tests.support import running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
