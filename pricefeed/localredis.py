@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -100,10 +101,8 @@ async def private_redis_server(exe: str) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def embedded_redis() -> AsyncIterator[str]:
     """fakeredis's TCP server in a thread of this process, for machines with no Redis."""
-    from fakeredis import TcpFakeServer  # only when needed: it is a fallback
-
     try:
-        server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        server = _embedded_server()
     except OSError as e:
         raise RedisUnavailable(f"cannot start the embedded Redis: {e}") from e
     port = int(server.server_address[1])
@@ -120,6 +119,35 @@ async def embedded_redis() -> AsyncIterator[str]:
         await asyncio.to_thread(server.shutdown)
         await asyncio.to_thread(server.server_close)
         await asyncio.to_thread(thread.join, 2.0)
+
+
+def _embedded_server() -> Any:
+    """fakeredis's TcpFakeServer, with error replies that keep the connection open.
+
+    Its handler (fakeredis 2.40) answers an error reply such as NOSCRIPT and then drops
+    the connection, which breaks the EVALSHA-then-SCRIPT-LOAD dance of the producer on
+    every tick. Returning the error as the reply keeps the connection, as Redis does.
+    """
+    from fakeredis import TcpFakeServer  # only when needed: it is a fallback
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+    from redis.exceptions import ResponseError
+
+    class Handler(TCPFakeRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            read = self.current_client.read_response
+
+            def read_response(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return read(*args, **kwargs)
+                except ResponseError as e:
+                    return e  # sent as "-ERR ..." by the handler's writer
+
+            self.current_client.read_response = read_response  # type: ignore[method-assign]
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.RequestHandlerClass = Handler
+    return server
 
 
 async def _wait_answers(url: str, died: Callable[[], bool], why: Callable[[], str]) -> None:

@@ -17,6 +17,7 @@ const state = {
   latest: new Map(),      // ticker -> last PriceUpdate seen on the stream
   source: null,
   downTimer: null,
+  failingSince: null,     // Date.now() of the first error since the stream was last open
   reopenTimer: null,
   reopenDelay: 1000,
 };
@@ -33,9 +34,14 @@ function formatPercent(value) {
 }
 
 // ---------- connection status ----------
+const statusLog = [];             // every state shown, in order (read by the browser test)
+window.pricefeedStatusLog = statusLog;
+
 function setStatus(kind, text) {
   const box = $("status");
+  if (box.dataset.state !== kind) statusLog.push(kind);
   box.dataset.state = kind;           // connected | reconnecting | down | connecting
+  document.body.dataset.state = kind;
   $("status-text").textContent = text;
 }
 
@@ -52,6 +58,7 @@ function openStream() {
   state.source = source;
   source.onopen = () => {
     clearTimer("downTimer");
+    state.failingSince = null;
     state.reopenDelay = 1000;
     setStatus("connected", "live");
     loadWatchlist();                  // catch up on changes made while we were away
@@ -62,23 +69,29 @@ function openStream() {
 
 function onStreamError(source) {
   if (source !== state.source) return;
+  if (state.failingSince === null) state.failingSince = Date.now();
   if (source.readyState === EventSource.CLOSED) {
     // The browser gave up (e.g. a 503 while the gateway shuts down): reopen ourselves.
-    clearTimer("downTimer");
-    setStatus("down", "disconnected — retrying");
     state.reopenTimer = setTimeout(openStream, state.reopenDelay);
     state.reopenDelay = Math.min(state.reopenDelay * 2, REOPEN_MAX_MS);
-    return;
   }
-  // CONNECTING: the browser is retrying on its own (the server asked for retry: 1000).
+  // Otherwise (CONNECTING) the browser retries on its own, as the server asked (retry: 1000).
+  showFailing();
   if (state.downTimer === null) {
-    setStatus("reconnecting", "reconnecting…");
     state.downTimer = setTimeout(() => {
       state.downTimer = null;
-      if (state.source === source && source.readyState !== EventSource.OPEN) {
-        setStatus("down", "disconnected — retrying");
-      }
+      if (state.failingSince !== null) showFailing();
     }, DOWN_AFTER_MS);
+  }
+}
+
+function showFailing() {
+  // Yellow while the outage is young, red once it has lasted DOWN_AFTER_MS; never back
+  // to yellow until a connection has opened again.
+  if (Date.now() - state.failingSince >= DOWN_AFTER_MS) {
+    setStatus("down", "disconnected — retrying");
+  } else {
+    setStatus("reconnecting", "reconnecting…");
   }
 }
 
@@ -129,10 +142,9 @@ function drawSparkline(row) {
   const lo = Math.min(...points);
   const hi = Math.max(...points);
   const span = hi - lo || 1;
-  const step = 120 / (SPARK_POINTS - 1);
-  const offset = 120 - step * (points.length - 1);
+  const step = 120 / (points.length - 1);   // the line always spans the whole cell
   const coords = points.map((p, i) =>
-    `${(offset + i * step).toFixed(1)},${(26 - ((p - lo) / span) * 24).toFixed(1)}`);
+    `${(i * step).toFixed(1)},${(26 - ((p - lo) / span) * 24).toFixed(1)}`);
   row.line.setAttribute("points", coords.join(" "));
   row.line.dataset.trend = points[points.length - 1] >= points[0] ? "up" : "down";
 }

@@ -1,0 +1,333 @@
+"""Gateway fan-out benchmark (issue 3, "Performance"): ours against two baselines, one run.
+
+One command starts a private redis-server, a publisher (the real producer) and each gateway
+in turn — ours (``pricefeed gateway``), the per-client-PubSub baseline and the polling
+baseline — with the gateway pinned to core 0 and Redis, publisher and load generator on
+core 1. For each scenario it ramps C SSE clients, settles, measures one window and reports
+delivered updates/s, % of offered, p50/p99 latency, gateway CPU % and RSS, failed clients;
+the ``idle`` scenario reports gateway memory per idle connection. Every process it starts
+is stopped when it ends, on error or Ctrl+C too.
+
+    uv run python -m bench.gateway_bench                  # everything (~10 min)
+    uv run python -m bench.gateway_bench --scenarios latency-100,2hz-3k --window 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report
+from bench.procs import (
+    CORE_GATEWAY,
+    CORE_REST,
+    ROOT,
+    Procs,
+    RedisServer,
+    free_port,
+    gateway_argv,
+    http_ok,
+    module_available,
+    publisher_argv,
+    wait_until,
+)
+from bench.sampling import TreeSampler, cpu_cores
+from shared.keys import Keys
+from shared.seed import DEFAULT_TICKERS
+
+GATEWAYS = ("ours", "pubsub", "polling")
+STREAM_PATH = "/api/stream/prices"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tickers: int
+    interval_s: float  # publisher tick interval
+    clients: int
+    idle: bool = False  # no publisher during the window: memory per idle connection
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("latency-100", 10, 0.5, 100),
+        Scenario("2hz-3k", 10, 0.5, 3000),
+        Scenario("10hz-3k", 10, 0.1, 3000),
+        Scenario("2hz-10k", 10, 0.5, 10000),
+        Scenario("idle", 10, 0.5, 5000, idle=True),
+        Scenario("smoke", 10, 0.1, 20),
+    )
+}
+DEFAULT_SCENARIOS = "latency-100,2hz-3k,10hz-3k,2hz-10k,idle"
+
+
+def tickers(n: int) -> list[str]:
+    """The ten default tickers, then synthetic ones (``X0010``...) for larger sets."""
+    return [*DEFAULT_TICKERS[:n], *(f"X{i:04d}" for i in range(len(DEFAULT_TICKERS), n))]
+
+
+def uptime() -> str:
+    """``uptime`` output: the machine's load beside every figure."""
+    out = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+@contextmanager
+def publishing(
+    procs: Procs, args: argparse.Namespace, sc: Scenario, redis_url: str, namespace: str
+) -> Iterator[None]:
+    """The publisher for ``sc``, running once the cache holds every ticker."""
+    argv, env = publisher_argv(
+        args.publisher, tickers(sc.tickers), sc.interval_s, redis_url, namespace
+    )
+    proc = procs.start(f"publisher-{namespace}", argv, CORE_REST, env)
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            wait_until(
+                lambda: client.hlen(Keys(namespace).latest) >= sc.tickers,
+                30,
+                "publisher filling the cache",
+                proc,
+            )
+        finally:
+            client.close()
+        yield
+    finally:
+        procs.stop(proc)
+
+
+@contextmanager
+def gateway(procs: Procs, name: str, redis_url: str, namespace: str) -> Iterator[TreeSampler]:
+    """One gateway on core 0, healthy; a sampler of its process tree."""
+    port = free_port()
+    argv, env = gateway_argv(name, port, redis_url, namespace)
+    proc = procs.start(f"gateway-{name}-{namespace}", argv, CORE_GATEWAY, env)
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), 30, f"gateway {name}", proc
+        )
+        yield TreeSampler(proc.pid, port)
+    finally:
+        procs.stop(proc)
+
+
+def loadgen(
+    procs: Procs,
+    args: argparse.Namespace,
+    port: int,
+    clients: int,
+    redis_url: str | None,
+    namespace: str,
+    window_s: float,
+    sampler: TreeSampler,
+    grace_s: float | None = None,
+) -> dict[str, object]:
+    """Run the load generator on core 1; sample the gateway over its window."""
+    grace = args.grace if grace_s is None else grace_s
+    argv = [sys.executable, "-m", "bench.sse_loadgen", "--url",
+            f"http://127.0.0.1:{port}{STREAM_PATH}", "--clients", str(clients),
+            "--window", str(window_s), "--settle", str(args.settle), "--grace", str(grace),
+            "--batch", str(args.batch), "--batch-timeout", str(args.batch_timeout),
+            "--ramp-timeout", str(args.ramp_timeout),
+            "--channel", Keys(namespace).prices]  # fmt: skip
+    if redis_url:
+        argv += ["--redis-url", redis_url]
+    proc = procs.start(f"loadgen-{namespace}", argv, CORE_REST, stdout=subprocess.PIPE)
+    # A watchdog: the load generator bounds its own run; if it hangs anyway, kill it.
+    limit_s = args.ramp_timeout + args.batch_timeout + args.settle + window_s + grace + 60
+    watchdog = threading.Timer(limit_s, proc.kill)
+    watchdog.start()
+    try:
+        result = read_progress(proc, sampler)
+        if proc.wait() != 0 or "connected" not in result:
+            raise RuntimeError(
+                f"load generator failed (status {proc.returncode}); see loadgen-{namespace}.log"
+            )
+        return result
+    finally:
+        watchdog.cancel()
+        procs.stop(proc)
+
+
+def read_progress(proc: subprocess.Popen[bytes], sampler: TreeSampler) -> dict[str, object]:
+    """Follow the load generator's JSON lines; sample the gateway over the window."""
+    result: dict[str, object] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if msg["event"] == "window_start":
+            sampler.begin()
+        elif msg["event"] == "window_end":
+            result.update(sampler.end())
+        elif msg["event"] == "result":
+            result.update({k: v for k, v in msg.items() if k not in ("event", "t")})
+    return result
+
+
+def run_load(
+    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, n: int
+) -> list[dict[str, object]]:
+    """One load scenario: the publisher runs; each gateway in turn under C clients."""
+    namespace, rows = f"bench{n}", []
+    clients = args.clients or sc.clients
+    with publishing(procs, args, sc, redis.url, namespace):
+        for name in args.gateways:
+            print(f"  {sc.name}: {name} with {clients} clients ...", file=sys.stderr, flush=True)
+            with gateway(procs, name, redis.url, namespace) as sampler:
+                row = loadgen(
+                    procs, args, sampler.port, clients, redis.url, namespace, args.window, sampler
+                )
+            rows.append(
+                {
+                    "scenario": sc.name,
+                    "gateway": name,
+                    "tickers": sc.tickers,
+                    "rate_hz": round(1 / sc.interval_s, 2),
+                    **row,
+                    "uptime": uptime(),
+                }
+            )
+    return rows
+
+
+def run_idle(
+    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, n: int
+) -> list[dict[str, object]]:
+    """Memory per idle connection: RSS after N quiet connections, minus before, over N."""
+    namespace, rows = f"bench{n}", []
+    clients = args.idle_clients or sc.clients
+    with publishing(procs, args, sc, redis.url, namespace):
+        pass  # fill the cache once, then stop: the connections below see no updates
+    for name in args.gateways:
+        print(f"  idle: {name} with {clients} connections ...", file=sys.stderr, flush=True)
+        with gateway(procs, name, redis.url, namespace) as sampler:
+            # Warm up (first-request allocations), then N connections held for 1 s.
+            loadgen(procs, args, sampler.port, 20, None, namespace, 0.1, sampler, 0.0)
+            before = sampler.rss()
+            row = loadgen(procs, args, sampler.port, clients, None, namespace, 1.0, sampler, 0.0)
+        after = int(row["rss_bytes"])  # type: ignore[call-overload]
+        per = (after - before) / max(1, int(row["connected"]))  # type: ignore[call-overload]
+        rows.append(
+            {
+                "scenario": "idle",
+                "gateway": name,
+                "clients": clients,
+                "connected": row["connected"],
+                "failed": row["failed"],
+                "errors": row["errors"],
+                "rss_before_bytes": before,
+                "rss_after_bytes": after,
+                "bytes_per_connection": round(per),
+                "uptime": uptime(),
+            }
+        )
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--scenarios", default=DEFAULT_SCENARIOS, help=f"comma list of {', '.join(SCENARIOS)}"
+    )
+    p.add_argument(
+        "--gateways", default=",".join(GATEWAYS), help="comma list of ours, pubsub, polling"
+    )
+    p.add_argument("--clients", type=int, help="override every load scenario's client count")
+    p.add_argument("--idle-clients", type=int, help="override the idle scenario's count")
+    p.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds after the ramp")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        help="seconds after the window in which late updates still count",
+    )
+    p.add_argument("--batch", type=int, default=250, help="connections opened at once")
+    p.add_argument("--ramp-timeout", type=float, default=150.0)
+    p.add_argument(
+        "--batch-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a batch of new clients may take to get their first event",
+    )
+    p.add_argument(
+        "--publisher",
+        choices=("auto", "producer", "contract"),
+        default="auto",
+        help="auto: the real producer when this checkout has it",
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.gateways = [g.strip() for g in args.gateways.split(",") if g.strip()]
+    bad = [s for s in args.scenarios if s not in SCENARIOS]
+    bad += [g for g in args.gateways if g not in GATEWAYS]
+    if bad:
+        p.error(f"unknown scenario or gateway: {', '.join(bad)}")
+    if "ours" in args.gateways and not module_available("gateway.server"):
+        p.error("gateway.server is not in this checkout: pass --gateways pubsub,polling")
+    if args.publisher == "auto":
+        args.publisher = "producer" if module_available("producer.service") else "contract"
+    return args
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind through every `finally`, like Ctrl+C
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGHUP, on_sigterm)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the gateways
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = args.out / f"gateway-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "started": stamp,
+        "uptime_start": uptime(),
+        "cores": cpu_cores(),
+        "publisher": args.publisher,
+        "window_s": args.window,
+        "nofile": hard,
+        "command": " ".join(["python", "-m", "bench.gateway_bench", *(argv or sys.argv[1:])]),
+    }
+    rows: list[dict[str, object]] = []
+    procs = Procs(run_dir)
+    try:
+        with RedisServer(procs) as redis:
+            for n, name in enumerate(args.scenarios):
+                sc = SCENARIOS[name]
+                rows += (run_idle if sc.idle else run_load)(procs, args, sc, redis, n)
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        meta["uptime_end"] = uptime()
+        (run_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        table = report.markdown(meta, rows)
+        (run_dir / "results.md").write_text(table)
+        print(table)
+        print(f"results and logs: {run_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The app factory: routes, limits, CORS, and a lifespan that opens Redis and the hub.
+
+Nothing connects at import or in `create_app`; the lifespan opens the Redis client, the
+process's ONE pub/sub subscription (a supervised background task) and hands the hub to
+the routes. On shutdown every stream is ended first, so the server can exit at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gateway.connections import RedisFactory, redis_factory
+from gateway.hub import Hub
+from gateway.limits import BodyLimit
+from gateway.routes import ops, prices, static, stream, watchlist
+from gateway.state import Gateway
+from gateway.stats import Stats, registry_for
+from gateway.subscriber import Subscriber
+from gateway.tasks import Supervisor
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastAPI:
+    """A gateway app for ``settings``; connections open when its lifespan starts.
+
+    ``connect`` builds the Redis clients (tests pass fakeredis); real ones by default.
+    """
+    stats = Stats()
+    hub = Hub(stats)
+    make_redis = connect or redis_factory(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = make_redis(False)
+        subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
+        try:
+            async with Supervisor() as supervisor:
+                stats.gauges.update({
+                    "open_streams": lambda: len(hub.clients),
+                    "hub_subscriptions": lambda: float(subscriber.connected),
+                    "background_tasks": lambda: supervisor.running,
+                    "background_task_restarts": lambda: supervisor.restarts,
+                })
+                app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
+                                            app.state.registry)
+                supervisor.start("subscriber", subscriber.run)
+                log.info("gateway started (namespace %s)", settings.namespace)
+                try:
+                    yield
+                finally:
+                    hub.close()
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(title="pricefeed gateway", lifespan=lifespan)
+    app.state.registry = registry_for(stats)
+    app.state.hub = hub
+    for module in (stream, prices, watchlist, ops, static):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+    return app

@@ -1,0 +1,40 @@
+"""Redis clients of the gateway: a bounded pool for reads/writes, a raw one for pub/sub.
+
+The subscription's client has redis-py's retries off: its own silent reconnect would
+resubscribe without the hub knowing ticks were lost (see `gateway.subscriber`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared.settings import Settings
+
+# Snapshot reads of thousands of clients connecting at once share this many connections
+# instead of opening one each.
+POOL_SIZE = 32
+
+RedisFactory = Callable[[bool], aioredis.Redis]
+"""Builds a client; the argument is True for the pub/sub subscription's client."""
+
+
+def redis_factory(settings: Settings) -> RedisFactory:
+    """Real clients for ``settings.redis_url``."""
+
+    def make(for_subscription: bool) -> aioredis.Redis:
+        if for_subscription:
+            return aioredis.from_url(
+                settings.redis_url, retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=2.0, socket_timeout=5.0,
+            )
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=POOL_SIZE, timeout=5.0,
+            socket_connect_timeout=2.0, socket_timeout=5.0,
+        )
+        return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
+
+    return make

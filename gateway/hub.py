@@ -1,0 +1,151 @@
+"""The in-process fan-out: one tick in, a conflated batch marked on every client.
+
+The hub never queues: each client holds at most one pending batch (latest value per
+ticker wins), so a slow reader costs bounded memory and never delays the others
+(issue 3, "per-client conflation"). A batch is encoded once and its bytes shared by
+every client that gets exactly that batch; only a client that fell behind (its pending
+batch merged two ticks) pays for an encoding of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from sse_starlette import ServerSentEvent
+
+from gateway.stats import Stats
+
+# (seq, the update's JSON bytes): what the hub stores per ticker.
+Item = tuple[int, bytes]
+
+
+def encode_items(items: Mapping[str, Item]) -> bytes:
+    """``{TICKER: PriceUpdate}`` JSON built from already-encoded updates (no re-encoding)."""
+    return b"{" + b",".join(b'"%s":%s' % (t.encode(), j) for t, (_, j) in items.items()) + b"}"
+
+
+class Batch:
+    """An immutable set of updates and, once asked for, its SSE frame (shared bytes)."""
+
+    __slots__ = ("_frame", "items")
+
+    def __init__(self, items: dict[str, Item]) -> None:
+        self.items = items
+        self._frame: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The whole SSE event (``id:`` = max seq, one ``data:`` line), encoded once."""
+        if self._frame is None:
+            seq = max(s for s, _ in self.items.values())
+            data = encode_items(self.items).decode()
+            self._frame = ServerSentEvent(data=data, id=str(seq)).encode()
+        return self._frame
+
+
+class Client:
+    """One SSE stream's state in the hub: its filter and at most one pending batch."""
+
+    __slots__ = ("closed", "pending", "resync", "tickers", "wake")
+
+    def __init__(self, tickers: frozenset[str] | None) -> None:
+        self.tickers = tickers
+        self.pending: Batch | dict[str, Item] | None = None
+        self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
+        self.closed = False
+        self.wake = asyncio.Event()
+
+    def take(self) -> Batch | dict[str, Item] | None:
+        """What to send now: a fresh snapshot if one is due, else the pending updates."""
+        if self.resync is not None:
+            batch, self.resync, self.pending = self.resync, None, None
+            return batch
+        pending, self.pending = self.pending, None
+        return pending
+
+    def drop_older(self, seqs: Mapping[str, int]) -> None:
+        """Forget pending updates no newer than ``seqs`` (what a snapshot already gave)."""
+        pending = self.pending
+        if pending is None:
+            return
+        items = pending.items if isinstance(pending, Batch) else pending
+        kept = {t: i for t, i in items.items() if i[0] > seqs.get(t, -1)}
+        self.pending = kept or None
+
+
+class Hub:
+    """Fans ticks out to registered clients; owns the in-memory seq of every ticker."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.clients: set[Client] = set()
+        self.latest: dict[str, Item] = {}
+        self.closing = False
+
+    def register(self, tickers: frozenset[str] | None) -> Client:
+        """A new client; updates are marked on it from now on."""
+        client = Client(tickers)
+        self.clients.add(client)
+        return client
+
+    def unregister(self, client: Client) -> None:
+        """Forget ``client`` (idempotent)."""
+        self.clients.discard(client)
+
+    def publish(self, tick: Mapping[str, Item]) -> None:
+        """Mark one tick on every client; drop updates no newer than the hub has seen."""
+        latest = self.latest
+        fresh = {t: i for t, i in tick.items() if i[0] > latest.get(t, (-1,))[0]}
+        if not fresh:
+            return
+        latest.update(fresh)
+        self.stats.ticks += 1
+        whole = Batch(fresh)
+        by_filter: dict[frozenset[str], Batch | None] = {}
+        conflated = 0
+        for client in self.clients:
+            tickers = client.tickers
+            batch: Batch | None = whole
+            if tickers is not None:
+                batch = by_filter.get(tickers, whole)
+                if batch is whole:
+                    sub = {t: fresh[t] for t in tickers if t in fresh}
+                    batch = by_filter[tickers] = Batch(sub) if sub else None
+            if batch is not None:
+                conflated += _offer(client, batch)
+        self.stats.conflated += conflated
+
+    def resync(self, snapshot: dict[str, Item]) -> None:
+        """Replace the hub's view after (re)subscribing; every client gets this snapshot next."""
+        self.latest = dict(snapshot)
+        by_filter: dict[frozenset[str] | None, Batch | None] = {}
+        for client in self.clients:
+            key = client.tickers
+            if key not in by_filter:
+                items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
+                by_filter[key] = Batch(dict(items)) if items else None
+            batch = by_filter[key]
+            if batch is not None:
+                client.resync = batch
+                client.wake.set()
+
+    def close(self) -> None:
+        """Shutdown: wake every client so its stream ends now."""
+        self.closing = True
+        for client in self.clients:
+            client.closed = True
+            client.wake.set()
+
+
+def _offer(client: Client, batch: Batch) -> int:
+    """Mark ``batch`` on ``client``; the number of pending updates it overwrote."""
+    pending = client.pending
+    if pending is None:
+        client.pending = batch  # shared, not copied: most clients send it as is
+        client.wake.set()
+        return 0
+    merged = dict(pending.items) if isinstance(pending, Batch) else pending
+    before = len(merged)
+    merged.update(batch.items)
+    client.pending = merged
+    return before + len(batch.items) - len(merged)

@@ -1,0 +1,71 @@
+"""Operations: liveness, readiness (Redis + producer heartbeat), Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from gateway.state import Gateway
+
+router = APIRouter()
+READY_TIMEOUT_S = 1.0
+
+
+@router.get("/api/health")
+async def health() -> dict[str, str]:
+    """200 while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/api/ready", response_model=None)
+async def ready(request: Request) -> JSONResponse:
+    """200 when Redis answers, the producer's heartbeat is fresh and prices are subscribed."""
+    gw: Gateway = request.app.state.gateway
+    keys = gw.settings.keys
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            async with gw.redis.pipeline(transaction=False) as pipe:
+                pipe.ping()
+                pipe.exists(keys.producer)
+                pipe.get(keys.producer_status)
+                _, heartbeat, raw_status = await pipe.execute()
+    except (RedisError, OSError, TimeoutError) as e:
+        return _not_ready(f"redis unavailable: {type(e).__name__}", None)
+    status = _producer_status(raw_status)
+    if not heartbeat:
+        return _not_ready("producer heartbeat missing (no live producer)", status)
+    if not gw.subscriber.connected:
+        return _not_ready("subscription to the prices channel not established yet", status)
+    body: dict[str, Any] = {"status": "ready"}
+    if status is not None:
+        body["producer"] = status
+    return JSONResponse(body)
+
+
+def _not_ready(reason: str, producer: Any) -> JSONResponse:
+    body: dict[str, Any] = {"status": "not ready", "reason": reason}
+    if producer is not None:
+        body["producer"] = producer
+    return JSONResponse(body, status_code=503)
+
+
+def _producer_status(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"unparsable": raw[:200].decode(errors="replace")}
+
+
+@router.get("/metrics", response_model=None)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's counters and gauges."""
+    gw: Gateway = request.app.state.gateway
+    return Response(generate_latest(gw.registry), media_type=CONTENT_TYPE_LATEST)

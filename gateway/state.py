@@ -1,0 +1,25 @@
+"""What the app's routes share, built by the app factory and opened by its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from gateway.hub import Hub
+from gateway.stats import Stats
+from gateway.subscriber import Subscriber
+from shared.settings import Settings
+
+
+@dataclass(slots=True)
+class Gateway:
+    """One per app: settings, the Redis client for reads and writes, the hub, the counters."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    hub: Hub
+    stats: Stats
+    subscriber: Subscriber
+    registry: CollectorRegistry

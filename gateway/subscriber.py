@@ -1,0 +1,121 @@
+"""The process's one Redis subscription: ``NS:prices`` decoded once, into the hub.
+
+redis-py's own reconnect would resubscribe silently and the hub would never know that
+ticks were lost, so the subscription's client is built with retries off
+(`gateway.connections`): every failure
+surfaces here, the whole session is rebuilt with capped backoff, and the hub hands every
+client a fresh snapshot (issue 3, "Resilience"). A PING on the subscription connection
+when it has been quiet proves it is still alive; a missing PONG rebuilds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.cache import read_cache
+from gateway.hub import Hub, Item
+from gateway.stats import Stats
+from gateway.throttle import LogThrottle
+from shared.backoff import Backoff
+from shared.codec import decode_map, encode_update
+from shared.errors import CodecError
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StaleSubscription(Exception):
+    """The subscription connection stopped answering (no PONG to a probe)."""
+
+
+class Subscriber:
+    """Keeps one subscription to ``NS:prices`` alive and feeds the hub."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        stats: Stats,
+        connect: Callable[[], aioredis.Redis],
+        probe_after_s: float = 2.0,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.stats = stats
+        self.connect = connect
+        self.probe_after_s = probe_after_s
+        self.probe_timeout_s = probe_timeout_s
+        self.connected = False
+        self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
+        self._malformed_log = LogThrottle(log, 10.0)
+
+    async def run(self) -> None:
+        """Subscribe, consume, and on any Redis failure resubscribe; runs until cancelled."""
+        failed = False
+        while True:
+            try:
+                await self._session(failed)
+            except (RedisError, OSError, StaleSubscription) as e:
+                if not failed:
+                    log.warning("Redis subscription lost (%s: %s); retrying", type(e).__name__, e)
+                failed = True
+            finally:
+                self.connected = False
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _session(self, after_failure: bool) -> None:
+        client = self.connect()
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.settings.keys.prices)
+            # Subscribe first, then read the cache: nothing published in between is lost,
+            # and the hub drops anything the snapshot already covers (by seq).
+            view = await read_cache(client, self.settings.keys)
+            self.hub.resync(view.items())
+            self.connected = True
+            self._backoff.reset()
+            if after_failure:
+                self.stats.redis_reconnects += 1
+                log.info("Redis subscription re-established; clients get a fresh snapshot")
+            await self._consume(pubsub)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
+
+    async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
+        probe_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=0.5)
+            now = loop.time()
+            if message is None:
+                if probe_sent is not None and now - probe_sent > self.probe_timeout_s:
+                    raise StaleSubscription("no answer to a PING on the subscription")
+                if probe_sent is None and now - last_seen > self.probe_after_s:
+                    await pubsub.ping()
+                    probe_sent = now
+                continue
+            last_seen, probe_sent = now, None
+            if message.get("type") == "message":
+                self.on_prices(message["data"])
+
+    def on_prices(self, payload: bytes) -> None:
+        """Decode one tick message (once, for every client) and hand it to the hub."""
+        try:
+            updates = decode_map(payload)
+        except CodecError as e:
+            self.stats.malformed += 1
+            self._malformed_log.warning("skipping malformed message on prices channel: %s", e)
+            return
+        if not updates:
+            return
+        tick: dict[str, Item] = {t: (u.seq, encode_update(u)) for t, u in updates.items()}
+        self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
+        self.hub.publish(tick)

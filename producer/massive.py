@@ -1,0 +1,208 @@
+"""Real prices from Massive (formerly Polygon.io) through the official `massive` SDK.
+
+`create_massive_source` builds the source the settings ask for: `MassiveRestSource`
+(snapshot polling, the default, fits the free tier) or the websocket streamer in
+`producer.massive_ws`. The SDK is blocking, so REST calls run in a worker thread with
+timeouts; the event loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from producer.massive_rest import Failure, SnapshotClient, classify, parse_snapshot
+from producer.source import MarketDataSource, Quote, QuoteSink
+from shared.backoff import Backoff
+from shared.settings import MASSIVE_MODES, Settings
+
+log = logging.getLogger(__name__)
+
+
+class Fetcher(Protocol):
+    """The blocking side of a poll: `SnapshotClient` in production."""
+
+    def fetch(self, tickers: Sequence[str]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class MassiveRestSource(MarketDataSource):
+    """Polls one snapshot of every ticker per interval and sends what changed.
+
+    A ticker is sent only when its price or trade time moved, so a closed market is
+    quiet. Failures set `state` and back off (Retry-After honoured, capped); a
+    rejected key is retried every ``auth_retry_s``.
+    """
+
+    def __init__(self, fetcher_factory: Callable[[], Fetcher], sink: QuoteSink, *,
+                 poll_interval_s: float, request_timeout_s: float = 10.0,
+                 max_backoff_s: float = 300.0, auth_retry_s: float = 60.0) -> None:
+        if poll_interval_s <= 0 or max_backoff_s < poll_interval_s:
+            raise ValueError("poll interval must be > 0 and <= the backoff cap")
+        self._fetcher_factory = fetcher_factory
+        self._sink = sink
+        self._poll_interval_s = poll_interval_s
+        # the worker thread has its own urllib3 timeouts; this bounds the whole call
+        self._call_timeout_s = request_timeout_s * 2 + 1
+        self._max_backoff_s = max_backoff_s
+        self._auth_retry_s = auth_retry_s
+        self._backoff = Backoff(initial_s=poll_interval_s, cap_s=max_backoff_s)
+        self._tickers: dict[str, None] = {}
+        self._sent: dict[str, Quote] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self._state = "starting"
+        self._problem: str | None = None
+        self._fetcher: Fetcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "massive-rest"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def get_tickers(self) -> list[str]:
+        return list(self._tickers)
+
+    async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
+        """Start polling; ``last_prices`` are not needed, Massive has the real ones."""
+        if self._task is not None:
+            raise RuntimeError("the Massive source is already started")
+        self._tickers = dict.fromkeys(tickers)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="massive-rest")
+        self._fetcher = self._fetcher_factory()
+        self._task = asyncio.create_task(self._run(), name="massive-rest-poll")
+        log.info("polling Massive snapshots every %.1f s for %d tickers",
+                 self._poll_interval_s, len(self._tickers))
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._executor is not None:
+            # a request still in flight ends on its own urllib3 timeout
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
+        self._state = "stopped"
+
+    async def add_ticker(self, ticker: str, last_price: float | None = None) -> None:
+        """Price ``ticker`` from the next poll on."""
+        self._tickers[ticker] = None
+
+    async def remove_ticker(self, ticker: str) -> None:
+        self._tickers.pop(ticker, None)
+        self._sent.pop(ticker, None)
+        self._reported = {r for r in self._reported if r[0] != ticker}
+
+    async def _run(self) -> None:
+        while True:
+            delay = await self._poll()
+            await asyncio.sleep(delay)
+
+    async def _poll(self) -> float:
+        """One poll; the seconds to wait before the next one."""
+        tickers = list(self._tickers)
+        if not tickers:
+            return self._poll_interval_s
+        try:
+            document = await self._fetch(tickers)
+            snapshot = parse_snapshot(document, tickers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            return self._failed(classify(e), e)
+        self._recovered()
+        self._report_skipped(snapshot.skipped, tickers, snapshot.quotes)
+        await self._send(snapshot.quotes)
+        return self._poll_interval_s
+
+    async def _fetch(self, tickers: list[str]) -> Any:
+        assert self._fetcher is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, self._fetcher.fetch, tickers)
+        return await asyncio.wait_for(call, self._call_timeout_s)
+
+    async def _send(self, quotes: Mapping[str, Quote]) -> None:
+        # a ticker removed while the request was in flight is dropped here
+        changed = {t: q for t, q in quotes.items()
+                   if t in self._tickers and self._sent.get(t) != q}
+        if not changed:
+            return
+        try:
+            await self._sink(changed)
+        except Exception:
+            log.exception("publishing %d Massive quotes failed; retrying at the next poll",
+                          len(changed))
+            return
+        self._sent.update(changed)
+
+    def _failed(self, failure: Failure, error: BaseException) -> float:
+        if failure.state == "auth_rejected":
+            delay = self._auth_retry_s
+        else:
+            delay = self._backoff.next_delay()
+            if failure.retry_after_s is not None:
+                delay = max(delay, failure.retry_after_s)
+            delay = min(delay, self._max_backoff_s)
+        if failure.detail != self._problem:  # one line per problem, not one per retry
+            self._problem = failure.detail
+            serious = failure.state in ("auth_rejected", "error")
+            level = logging.ERROR if serious else logging.WARNING
+            hint = "; check MASSIVE_API_KEY" if failure.state == "auth_rejected" else ""
+            log.log(level, "%s; retrying in %.1f s%s", failure.detail, delay, hint)
+            if failure.state == "error":
+                log.debug("unexpected Massive failure", exc_info=error)
+        else:
+            log.debug("%s again; retrying in %.1f s", failure.detail, delay)
+        self._state = failure.state
+        return delay
+
+    def _recovered(self) -> None:
+        if self._problem is not None:
+            log.info("Massive snapshots are flowing again (after: %s)", self._problem)
+        self._problem = None
+        self._backoff.reset()
+        self._state = "ok"
+
+    def _report_skipped(self, skipped: Mapping[str, str], tickers: Sequence[str],
+                        quotes: Mapping[str, Quote]) -> None:
+        missing = {t: "no snapshot" for t in tickers if t not in quotes and t not in skipped}
+        for ticker, reason in {**skipped, **missing}.items():
+            if (ticker, reason) not in self._reported:
+                self._reported.add((ticker, reason))
+                log.warning("Massive snapshot of %s skipped: %s", ticker, reason)
+        self._reported = {r for r in self._reported if r[0] not in quotes}
+
+
+def create_massive_source(settings: Settings, sink: QuoteSink) -> MarketDataSource:
+    """The Massive source for ``settings.massive_mode``; raises ValueError on a bad setting."""
+    if not settings.use_massive:
+        raise ValueError("MASSIVE_API_KEY is blank: use the simulator")
+    if settings.massive_mode not in MASSIVE_MODES:
+        raise ValueError(f"PRICEFEED_MASSIVE_MODE must be one of {sorted(MASSIVE_MODES)}")
+    if settings.massive_mode == "websocket":
+        from producer.massive_ws import create_stream_source
+
+        return create_stream_source(settings, sink)
+    if not 1 <= settings.poll_interval_s <= 3600:
+        raise ValueError("PRICEFEED_POLL_INTERVAL must be between 1 and 3600 seconds")
+    key, base_url = settings.massive_api_key, settings.massive_base_url
+    return MassiveRestSource(
+        lambda: SnapshotClient(key.get(), base_url, timeout_s=10.0),
+        sink,
+        poll_interval_s=settings.poll_interval_s,
+        max_backoff_s=max(300.0, settings.poll_interval_s),
+    )

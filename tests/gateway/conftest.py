@@ -1,0 +1,59 @@
+"""Fixtures of the gateway suite."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.gateway.support import FakeProducer, wait_until
+
+AppClient = Callable[..., contextlib.AbstractAsyncContextManager[tuple[httpx.AsyncClient, FastAPI]]]
+
+
+@pytest.fixture
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fake_settings(namespace: str) -> Settings:
+    return Settings(redis_url="redis://fake:6379/0", namespace=namespace)
+
+
+@pytest.fixture
+def api(fake_server: fakeredis.FakeServer, fake_settings: Settings) -> AppClient:
+    """An app on fakeredis under its lifespan, and an httpx client speaking ASGI to it."""
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+        settings = Settings(**{**_fields(fake_settings), **overrides})
+        app = create_app(settings, lambda _sub: fakeredis.FakeAsyncRedis(server=fake_server))
+        async with app.router.lifespan_context(app):
+            await wait_until(lambda: app.state.gateway.subscriber.connected, what="subscription")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                yield client, app
+
+    return make
+
+
+@pytest.fixture
+async def fake_producer(
+    fake_server: fakeredis.FakeServer, namespace: str
+) -> AsyncIterator[FakeProducer]:
+    client = fakeredis.FakeAsyncRedis(server=fake_server)
+    yield FakeProducer(client, Keys(namespace))
+    await client.aclose()
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}

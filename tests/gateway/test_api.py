@@ -1,0 +1,173 @@
+"""REST, readiness, metrics and limits, in process under the app's lifespan (fakeredis)."""
+
+from __future__ import annotations
+
+import orjson
+
+from shared.codec import decode_control
+from shared.settings import Secret
+from tests.gateway.support import wait_until
+
+
+async def test_prices_snapshot_and_one_price(api, fake_producer):
+    await fake_producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with api() as (client, _):
+        all_prices = (await client.get("/api/prices")).json()
+        assert set(all_prices) == {"AAPL", "MSFT"}
+        assert all_prices["AAPL"]["price"] == 190.0
+        one = await client.get("/api/prices/aapl")
+        assert one.status_code == 200
+        assert list(one.json()) == [
+            "ticker", "price", "previous_price", "timestamp",
+            "change", "change_percent", "direction", "seq",
+        ]
+        missing = await client.get("/api/prices/ZZZZ")
+        assert missing.status_code == 404
+        assert "ZZZZ" in missing.json()["detail"]
+
+
+async def test_watchlist_add_list_remove_with_control_messages(api, fake_producer):
+    await fake_producer.tick({"AAPL": 190.0})
+    control = fake_producer.redis.pubsub()
+    await control.subscribe(fake_producer.keys.control)
+    async with api() as (client, _):
+        added = await client.post("/api/watchlist", json={"ticker": "  aapl "})
+        assert added.status_code == 201
+        assert added.json() == {"ticker": "AAPL", "price": 190.0}
+        again = await client.post("/api/watchlist", json={"ticker": "AAPL"})
+        assert again.status_code == 201
+        new = await client.post("/api/watchlist", json={"ticker": "pypl"})
+        assert new.json() == {"ticker": "PYPL", "price": None}
+        listed = (await client.get("/api/watchlist")).json()
+        assert listed == [{"ticker": "AAPL", "price": 190.0}, {"ticker": "PYPL", "price": None}]
+        assert (await client.delete("/api/watchlist/pypl")).status_code == 204
+        gone = await client.delete("/api/watchlist/PYPL")
+        assert gone.status_code == 404
+        assert "PYPL" in gone.json()["detail"]
+    messages = []
+    await wait_until(lambda: _drain(control, messages), what="control messages")
+    assert messages == [("add", "AAPL"), ("add", "PYPL"), ("remove", "PYPL")]
+    await control.aclose()
+
+
+async def _drain(pubsub, out) -> bool:
+    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.01)):
+        out.append(decode_control(m["data"]))
+    return len(out) >= 3
+
+
+async def test_invalid_inputs_get_json_422_naming_the_problem(api):
+    async with api() as (client, _):
+        bad = await client.post("/api/watchlist", json={"ticker": "not a ticker!"})
+        assert bad.status_code == 422
+        assert "ticker" in bad.text
+        missing_field = await client.post("/api/watchlist", json={})
+        assert missing_field.status_code == 422
+        assert missing_field.json()["detail"][0]["loc"][-1] == "ticker"
+        not_json = await client.post(
+            "/api/watchlist", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert not_json.status_code == 422
+        assert (await client.get("/api/stream/prices?tickers=A$B")).status_code == 422
+        too_many = await client.get("/api/stream/prices", params={"tickers": ",".join(
+            f"T{i}" for i in range(101))})
+        assert too_many.status_code == 422
+        assert "at most 100" in too_many.json()["detail"]
+
+
+async def test_watchlist_cap(api):
+    async with api(max_watchlist=2) as (client, _):
+        for ticker in ("A", "B"):
+            assert (await client.post("/api/watchlist", json={"ticker": ticker})).status_code == 201
+        full = await client.post("/api/watchlist", json={"ticker": "C"})
+        assert full.status_code == 422
+        assert "full" in full.json()["detail"]
+        assert (await client.post("/api/watchlist", json={"ticker": "A"})).status_code == 201
+
+
+async def test_writes_need_the_bearer_token_when_one_is_set(api):
+    async with api(api_token=Secret("s3cret")) as (client, _):
+        assert (await client.post("/api/watchlist", json={"ticker": "X"})).status_code == 401
+        wrong = await client.post(
+            "/api/watchlist", json={"ticker": "X"}, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 401
+        assert wrong.json()["detail"]
+        assert (await client.delete("/api/watchlist/X")).status_code == 401
+        ok = await client.post(
+            "/api/watchlist", json={"ticker": "X"}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert ok.status_code == 201
+        assert (await client.get("/api/watchlist")).status_code == 200
+
+
+async def test_unknown_routes_methods_and_big_bodies_answer_json(api):
+    async with api() as (client, _):
+        for response, status in (
+            (await client.get("/api/nothing"), 404),
+            (await client.put("/api/watchlist"), 405),
+            (await client.post("/api/watchlist", content=b"x" * 5000,
+                               headers={"content-type": "application/json"}), 413),
+            (await client.get("/static/absent.js"), 404),
+            (await client.get("/static/../app.py"), 404),
+        ):
+            assert response.status_code == status
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json()["detail"]
+
+
+async def test_chunked_body_over_the_limit_is_refused(api):
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    async with api() as (client, _):
+        response = await client.post("/api/watchlist", content=chunks())
+        assert response.status_code == 413
+
+
+async def test_ready_reports_producer_heartbeat_and_status(api, fake_producer):
+    async with api() as (client, _):
+        down = await client.get("/api/ready")
+        assert down.status_code == 503
+        assert "producer" in down.json()["reason"]
+        await fake_producer.heartbeat(orjson.dumps({"source": "massive", "state": "auth_rejected"}))
+        up = await client.get("/api/ready")
+        assert up.status_code == 200
+        assert up.json()["producer"] == {"source": "massive", "state": "auth_rejected"}
+        assert (await client.get("/api/health")).json() == {"status": "ok"}
+
+
+async def test_cors_only_for_configured_origins(api):
+    async with api(cors_origins=("https://ok.example",)) as (client, _):
+        allowed = await client.get("/api/prices", headers={"Origin": "https://ok.example"})
+        assert allowed.headers["access-control-allow-origin"] == "https://ok.example"
+        other = await client.get("/api/prices", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    async with api() as (client, _):
+        none = await client.get("/api/prices", headers={"Origin": "https://ok.example"})
+        assert "access-control-allow-origin" not in none.headers
+
+
+async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_producer):
+    async with api() as (client, app):
+        await fake_producer.redis.publish(fake_producer.keys.prices, b"{not json")
+        await fake_producer.redis.publish(fake_producer.keys.prices, b'{"AAPL": {"price": 1}}')
+        await wait_until(lambda: app.state.gateway.stats.malformed == 2, what="malformed count")
+        await fake_producer.tick({"AAPL": 190.0})
+        await wait_until(lambda: app.state.gateway.stats.ticks == 1, what="tick after bad ones")
+        text = (await client.get("/metrics")).text
+    for name in (
+        "pricefeed_gateway_malformed_messages_total 2.0",
+        "pricefeed_gateway_ticks_total 1.0",
+        "pricefeed_gateway_open_streams 0.0",
+        "pricefeed_gateway_hub_subscriptions 1.0",
+        "pricefeed_gateway_background_tasks 1.0",
+        "pricefeed_gateway_events_sent_total",
+        "pricefeed_gateway_updates_sent_total",
+        "pricefeed_gateway_updates_conflated_total",
+        "pricefeed_gateway_clients_dropped_slow_total",
+        "pricefeed_gateway_redis_reconnects_total",
+        "pricefeed_gateway_newest_update_age_seconds",
+    ):
+        assert name in text, name

@@ -1,0 +1,109 @@
+"""The SSE stream over real HTTP: the app under uvicorn in this process, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import httpx
+import pytest
+
+from shared.keys import Keys
+from tests.gateway.sse import open_stream
+from tests.gateway.support import FakeProducer, served, wait_until
+
+pytestmark = pytest.mark.integration
+STREAM = "/api/stream/prices"
+
+
+@pytest.fixture
+def producer(aredis, namespace) -> FakeProducer:
+    return FakeProducer(aredis, Keys(namespace))
+
+
+async def test_retry_then_snapshot_then_changes(settings, producer):
+    first = await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as sse:
+            assert (await sse.block()).retry == 1000
+            snapshot = await sse.event()
+            assert snapshot.json() == {t: u.to_dict() for t, u in first.items()}
+            assert snapshot.id == str(first["MSFT"].seq)
+            second = await producer.tick({"MSFT": 421.0})
+            change = await sse.event()
+            assert change.json() == {"MSFT": second["MSFT"].to_dict()}
+            assert change.id == str(second["MSFT"].seq)
+
+
+async def test_filter_narrows_snapshot_and_changes(settings, producer):
+    await producer.tick({"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM, params={"tickers": "aapl, tsla"}) as sse:
+            assert set((await sse.event()).json()) == {"AAPL", "TSLA"}
+            await producer.tick({"MSFT": 421.0})
+            update = await producer.tick({"TSLA": 251.0, "MSFT": 422.0})
+            change = await sse.event()
+            assert change.json() == {"TSLA": update["TSLA"].to_dict()}
+
+
+async def test_resume_sends_only_newer_tickers(settings, producer):
+    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as sse:
+            last_id = (await sse.event()).id
+        missed = await producer.tick({"MSFT": 425.0})
+        by_header = {"headers": {"Last-Event-ID": last_id}}
+        by_query = {"params": {"last_event_id": last_id}}
+        for how in (by_header, by_query):
+            async with open_stream(client, STREAM, **how) as sse:
+                resumed = await sse.event()
+                assert resumed.json() == {"MSFT": missed["MSFT"].to_dict()}
+
+
+async def test_resume_from_an_id_ahead_of_redis_gets_a_full_snapshot(settings, producer):
+    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        for bad_id in ("999999999", "garbage"):
+            headers = {"Last-Event-ID": bad_id}
+            async with open_stream(client, STREAM, headers=headers) as sse:
+                assert set((await sse.event()).json()) == {"AAPL", "MSFT"}
+
+
+async def test_idle_streams_get_comment_pings(settings, producer):
+    await producer.tick({"AAPL": 190.0})
+    quick = dataclasses.replace(settings, ping_interval_s=0.1)
+    async with served(quick) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as sse:
+            await sse.event()
+            ping = await sse.block(timeout_s=2)
+            assert ping.comments and ping.data is None
+
+
+async def test_past_the_client_limit_503_with_retry_after(settings, producer):
+    limited = dataclasses.replace(settings, max_clients=2)
+    async with served(limited) as (url, app), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as one, open_stream(client, STREAM) as two:
+            await one.block()
+            await two.block()
+            refused = await client.get(STREAM)
+            assert refused.status_code == 503
+            assert int(refused.headers["retry-after"]) > 0
+            assert refused.json()["detail"]
+        await wait_until(lambda: not app.state.hub.clients, what="streams released")
+        async with open_stream(client, STREAM) as again:
+            assert (await again.block()).retry == 1000
+
+
+async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer):
+    async with served(settings) as (url, app), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as sse:  # starts sse-starlette's one watcher
+            await sse.block()
+        baseline = len(asyncio.all_tasks())
+        for _ in range(20):
+            async with open_stream(client, STREAM, params={"tickers": "AAPL"}) as sse:
+                await sse.block()
+        await wait_until(lambda: not app.state.hub.clients, what="clients unregistered")
+        metrics = (await client.get("/metrics")).text
+        assert "pricefeed_gateway_open_streams 0.0" in metrics
+        assert "pricefeed_gateway_background_tasks 1.0" in metrics
+        await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, what="tasks ended")

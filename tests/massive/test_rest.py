@@ -1,0 +1,272 @@
+"""The REST snapshot poller against the real SDK and a local HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from producer.massive import MassiveRestSource, create_massive_source
+from producer.massive_rest import SnapshotClient, to_seconds
+from producer.source import MarketDataSource, Quote
+from shared.settings import Secret, Settings
+from tests.massive.conftest import Batches, eventually
+from tests.massive.fakes import (
+    API_KEY,
+    SNAPSHOT_PATH,
+    FakeMassiveHTTP,
+    Reply,
+    malformed,
+    rate_limited,
+    server_error,
+    snapshot_entry,
+    unauthorized,
+)
+
+pytestmark = pytest.mark.massive
+
+T0_NS = 1_732_540_000_123_456_789  # a trade time in nanoseconds, as the API sends it
+
+
+def rest_source(server: FakeMassiveHTTP, sink: Batches, **options: Any) -> MassiveRestSource:
+    """A poller with test-sized intervals (the settings allow >= 1 s only)."""
+    settings: dict[str, Any] = {"poll_interval_s": 0.05, "max_backoff_s": 2.0,
+                                "auth_retry_s": 0.05}
+    settings.update(options)
+    return MassiveRestSource(lambda: SnapshotClient(API_KEY, server.url, timeout_s=2.0), sink,
+                             **settings)
+
+
+@contextlib.asynccontextmanager
+async def started(source: MarketDataSource, tickers: Sequence[str]) -> AsyncIterator[Any]:
+    await source.start(tickers, {})
+    try:
+        yield source
+    finally:
+        await source.stop()
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == level and text in r.getMessage()]
+
+
+async def test_first_poll_sends_served_prices_with_their_trade_times(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.12, T0_NS),
+                       snapshot_entry("MSFT", 420.5, T0_NS + 2_000_000_000))
+    settings = Settings(massive_api_key=Secret(API_KEY), massive_base_url=massive_http.url,
+                        poll_interval_s=1.0)
+    async with started(create_massive_source(settings, batches), ["AAPL", "MSFT"]) as source:
+        got = await batches.wait_for(lambda b: len(b) >= 1)
+        assert source.kind == "massive-rest" and source.state == "ok"
+    assert got[0] == {"AAPL": Quote(190.12, T0_NS / 1e9), "MSFT": Quote(420.5, T0_NS / 1e9 + 2)}
+    request = massive_http.seen()[0]
+    assert request.path == SNAPSHOT_PATH  # the string "stocks", not the enum, in the path
+    assert request.tickers == ["AAPL", "MSFT"]  # the whole watchlist in one call
+    assert request.authorization == f"Bearer {API_KEY}"  # the key from settings, not env
+
+
+async def test_unchanged_snapshot_is_not_sent_again(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS), snapshot_entry("MSFT", 420.0, T0_NS))
+    async with started(rest_source(massive_http, batches), ["AAPL", "MSFT"]):
+        await batches.wait_for(lambda b: len(b) == 1)
+        await eventually(lambda: len(massive_http.seen()) >= 5, what="five polls")
+        assert len(batches.batches) == 1  # a closed market stays quiet
+        massive_http.serve(snapshot_entry("AAPL", 190.5, T0_NS + 10**9))
+        got = await batches.wait_for(lambda b: len(b) == 2)
+    assert got[1] == {"AAPL": Quote(190.5, T0_NS / 1e9 + 1)}
+
+
+async def test_new_trade_time_at_the_same_price_is_sent(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    async with started(rest_source(massive_http, batches), ["AAPL"]):
+        await batches.wait_for(lambda b: len(b) == 1)
+        massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS + 5 * 10**9))
+        got = await batches.wait_for(lambda b: len(b) == 2)
+    assert got[1]["AAPL"].timestamp == pytest.approx(T0_NS / 1e9 + 5)
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    (1_732_540_000, 1_732_540_000.0),
+    (1_732_540_000.5, 1_732_540_000.5),
+    (1_732_540_000_250, 1_732_540_000.25),
+    (1_732_540_000_250_000, 1_732_540_000.25),
+    (1_732_540_000_250_000_000, 1_732_540_000.25),
+    (None, None), (0, None), (-5, None), ("1732540000", None), (True, None),
+    (float("nan"), None), (float("inf"), None),
+])
+def test_timestamps_in_any_unit_become_float_seconds(raw: object, seconds: float | None) -> None:
+    assert to_seconds(raw) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+async def test_trade_without_time_falls_back_to_snapshot_updated(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 191.0, None, updated=1_732_540_000_250))  # ms
+    async with started(rest_source(massive_http, batches), ["AAPL"]):
+        got = await batches.wait_for(lambda b: len(b) == 1)
+    assert got[0] == {"AAPL": Quote(191.0, 1_732_540_000.25)}
+
+
+async def test_bad_ticker_entries_are_skipped_alone(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    massive_http.serve(
+        snapshot_entry("AAPL", 190.0, T0_NS),
+        snapshot_entry("GOOGL", 175.0, T0_NS, last_trade=None),  # no lastTrade at all
+        snapshot_entry("NFLX", 600.0, T0_NS, last_trade={"p": "600.0", "t": T0_NS}),
+        snapshot_entry("TSLA", 250.0, T0_NS, last_trade={"p": -1.0, "t": T0_NS}),
+        snapshot_entry("META", 500.0, T0_NS, last_trade="garbage"),
+    )
+    tickers = ["AAPL", "GOOGL", "NFLX", "TSLA", "META", "V"]
+    async with started(rest_source(massive_http, batches), tickers) as source:
+        await batches.wait_for(lambda b: len(b) == 1)
+        await eventually(lambda: len(massive_http.seen()) >= 4, what="four polls")
+        assert source.state == "ok"
+    assert batches.batches == [{"AAPL": Quote(190.0, T0_NS / 1e9)}]
+    for ticker in ("GOOGL", "NFLX", "TSLA", "META", "V"):  # one line each, not one per poll
+        assert len(lines(caplog, logging.WARNING, f"snapshot of {ticker} skipped")) == 1
+
+
+async def test_added_ticker_is_priced_at_the_next_poll_and_removed_one_stops(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS), snapshot_entry("TSLA", 250.0, T0_NS))
+    async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
+        await batches.wait_for(lambda b: len(b) == 1)
+        await source.add_ticker("TSLA")
+        got = await batches.wait_for(lambda b: any("TSLA" in batch for batch in b))
+        assert got[-1] == {"TSLA": Quote(250.0, T0_NS / 1e9)}
+        await source.remove_ticker("AAPL")
+        assert source.get_tickers() == ["TSLA"]
+        asked = len(massive_http.seen())
+        massive_http.serve(snapshot_entry("AAPL", 195.0, T0_NS + 10**9),
+                           snapshot_entry("TSLA", 251.0, T0_NS + 10**9))
+        got = await batches.wait_for(lambda b: b[-1].get("TSLA") == Quote(251.0, T0_NS / 1e9 + 1))
+    assert all(request.tickers == ["TSLA"] for request in massive_http.seen()[asked + 1:])
+    assert "AAPL" not in got[-1]
+
+
+async def test_rejected_key_is_one_line_a_visible_state_and_retried(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    massive_http.then(*[unauthorized()] * 4)
+    async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
+        await eventually(lambda: len(massive_http.seen()) >= 2, what="a retry after the 401")
+        assert source.state == "auth_rejected"
+        got = await batches.wait_for(lambda b: len(b) == 1)  # the key is accepted again
+        assert source.state == "ok"
+    assert got[0] == {"AAPL": Quote(190.0, T0_NS / 1e9)}
+    rejected = lines(caplog, logging.ERROR, "rejected the API key")
+    assert len(rejected) == 1 and "MASSIVE_API_KEY" in rejected[0]
+    assert lines(caplog, logging.INFO, "flowing again")
+
+
+async def test_rejected_key_is_retried_slowly(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.then(Reply(403, b'{"status":"NOT_AUTHORIZED","message":"not entitled"}'))
+    async with started(rest_source(massive_http, batches, auth_retry_s=0.6), ["AAPL"]) as source:
+        await eventually(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
+        first, second = massive_http.seen()[:2]
+        assert source.state in ("auth_rejected", "ok")
+    assert second.at - first.at >= 0.55  # auth_retry_s, not the 0.05 s poll interval
+
+
+async def test_rate_limit_honours_retry_after(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    massive_http.then(rate_limited("1"))
+    async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
+        await eventually(lambda: len(massive_http.seen()) >= 1, what="the first request")
+        await eventually(lambda: source.state == "rate_limited", what="rate_limited state")
+        await batches.wait_for(lambda b: len(b) == 1)
+    first, second = massive_http.seen()[:2]
+    assert second.at - first.at >= 0.95  # Retry-After: 1, though the backoff says 0.05 s
+    assert len(lines(caplog, logging.WARNING, "HTTP 429")) == 1
+
+
+async def test_retry_after_is_capped(massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    massive_http.then(rate_limited("3600"))
+    started_at = time.monotonic()
+    async with started(rest_source(massive_http, batches, max_backoff_s=0.3), ["AAPL"]):
+        await batches.wait_for(lambda b: len(b) == 1)
+    assert time.monotonic() - started_at < 3
+
+
+async def test_server_errors_back_off_exponentially_then_recover(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    massive_http.then(*[server_error()] * 4)
+    async with started(rest_source(massive_http, batches, poll_interval_s=0.1), ["AAPL"]) as source:
+        await eventually(lambda: source.state == "upstream_error", what="upstream_error")
+        await batches.wait_for(lambda b: len(b) == 1, timeout_s=10)
+        assert source.state == "ok"
+    at = [r.at for r in massive_http.seen()[:5]]
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    # 0.1, 0.2, 0.4, 0.8 s with ±20 % jitter: each wait is at least 1.33 x the one before
+    assert gaps[0] >= 0.07, gaps
+    assert all(later > 1.2 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+    assert len(lines(caplog, logging.WARNING, "HTTP 500")) == 1  # not one line per retry
+
+
+async def test_malformed_json_is_a_failed_poll_not_a_crash(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    massive_http.then(malformed(), Reply(200, b'{"status": "OK", "tickers": 7}'))
+    async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
+        await eventually(lambda: source.state == "bad_response", what="bad_response state")
+        await batches.wait_for(lambda b: len(b) == 1)
+        assert source.state == "ok"
+
+
+async def test_unreachable_server_sets_state_and_keeps_trying(
+        batches: Batches, caplog: pytest.LogCaptureFixture) -> None:
+    closed = FakeMassiveHTTP()
+    url = closed.url
+    closed.close()  # nothing listens on this port any more
+    source = MassiveRestSource(lambda: SnapshotClient(API_KEY, url, timeout_s=1.0), batches,
+                               poll_interval_s=0.02, max_backoff_s=0.05)
+    async with started(source, ["AAPL"]):
+        await eventually(lambda: source.state == "unreachable", what="unreachable state")
+        await eventually(lambda: len(lines(caplog, logging.DEBUG, "again; retrying")) >= 3,
+                         what="three retries")
+    assert len(lines(caplog, logging.WARNING, "cannot reach Massive")) == 1
+
+
+async def test_stop_does_not_wait_for_a_hanging_request(
+        massive_http: FakeMassiveHTTP, batches: Batches) -> None:
+    massive_http.then(Reply(200, b'{"status": "OK", "tickers": []}', delay_s=3.0))
+    source = rest_source(massive_http, batches)
+    await source.start(["AAPL"], {})
+    await eventually(lambda: len(massive_http.seen()) == 1, what="the hanging request")
+    began = time.monotonic()
+    await source.stop()  # the SDK blocks in a worker thread, not on the event loop
+    assert time.monotonic() - began < 0.5
+    assert source.state == "stopped"
+
+
+def test_factory_refuses_a_blank_key() -> None:
+    with pytest.raises(ValueError, match="MASSIVE_API_KEY"):
+        create_massive_source(Settings(massive_api_key=Secret("  ")), Batches())
+
+
+def test_factory_refuses_an_unknown_mode() -> None:
+    settings = Settings(massive_api_key=Secret(API_KEY), massive_mode="carrier-pigeon")
+    with pytest.raises(ValueError, match="PRICEFEED_MASSIVE_MODE"):
+        create_massive_source(settings, Batches())
+
+
+def test_factory_refuses_a_poll_interval_below_one_second() -> None:
+    settings = Settings(massive_api_key=Secret(API_KEY), poll_interval_s=0.2)
+    with pytest.raises(ValueError, match="PRICEFEED_POLL_INTERVAL"):
+        create_massive_source(settings, Batches())

@@ -1,0 +1,154 @@
+"""`pricefeed up` as a user runs it: real processes, real Redis, signals from outside."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+
+import httpx
+import pytest
+
+from tests.support import free_port, wait_for
+from tests.user.upproc import Up
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def up_factory(tmp_path):
+    started: list[Up] = []
+
+    def make(env) -> Up:
+        workdir = tmp_path / f"up{len(started)}"
+        workdir.mkdir()
+        up = Up(env, workdir)
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        up.kill()
+
+
+def python_only_path(tmp_path) -> str:
+    """A PATH with this Python but without redis-server: forces the embedded fallback."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(sys.executable, bindir / "python")
+    assert shutil.which("redis-server", path=str(bindir)) is None
+    return f"{bindir}:/usr/bin/nonexistent"
+
+
+def assert_one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_port_in_use_is_one_line_and_a_non_zero_exit(up_factory):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        up = up_factory({"PRICEFEED_PORT": str(port)})
+        rc, _ = up.wait_exit(15)
+    assert rc != 0
+    line = assert_one_line(up.stderr())
+    assert f"port {port}" in line and "in use" in line
+    assert list(up.tmp.iterdir()) == []
+
+
+def test_unreachable_redis_url_is_one_line_and_a_non_zero_exit(up_factory):
+    up = up_factory({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                     "PRICEFEED_PORT": str(free_port())})
+    rc, _ = up.wait_exit(15)
+    assert rc != 0
+    assert "cannot reach Redis" in assert_one_line(up.stderr())
+
+
+def test_a_service_dying_at_start_is_one_line_and_stops_everything(up_factory, tmp_path):
+    # A sitecustomize that makes only the gateway process fail the way a broken
+    # install does: a message and exit status 1 before it serves anything.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if sys.orig_argv[-1:] == ['gateway']:\n"
+        "    sys.exit('gateway: fatal: simulated failure at start')\n")
+    up = up_factory({"PYTHONPATH": str(hook), "PRICEFEED_PORT": str(free_port())})
+    rc, _ = up.wait_exit(30)
+    assert rc == 1
+    line = assert_one_line(up.stderr())
+    assert "gateway" in line and "simulated failure at start" in line
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []  # the private redis-server's directory is gone
+
+
+def assert_serves_prices(url_line: str) -> str:
+    url = url_line[url_line.index("http://"):].split()[0]
+    assert httpx.get(url, timeout=5).text.lstrip().lower().startswith("<!doctype html>")
+    prices = wait_for(lambda: len(httpx.get(url + "api/prices", timeout=5).json()) == 10
+                      and httpx.get(url + "api/prices", timeout=5).json(),
+                      15, 0.1, "ten prices")
+    assert set(prices) >= {"AAPL", "MSFT", "NFLX"}
+    return url
+
+
+def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factory):
+    up = up_factory({"PRICEFEED_PORT": str(free_port())})
+    line = up.wait_url()
+    assert up.stdout().strip() == line.strip()  # exactly one line on stdout: the URL
+    assert_serves_prices(line)
+    names = {p.name() for p in up.descendants()}
+    assert any("redis-server" in n for n in names), names  # redis-server from PATH
+    assert list(up.tmp.iterdir())  # its temporary directory, for now
+    up.proc.send_signal(signal.SIGTERM)
+    rc, took = up.wait_exit(10)
+    assert rc == 0 and took < 3.0, (rc, took, up.stderr())
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []
+    assert "Traceback" not in up.stderr()
+
+
+def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_path):
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "PATH": python_only_path(tmp_path)})
+    line = up.wait_url()
+    notice = [ln for ln in up.stderr().splitlines() if "embedded" in ln]
+    assert len(notice) == 1, up.stderr()
+    assert_serves_prices(line)
+    os.killpg(up.proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
+    rc, took = up.wait_exit(10)
+    assert rc == 0 and took < 3.0, (rc, took, up.stderr())
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []
+    assert "Traceback" not in up.stderr()
+
+
+def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis):
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "REDIS_URL": redis_url,
+                     "PRICEFEED_NAMESPACE": namespace})
+    line = up.wait_url()
+    assert f"Redis: {redis_url}" in line
+    assert_serves_prices(line)
+    assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
+    assert not any("redis-server" in p.name() for p in up.descendants())
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait_exit(10)[0] == 0
+    assert up.orphans() == []
+
+
+def test_a_service_dying_later_stops_everything_with_one_line(up_factory):
+    up = up_factory({"PRICEFEED_PORT": str(free_port())})
+    up.wait_url()
+    (producer,) = [p for p in up.descendants() if "producer" in p.cmdline()]
+    producer.kill()
+    rc, took = up.wait_exit(10)
+    assert rc == 1 and took < 3.0, (rc, took)
+    lines = [ln for ln in up.stderr().splitlines() if ln.startswith("pricefeed up:")]
+    assert lines == ["pricefeed up: the producer was killed by SIGKILL"], up.stderr()
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []
