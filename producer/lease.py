@@ -74,7 +74,7 @@ class Lease:
     async def renew(self, status: Mapping[str, Any]) -> bool:
         """Extend the lease and write the status beside it; False when it is not ours."""
         keys = [self.keys.producer, self.keys.producer_status]
-        args = [self.owner_id, self.ttl_ms, orjson.dumps(dict(status))]
+        args: list[str | int | bytes] = [self.owner_id, self.ttl_ms, orjson.dumps(dict(status))]
         return bool(await self._renew(keys=keys, args=args))
 
     async def release(self) -> bool:

@@ -22,11 +22,12 @@ from typing import Final
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection as Connection
 from redis.exceptions import RedisError
 
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
-from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Connection, Script
+from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
 from producer.source import PriceBatch, Quote
 from producer.tasks import stop_tasks
 from shared.codec import encode_update

@@ -66,7 +66,8 @@ class Script:
 
     def pack(self, keys: list[Any], args: list[Any]) -> bytes:
         """The EVALSHA command in Redis protocol (CPU only: may run ahead of the send)."""
-        return hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))
+        packed: bytes = hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))
+        return packed
 
     async def run_packed(self, packed: bytes) -> Any:
         """Send a `pack`-ed call and read its reply."""
@@ -75,7 +76,7 @@ class Script:
     async def send(self, packed: bytes) -> Connection:
         """Send a `pack`-ed call on a pooled connection; `receive` reads its reply."""
         pool = self.redis.connection_pool
-        conn = await pool.get_connection()
+        conn: Connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(packed)
         except BaseException:
