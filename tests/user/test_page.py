@@ -143,6 +143,12 @@ def test_live_page_add_remove_and_reconnect(page: Page, system: Gateway, artifac
     outage = shown[shown.index("connected") + 1:-1]
     assert outage[-1] == "down" and "connected" not in outage
     assert "reconnecting" not in outage[outage.index("down"):], shown
+
+    # On a phone-sized screen every column, the remove button included, stays visible.
+    page.set_viewport_size({"width": 400, "height": 800})
+    box = page.locator('#rows tr[data-ticker="AAPL"] .remove').bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 400
+    page.screenshot(path=artifacts_dir / "page-phone.png")
     assert page.foreign == []
 
 
