@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from massive import WebSocketClient
 
 from producer.massive import create_massive_source
 from producer.massive_ws import MassiveStreamSource, feed_of
@@ -153,3 +154,23 @@ async def test_server_status_errors_are_logged_once(
 def test_ws_url_becomes_the_sdk_feed_and_secure_flag(
         url: str | None, feed: str, secure: bool) -> None:
     assert feed_of(url) == (feed, secure)
+
+
+async def test_unreachable_feed_shows_in_the_state(batches: Batches) -> None:
+    closed = await FakeMassiveWS().start()
+    url = closed.url
+    await closed.close()  # nothing listens there any more
+    settings = Settings(massive_api_key=Secret(API_KEY), massive_ws_url=url)
+    feed, secure = feed_of(url)
+    source = MassiveStreamSource(
+        lambda subs: WebSocketClient(api_key=settings.massive_api_key.get(), feed=feed,
+                                     secure=secure, raw=True, subscriptions=subs,
+                                     max_reconnects=0),
+        batches, tick_interval_s=0.02, connect_grace_s=0.1)
+    await source.start(["AAPL"], {})
+    try:
+        assert source.state in ("starting", "connecting")
+        await eventually(lambda: source.state == "unreachable", what="unreachable state")
+    finally:
+        await source.stop()
+    assert source.state == "stopped" and batches.batches == []
