@@ -28,7 +28,8 @@ class Child:
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         # Until the system is up, output is only kept: a child that dies at start is
         # then reported as one line, not a wall of traceback (issue 4).
-        self.held: list[str] | None = []
+        # With --verbose everything is shown as it comes.
+        self.held: list[str] | None = None if verbose else []
         self.pump = asyncio.create_task(self._pump(), name=f"{role}-output")
 
     @classmethod
@@ -70,11 +71,23 @@ class Child:
         return rc
 
     def reason(self) -> str:
-        """The most telling line of its output: the last error-looking one, else the last."""
-        for line in reversed(self.tail):
+        """The most telling line of its output: the last error-looking one, else the last
+        one above INFO; "" when it said nothing of note."""
+        telling = [line for line in self.tail if not _QUIET.match(line)]
+        for line in reversed(telling):
             if re.search(r"error|fail|cannot|invalid|in use|refused", line, re.I):
                 return line
-        return self.tail[-1] if self.tail else "no output"
+        return telling[-1] if telling else ""
+
+    def describe_exit(self) -> str:
+        """One line: how it ended and why, e.g. for "the producer exited (status 1): ..."."""
+        rc = self.proc.returncode
+        if rc is not None and rc < 0:
+            how = f"was killed by {signal.Signals(-rc).name}"
+        else:
+            how = f"exited (status {rc})"
+        why = self.reason()
+        return f"the {self.role} {how}" + (f": {why}" if why else "")
 
     def send(self, sig: int) -> None:
         if self.proc.returncode is None:

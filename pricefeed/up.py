@@ -25,6 +25,7 @@ from pricefeed.localredis import (
     embedded_redis,
     given_redis,
     private_redis_server,
+    redact,
 )
 from shared.errors import PricefeedError
 from shared.settings import Settings, child_environ, is_set, load_or_exit
@@ -83,7 +84,8 @@ async def _run(settings: Settings, verbose: bool, stop: asyncio.Event) -> None:
             await _until_ready(settings, url, children, stop)
             if stop.is_set():
                 return
-            print(f"pricefeed is up: open {_page_url(settings)}  (Ctrl+C to stop)", flush=True)
+            print(f"pricefeed is up: open {_page_url(settings)}  (Redis: {redact(url)}; "
+                  f"Ctrl+C to stop)", flush=True)
             for child in children:
                 child.release()
             await _until_stopped(children, stop)
@@ -173,9 +175,7 @@ async def _racing(children: list[Child], stop: asyncio.Event) -> AsyncIterator[a
         finally:
             for task in waits:
                 task.cancel()
-        child = waits[next(iter(done))]
-        rc = child.proc.returncode
-        raise UpError(f"the {child.role} exited (status {rc}): {child.reason()}")
+        raise UpError(waits[next(iter(done))].describe_exit())
 
     task = asyncio.create_task(first_exit(), name="first-child-exit")
     try:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from contextlib import aclosing
 import redis.asyncio as aioredis
 from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -59,7 +61,7 @@ class Board:
                 self.moves.append(_move_line(update))
 
     def render(self) -> Group:
-        table = Table(expand=False, header_style="bold", title=self._title())
+        table = Table(expand=False, header_style="bold")
         table.add_column("Ticker", style="bold")
         table.add_column("Price", justify="right")
         table.add_column("", justify="center")
@@ -80,7 +82,8 @@ class Board:
             )
         log = Text("\n").join(self.moves) if self.moves else Text("none yet", style="dim")
         title = f"Moves of {self.threshold_pct:g}% or more in one tick"
-        return Group(table, Panel(log, title=title, title_align="left", expand=False))
+        moves = Panel(log, title=title, title_align="left", expand=False)
+        return Group(self._title(), table, moves)
 
     def _title(self) -> Text:
         state = (Text("● live", style="green") if self.connected
@@ -125,8 +128,12 @@ def main(argv: list[str]) -> int:
                         help="log moves of at least this many percent in one tick (default 1)")
     args = parser.parse_args(argv)
     settings = load_or_exit()
+    console = Console()
+    # Log lines (e.g. "lost Redis ...; retrying") print above the live table, not into it.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=console, show_path=False)])
     try:
-        return asyncio.run(watch(settings, args.tickers, args.threshold, Console()))
+        return asyncio.run(watch(settings, args.tickers, args.threshold, console))
     except KeyboardInterrupt:
         return 0
 

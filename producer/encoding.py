@@ -4,8 +4,7 @@ Byte for byte what `shared.codec.encode_update` gives for the same `PriceUpdate`
 a whole tick at once: the derived fields are computed with numpy, and orjson encodes all
 the updates in ONE call (a call per update costs ~1 µs of overhead, measured: 13 ms for
 10,000 updates against 2 ms). The list is then split into one payload per update, which is
-safe because no value of an update can contain a brace. ``seq`` is the last key, so it is
-appended last, after the seq block has been reserved in Redis.
+safe because no value of an update can contain a brace.
 """
 
 from __future__ import annotations
@@ -54,15 +53,20 @@ def encode_tick(
     objs = [
         {
             "ticker": t, "price": p, "previous_price": q, "timestamp": ts,
-            "change": c, "change_percent": cp, "direction": d,
+            "change": c, "change_percent": cp, "direction": d, "seq": s,
         }
-        for t, p, q, ts, c, cp, d in zip(
+        for t, p, q, ts, c, cp, d, s in zip(
             tickers, prices.tolist(), previous.tolist(), timestamps, change.tolist(),
-            percent.tolist(), direction, strict=True,
+            percent.tolist(), direction, range(first_seq, first_seq + len(tickers)), strict=True,
         )
     ]
-    parts = orjson.dumps(objs)[2:-2].split(b"},{")
-    return [
-        b'{%b,"seq":%d}' % (body, seq)
-        for body, seq in zip(parts, range(first_seq, first_seq + len(parts)), strict=True)
-    ]
+    return [b"{%b}" % body for body in orjson.dumps(objs)[2:-2].split(b"},{")]
+
+
+def encode_tick_map(tickers: Sequence[str], payloads: Sequence[bytes]) -> bytes:
+    """The tick's ``{TICKER: PriceUpdate}`` message from the payloads, without re-encoding."""
+    parts: list[bytes] = [b"{"]
+    for ticker, payload in zip(tickers, payloads, strict=True):
+        parts += (b'"%b":' % ticker.encode(), payload, b",")
+    parts[-1] = b"}"
+    return b"".join(parts) if payloads else b"{}"

@@ -74,13 +74,13 @@ class Lease:
     async def renew(self, status: Mapping[str, Any]) -> bool:
         """Extend the lease and write the status beside it; False when it is not ours."""
         keys = [self.keys.producer, self.keys.producer_status]
-        args = [self.owner_id, self.ttl_ms, orjson.dumps(dict(status))]
+        args: list[str | int | bytes] = [self.owner_id, self.ttl_ms, orjson.dumps(dict(status))]
         return bool(await self._renew(keys=keys, args=args))
 
-    async def release(self) -> None:
+    async def release(self) -> bool:
         """Give the lease up at once so a standby takes over without waiting for the TTL."""
         keys = [self.keys.producer, self.keys.producer_status]
-        await self._release(keys=keys, args=[self.owner_id])
+        return bool(await self._release(keys=keys, args=[self.owner_id]))
 
     async def keep(self, status: Callable[[], Mapping[str, Any]]) -> NoReturn:
         """Renew every `RENEW_INTERVAL_S` until the lease is lost (raises `LeaseLost`)."""

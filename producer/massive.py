@@ -80,7 +80,7 @@ class MassiveRestSource(MarketDataSource):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="massive-rest")
         self._fetcher = self._fetcher_factory()
         self._task = asyncio.create_task(self._run(), name="massive-rest-poll")
-        log.info("polling Massive snapshots every %.1f s for %d tickers",
+        log.info("polling Massive snapshots every %.3g s for %d tickers",
                  self._poll_interval_s, len(self._tickers))
 
     async def stop(self) -> None:
@@ -133,7 +133,10 @@ class MassiveRestSource(MarketDataSource):
         assert self._fetcher is not None and self._executor is not None
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(self._executor, self._fetcher.fetch, tickers)
-        return await asyncio.wait_for(call, self._call_timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a stop() that arrives
+        # just as the thread's answer lands, and the poll loop never ends
+        async with asyncio.timeout(self._call_timeout_s):
+            return await call
 
     async def _send(self, quotes: Mapping[str, Quote]) -> None:
         # a ticker removed while the request was in flight is dropped here
@@ -187,10 +190,21 @@ class MassiveRestSource(MarketDataSource):
         self._reported = {r for r in self._reported if r[0] not in quotes}
 
 
+def _adopt_sdk_loggers() -> None:
+    """Route the SDK's log lines through our one format only.
+
+    `massive` gives its "RESTClient" and "WebSocketClient" loggers their own stdout
+    handler at import, so every SDK line came out twice, in two formats.
+    """
+    for name in ("RESTClient", "WebSocketClient"):
+        logging.getLogger(name).handlers.clear()
+
+
 def create_massive_source(settings: Settings, sink: QuoteSink) -> MarketDataSource:
     """The Massive source for ``settings.massive_mode``; raises ValueError on a bad setting."""
     if not settings.use_massive:
         raise ValueError("MASSIVE_API_KEY is blank: use the simulator")
+    _adopt_sdk_loggers()
     if settings.massive_mode not in MASSIVE_MODES:
         raise ValueError(f"PRICEFEED_MASSIVE_MODE must be one of {sorted(MASSIVE_MODES)}")
     if settings.massive_mode == "websocket":

@@ -22,6 +22,7 @@ from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
 from producer.publisher import Publisher
 from producer.source import MarketDataSource
+from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
 from shared.codec import decode_update
@@ -63,6 +64,7 @@ class ProducerRunner:
                     self._role = ""
                 except (RedisError, OSError) as e:
                     self._redis_state(False, e)
+                    await self._drop_connections()
                     await _wait(stop, backoff.next_delay())
         finally:
             await self._release()
@@ -96,6 +98,7 @@ class ProducerRunner:
         finally:
             self._last_tickers = list(watchlist.current)
             await self.source.stop()
+            await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
         """What ``NS:producer:status`` shows besides the id and the time."""
@@ -149,9 +152,19 @@ class ProducerRunner:
             self._role = role
             log.info(message, *args)
 
+    async def _drop_connections(self) -> None:
+        """Close pooled connections: after an outage they are dead, and reusing one would
+        fail once more and count as a second outage."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.connection_pool.disconnect()
+
     async def _release(self) -> None:
-        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.lease.release(), RELEASE_TIMEOUT_S)
+        """Give the lease up, within `RELEASE_TIMEOUT_S` (a stop must not hang on Redis)."""
+        task = asyncio.ensure_future(self.lease.release())
+        done, _ = await asyncio.wait([task], timeout=RELEASE_TIMEOUT_S)
+        await stop_tasks([task])
+        if done and not task.cancelled() and task.exception() is None and task.result():
+            log.info("released the lease")
 
 
 async def race(*aws: Awaitable[Any]) -> None:
@@ -160,9 +173,7 @@ async def race(*aws: Awaitable[Any]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

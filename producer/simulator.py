@@ -103,13 +103,17 @@ class GBMSimulator:
 
     def step(self) -> dict[str, float]:
         """Advance every price by one tick; ``{ticker: price rounded to cents}``."""
+        return dict(zip(self._tickers, self.step_array().tolist(), strict=True))
+
+    def step_array(self) -> np.ndarray:
+        """Advance every price by one tick; the prices rounded to cents, in `get_tickers` order."""
         if self._normals is None:
             self._normals = CorrelatedNormals(self._tickers)
         z = self._normals.draw(self._rng)
         drift = (self._mu - 0.5 * self._sigma**2) * self.dt
         self._prices *= np.exp(drift + self._sigma * np.sqrt(self.dt) * z)
         self._apply_shocks()
-        return dict(zip(self._tickers, self.rounded_prices().tolist(), strict=True))
+        return self.rounded_prices()
 
     def rounded_prices(self) -> np.ndarray:
         """Current prices rounded to cents, in `get_tickers` order."""

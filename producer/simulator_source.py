@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 from producer.simulator import GBMSimulator
-from producer.source import MarketDataSource, Quote, QuoteSink
+from producer.source import MarketDataSource, PriceBatch, QuoteSink
+from producer.tasks import stop_tasks
 from shared.seed import dt_for_interval
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,7 @@ class SimulatorSource(MarketDataSource):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])
 
     async def add_ticker(self, ticker: str, last_price: float | None = None) -> None:
         if self._sim is not None:
@@ -61,11 +59,11 @@ class SimulatorSource(MarketDataSource):
     def get_tickers(self) -> list[str]:
         return [] if self._sim is None else self._sim.get_tickers()
 
-    def batch(self) -> dict[str, Quote]:
-        """Advance one tick: ``{ticker: Quote}`` stamped now."""
+    def batch(self) -> PriceBatch:
+        """Advance one tick: every ticker's price, stamped now."""
         assert self._sim is not None, "start() first"
-        now = time.time()
-        return {t: Quote(p, now) for t, p in self._sim.step().items()}
+        prices = self._sim.step_array()
+        return PriceBatch(self._sim.get_tickers(), prices, time.time())
 
     async def _run(self) -> None:
         interval = self.tick_interval_s

@@ -8,8 +8,10 @@ seq) and writes them into Redis. A source knows nothing about Redis.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,36 @@ class Quote:
 
 QuoteSink = Callable[[Mapping[str, Quote]], Awaitable[None]]
 """Receives one batch ``{TICKER: Quote}``; a source awaits it before its next batch."""
+
+
+class PriceBatch(Mapping[str, Quote]):
+    """A batch held as columns: tickers, their prices, one timestamp.
+
+    It is a ``Mapping[str, Quote]`` like any batch, so every sink accepts it; the publisher
+    reads the columns directly, because building 10,000 `Quote` objects per tick costs
+    ~4 ms (measured), a tenth of the whole tick at the issue's 300,000 updates/s.
+    """
+
+    __slots__ = ("_index", "prices", "tickers", "timestamp")
+
+    def __init__(self, tickers: Sequence[str], prices: np.ndarray, timestamp: float) -> None:
+        if len(tickers) != len(prices):
+            raise ValueError("one price per ticker")
+        self.tickers = tickers
+        self.prices = prices
+        self.timestamp = timestamp
+        self._index: dict[str, int] | None = None
+
+    def __getitem__(self, ticker: str) -> Quote:
+        if self._index is None:
+            self._index = {t: i for i, t in enumerate(self.tickers)}
+        return Quote(float(self.prices[self._index[ticker]]), self.timestamp)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tickers)
+
+    def __len__(self) -> int:
+        return len(self.tickers)
 
 
 class MarketDataSource(ABC):

@@ -80,4 +80,7 @@ async def open_stream(
     async with client.stream("GET", url, params=params, headers=headers) as response:
         assert response.status_code == 200, response.status_code
         assert response.headers["content-type"].startswith("text/event-stream")
-        yield SSEReader(response)
+        # Held here: a reader dropped by the caller would have its line iterator
+        # finalised by the garbage collector, which closes the connection under us.
+        reader = SSEReader(response)
+        yield reader

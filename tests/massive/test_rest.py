@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -270,3 +272,42 @@ def test_factory_refuses_a_poll_interval_below_one_second() -> None:
     settings = Settings(massive_api_key=Secret(API_KEY), poll_interval_s=0.2)
     with pytest.raises(ValueError, match="PRICEFEED_POLL_INTERVAL"):
         create_massive_source(settings, Batches())
+
+
+
+async def test_stop_ends_polling_even_when_the_answer_lands_at_the_same_moment(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: `asyncio.wait_for` (Python 3.11) swallowed a cancel that arrived after
+    the worker thread's answer had landed but before the poll task resumed; stop() then
+    waited forever on a poll loop that went on polling."""
+    massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
+    loop = asyncio.get_running_loop()
+    polls: list[asyncio.Task[None]] = []
+
+    def cancel_the_poll() -> None:
+        polls[-1].cancel()  # as stop() does
+
+    class LandingExecutor(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            future = super().submit(fn, *args, **kwargs)
+            # lands the cancel right around the loop iteration that takes the answer
+            future.add_done_callback(
+                lambda _: loop.call_soon_threadsafe(loop.call_soon, cancel_the_poll))
+            return future
+
+    monkeypatch.setattr("producer.massive.ThreadPoolExecutor", LandingExecutor)
+    # The thread's two hand-offs to the loop may or may not share an iteration, so the
+    # race is hit in most attempts, not all: 15 attempts make a miss vanishingly rare.
+    for attempt in range(15):
+        source = rest_source(massive_http, batches)
+        await source.start(["AAPL"], {})
+        assert source._task is not None
+        polls.append(source._task)
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(polls[-1], 2)
+        finally:
+            await source.stop()
+        # a lost cancel shows as a second poll (a later one's cancel then ends the loop)
+        assert len(massive_http.seen()) == attempt + 1

@@ -28,7 +28,8 @@ def test_rounds_ties_as_python_does() -> None:
     values = np.array([14.35 / 800 * 100, 0.00005, 1.23455, -2.5e-5, 123.45675])
     assert round4(values).tolist() == [round(v, 4) for v in values.tolist()]
     payload = encode_tick(["AAPL"], np.array([814.35]), np.array([800.0]), [1.0], 1)[0]
-    assert decode_update(payload).change_percent == PriceUpdate("A", 814.35, 800.0, 1, 1).change_percent
+    expected = PriceUpdate("A", 814.35, 800.0, 1, 1).change_percent
+    assert decode_update(payload).change_percent == expected
     assert b'"change_percent":1.7937' in payload
 
 

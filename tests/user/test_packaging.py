@@ -26,7 +26,7 @@ def test_redis_is_healthchecked_and_not_published_to_the_host():
     redis = load()["services"]["redis"]
     assert redis["image"].startswith("redis:")
     assert "ports" not in redis and "network_mode" not in redis
-    assert redis["healthcheck"]["test"][:2] == ["CMD", "redis-cli"]
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
 
 
 @pytest.mark.parametrize("name", ["producer", "gateway"])
@@ -83,9 +83,7 @@ def test_readme_quick_start_is_two_commands_after_pip_install_uv():
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```\n(.*?)```", quick, re.S)
     commands = [line for block in blocks for line in block.splitlines() if line.strip()]
-    assert commands[0] == "pip install uv"
-    run_and_test = [c for c in commands[1:] if not c.startswith("uv run pricefeed watch")]
-    assert run_and_test == ["uv run pricefeed up", "uv run pytest"]
+    assert commands == ["pip install uv", "uv run pricefeed up", "uv run pytest"]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -48,8 +49,14 @@ class Gateway:
 
 
 @pytest.fixture
-def system(service_env, tmp_path) -> Iterator[Gateway]:
-    env = {**service_env, "PRICEFEED_TICK_INTERVAL": "0.2"}
+def gateway_env() -> dict[str, str]:
+    """Extra settings for the gateway (and producer) of one test."""
+    return {}
+
+
+@pytest.fixture
+def system(service_env, gateway_env, tmp_path) -> Iterator[Gateway]:
+    env = {**service_env, "PRICEFEED_TICK_INTERVAL": "0.2", **gateway_env}
     producer = Service(["producer"], env, tmp_path / "producer.log")
     gateway = Gateway(env, tmp_path)
     try:
@@ -136,9 +143,32 @@ def test_live_page_add_remove_and_reconnect(page: Page, system: Gateway, artifac
     outage = shown[shown.index("connected") + 1:-1]
     assert outage[-1] == "down" and "connected" not in outage
     assert "reconnecting" not in outage[outage.index("down"):], shown
+
+    # On a phone-sized screen every column, the remove button included, stays visible.
+    page.set_viewport_size({"width": 400, "height": 800})
+    box = page.locator('#rows tr[data-ticker="AAPL"] .remove').bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 400
+    page.screenshot(path=artifacts_dir / "page-phone.png")
     assert page.foreign == []
 
 
-def _price_pattern():
-    import re
+@pytest.mark.parametrize("gateway_env", [{"PRICEFEED_API_TOKEN": "s3cret-token"}])
+def test_page_asks_for_the_api_token_when_writes_need_one(page: Page, system: Gateway):
+    page.goto(system.url + "/")
+    expect(page.locator("#rows tr")).to_have_count(10)
+    answers = iter(["wrong-token", "s3cret-token"])
+    page.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    page.fill("#ticker-input", "PYPL")
+    page.click("#add-button")
+    expect(page.locator("#form-error")).to_contain_text("token")  # the server's 401 message
+    expect(page.locator('#rows tr[data-ticker="PYPL"]')).to_have_count(0)
+    page.click("#add-button")  # asked again; the right token this time
+    expect(page.locator('#rows tr[data-ticker="PYPL"] .price')).to_have_text(
+        _price_pattern(), timeout=15_000)
+    page.locator('#rows tr[data-ticker="PYPL"] .remove').click()  # the token is kept
+    expect(page.locator('#rows tr[data-ticker="PYPL"]')).to_have_count(0)
+    assert page.foreign == []
+
+
+def _price_pattern() -> re.Pattern[str]:
     return re.compile(r"^\d{1,3}(,\d{3})*\.\d{2}$")

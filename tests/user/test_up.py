@@ -131,9 +131,24 @@ def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_
 def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis):
     up = up_factory({"PRICEFEED_PORT": str(free_port()), "REDIS_URL": redis_url,
                      "PRICEFEED_NAMESPACE": namespace})
-    assert_serves_prices(up.wait_url())
+    line = up.wait_url()
+    assert f"Redis: {redis_url}" in line
+    assert_serves_prices(line)
     assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
     assert not any("redis-server" in p.name() for p in up.descendants())
     up.proc.send_signal(signal.SIGTERM)
     assert up.wait_exit(10)[0] == 0
     assert up.orphans() == []
+
+
+def test_a_service_dying_later_stops_everything_with_one_line(up_factory):
+    up = up_factory({"PRICEFEED_PORT": str(free_port())})
+    up.wait_url()
+    (producer,) = [p for p in up.descendants() if "producer" in p.cmdline()]
+    producer.kill()
+    rc, took = up.wait_exit(10)
+    assert rc == 1 and took < 3.0, (rc, took)
+    lines = [ln for ln in up.stderr().splitlines() if ln.startswith("pricefeed up:")]
+    assert lines == ["pricefeed up: the producer was killed by SIGKILL"], up.stderr()
+    assert up.orphans() == []
+    assert list(up.tmp.iterdir()) == []

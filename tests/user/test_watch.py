@@ -45,3 +45,27 @@ def test_watch_says_in_one_line_when_redis_cannot_be_reached():
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "cannot reach Redis" in done.stderr and url in done.stderr
+
+
+def test_watch_shows_a_lost_redis_and_catches_up_when_it_returns(
+        redis_server_factory, namespace):
+    server = redis_server_factory()
+    client = server.client()
+    writer = TickWriter(client, Keys(namespace), {"AAPL": 190.0})
+    writer.tick()
+    term = Terminal(["watch"], {"REDIS_URL": server.url, "PRICEFEED_NAMESPACE": namespace})
+    try:
+        term.wait_for_text("AAPL", "190.19", "live")
+        term.mark()
+        server.stop()
+        term.wait_for_text("Redis unreachable")
+        server.start()
+        writer.tick(publish=False)  # only a fresh snapshot can show this price
+        term.mark()
+        term.wait_for_text("live", "190.38")
+        assert term.text().count("lost Redis") == 1  # one line for the outage, no flood
+        term.press_ctrl_c()
+        assert term.wait_exit() == 0
+    finally:
+        client.close()
+        term.close()

@@ -1,0 +1,49 @@
+"""The README's "several gateways on one host": uvicorn workers, one subscription each."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.support import ROOT, free_port, running, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def ready(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
+
+
+def test_uvicorn_workers_each_hold_their_own_redis_subscription(
+        service_env, namespace, sredis, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRICEFEED_")}
+    env.update(service_env)
+    with running(["producer"], service_env, tmp_path / "producer.log"), \
+            (tmp_path / "uvicorn.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "pricefeed.asgi:gateway",
+             "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+             "--timeout-graceful-shutdown", "2"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: ready(f"http://127.0.0.1:{port}/api/ready"), 60, 0.2, "ready")
+            channel = f"{namespace}:prices"
+            wait_for(lambda: dict(sredis.pubsub_numsub(channel))[channel.encode()] == 2,
+                     30, 0.1, "one subscription per worker")
+            prices = httpx.get(f"http://127.0.0.1:{port}/api/prices", timeout=5).json()
+            assert len(prices) == 10
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
