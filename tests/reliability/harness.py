@@ -119,13 +119,18 @@ def check_update(ticker: str, update: Mapping[str, object]) -> None:
     assert update["direction"] in ("up", "down", "flat"), update
 
 
+def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Whole SSE frames (CRLF, the gateway's line ending) and the incomplete rest."""
+    *whole, rest = buffer.split(b"\r\n\r\n")
+    return whole, rest
+
+
 def check_frame(frame: bytes) -> dict[str, dict[str, object]] | None:
     """One raw SSE frame (no blank-line terminator) well formed; its data, if any."""
-    lines = frame.split(b"\n")
     data = None
     event_id = None
-    for line in lines:
-        assert b"\r" not in line and b"\x00" not in line, frame[:200]
+    for line in frame.split(b"\r\n"):
+        assert b"\r" not in line and b"\n" not in line and b"\x00" not in line, frame[:200]
         name, sep, value = line.partition(b":")
         assert sep, f"a line without a field name: {line[:100]!r}"
         value = value.removeprefix(b" ")
