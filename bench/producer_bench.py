@@ -64,10 +64,23 @@ def redis_server() -> Iterator[int]:
     """A private redis-server on a free port (never the machine's own)."""
     port, workdir = free_port(), tempfile.mkdtemp(prefix="pricefeed-bench-")
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir, "--client-output-buffer-limit",
-         "pubsub 512mb 256mb 60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--client-output-buffer-limit",
+            "pubsub 512mb 256mb 60",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         client = redis.Redis(port=port)
@@ -92,7 +105,8 @@ def redis_server() -> Iterator[int]:
 def subscribers(port: int, keys: Keys) -> Iterator[None]:
     """Two draining subscribers, as the gateway and a service would be."""
     commands = [
-        f"PSUBSCRIBE {keys.price_pattern}\r\n", f"SUBSCRIBE {keys.prices}\r\n",
+        f"PSUBSCRIBE {keys.price_pattern}\r\n",
+        f"SUBSCRIBE {keys.prices}\r\n",
     ]
     procs = [subprocess.Popen([sys.executable, "-c", DRAIN, str(port), c]) for c in commands]
     client = redis.Redis(port=port)
@@ -119,8 +133,11 @@ def quotes(sim: GBMSimulator) -> Mapping[str, Quote]:
 
 
 async def throughput(
-    sink: Sink, batch: Callable[[GBMSimulator], Mapping[str, Quote]],
-    landed: Callable[[], Awaitable[None]], tickers: list[str], seconds: float,
+    sink: Sink,
+    batch: Callable[[GBMSimulator], Mapping[str, Quote]],
+    landed: Callable[[], Awaitable[None]],
+    tickers: list[str],
+    seconds: float,
 ) -> dict[str, float]:
     """Ticks back to back for about ``seconds``, until the last has landed in Redis."""
     sim = GBMSimulator(tickers, seed=1)
@@ -163,8 +180,11 @@ async def run_sizes(port: int, sizes: list[int], seconds: float) -> list[dict[st
             assert await client.hlen(keys.latest) == n, "the cache is not complete"
             await client.aclose()
             rows.append({"implementation": name, "tickers": n, **result})
-            print(f"  {name:8} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
-                  f"({result['ms_per_tick']} ms/tick)", flush=True)
+            print(
+                f"  {name:8} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
+                f"({result['ms_per_tick']} ms/tick)",
+                flush=True,
+            )
     return rows
 
 
@@ -176,8 +196,13 @@ def default_load_cpu(port: int, seconds: float) -> dict[str, float]:
     """CPU share of a real `pricefeed producer` at the default load (10 tickers, 0.5 s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRICEFEED_")}
     env.update(REDIS_URL=f"redis://127.0.0.1:{port}/0", PRICEFEED_NAMESPACE="bench-default")
-    proc = subprocess.Popen([sys.executable, "-m", "pricefeed", "producer"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pricefeed", "producer"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = redis.Redis(port=port)
         while client.hlen("bench-default:latest") < 10:  # started: imports and first tick done
@@ -209,10 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     with redis_server() as port:
         rows = asyncio.run(run_sizes(port, sizes, args.seconds))
         cpu = default_load_cpu(port, args.cpu_seconds)
-    print(f"  default load (10 tickers, 2 ticks/s): {cpu['core_percent']} % of a core "
-          f"over {cpu['seconds']} s")
-    result = {"load_average_before": load, "load_average_after": os.getloadavg(),
-              "throughput": rows, "default_load": cpu, "cpu_count": os.cpu_count()}
+    print(
+        f"  default load (10 tickers, 2 ticks/s): {cpu['core_percent']} % of a core "
+        f"over {cpu['seconds']} s"
+    )
+    result = {
+        "load_average_before": load,
+        "load_average_after": os.getloadavg(),
+        "throughput": rows,
+        "default_load": cpu,
+        "cpu_count": os.cpu_count(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written to {args.out}")
