@@ -70,6 +70,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
+    app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on",
+        app, log_config=None, access_log=False, lifespan="on", proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, backlog=BACKLOG,
     )
     server = GatewayServer(config, app)
