@@ -18,6 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
+from gateway.sse import SendWatchdog, ping_forever
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -40,6 +41,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = make_redis(False)
         subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
+        watchdog = SendWatchdog(settings.send_timeout_s)
         try:
             async with Supervisor() as supervisor:
                 stats.gauges.update({
@@ -49,8 +51,10 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "background_task_restarts": lambda: supervisor.restarts,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
-                                            app.state.registry)
+                                            app.state.registry, watchdog)
                 supervisor.start("subscriber", subscriber.run)
+                supervisor.start("send-watchdog", watchdog.run)
+                supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield
@@ -62,7 +66,8 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     app = FastAPI(title="pricefeed gateway", lifespan=lifespan)
     app.state.registry = registry_for(stats)
     app.state.hub = hub
-    for module in (stream, prices, watchlist, ops, static):
+    app.router.routes.append(stream.route)
+    for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
     if settings.cors_origins:

@@ -46,13 +46,15 @@ class Batch:
 class Client:
     """One SSE stream's state in the hub: its filter and at most one pending batch."""
 
-    __slots__ = ("closed", "pending", "resync", "tickers", "wake")
+    __slots__ = ("closed", "last_sent", "pending", "ping", "resync", "tickers", "wake")
 
     def __init__(self, tickers: frozenset[str] | None) -> None:
         self.tickers = tickers
         self.pending: Batch | dict[str, Item] | None = None
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
         self.closed = False
+        self.ping = False  # a keep-alive comment is due
+        self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
 
     def take(self) -> Batch | dict[str, Item] | None:
@@ -127,6 +129,13 @@ class Hub:
             batch = by_filter[key]
             if batch is not None:
                 client.resync = batch
+                client.wake.set()
+
+    def ping_idle(self, sent_before: float) -> None:
+        """Mark a ping due on every client that sent nothing since ``sent_before``."""
+        for client in self.clients:
+            if client.last_sent < sent_before and not client.ping:
+                client.ping = True
                 client.wake.set()
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from gateway.hub import Hub
+from gateway.sse import SendWatchdog
 from gateway.stats import Stats
 from gateway.subscriber import Subscriber
 from shared.settings import Settings
@@ -23,3 +24,4 @@ class Gateway:
     stats: Stats
     subscriber: Subscriber
     registry: CollectorRegistry
+    watchdog: SendWatchdog

@@ -85,3 +85,25 @@ def test_close_wakes_every_client():
     clients = [hub.register(None) for _ in range(3)]
     hub.close()
     assert all(c.closed and c.wake.is_set() for c in clients)
+
+
+def test_the_watchdog_aborts_only_streams_blocked_past_the_timeout():
+    from gateway.sse import SendWatchdog
+
+    class FakeStream:
+        def __init__(self, send_started: float) -> None:
+            self.send_started = send_started
+            self.aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    now = [100.0]
+    watchdog = SendWatchdog(5.0, clock=lambda: now[0])
+    idle, recent, stuck = FakeStream(0.0), FakeStream(97.0), FakeStream(94.0)
+    watchdog.streams.update({idle, recent, stuck})  # type: ignore[arg-type]
+    assert watchdog.sweep() == 1
+    assert stuck.aborted and not recent.aborted and not idle.aborted
+    now[0] = 103.0
+    assert watchdog.sweep() == 2  # `stuck` again (still registered) and now `recent`
+    assert recent.aborted and not idle.aborted

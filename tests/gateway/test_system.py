@@ -43,6 +43,8 @@ def start_system(redis_url: str, logs: Path, **env: str) -> Iterator[System]:
     port = free_port()
     base = {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace,
             "PRICEFEED_TICK_INTERVAL": "0.1", "PRICEFEED_TICKERS": ",".join(TICKERS)}
+    for name in ("PRICEFEED_TICK_INTERVAL", "PRICEFEED_TICKERS"):
+        base[name] = env.pop(name, base[name])
     gateway_env = {**base, "PRICEFEED_PORT": str(port), "PRICEFEED_API_TOKEN": TOKEN, **env}
     client = redis.Redis.from_url(redis_url)
     with (running(["producer"], base, logs / f"{namespace}-producer.log") as producer,
@@ -178,7 +180,17 @@ def _dropped(system: System) -> int:
     return int(float(line.split()[1]))
 
 
-async def test_a_client_that_never_reads_is_dropped_and_delays_no_one(system):
+@pytest.fixture
+def busy_system(redis_url: str, artifacts_dir: Path) -> Iterator[System]:
+    """40 tickers at 20 Hz (~140 KB/s per client): a stuck socket fills in about a second."""
+    env = {"PRICEFEED_SEND_TIMEOUT": "1", "PRICEFEED_TICK_INTERVAL": "0.05",
+           "PRICEFEED_TICKERS": ",".join(f"T{i:02d}" for i in range(40))}
+    with start_system(redis_url, artifacts_dir, **env) as started:
+        yield started
+
+
+async def test_a_client_that_never_reads_is_dropped_and_delays_no_one(busy_system):
+    system = busy_system
     before = _dropped(system)
     stuck = [_never_reading_client(system.url) for _ in range(3)]
     try:
@@ -194,7 +206,7 @@ async def test_a_client_that_never_reads_is_dropped_and_delays_no_one(system):
                     now = time.monotonic()
                     gaps.append(now - last)
                     last = now
-                # Ticks every 0.1 s: the reader never waited on the stuck ones.
+                # Ticks every 0.05 s: the reader never waited on the stuck ones.
                 assert max(gaps) < 0.6, max(gaps)
         for sock in stuck:
             sock.settimeout(5)

@@ -10,6 +10,7 @@ import re
 import select
 import signal
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -28,11 +29,15 @@ class Terminal:
         full_env.update(env)
         full_env.update(TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
         full_env.pop("NO_COLOR", None)
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: becomes the session leader of the pty
-            os.chdir(ROOT)
-            os.execve(sys.executable, [sys.executable, "-m", "pricefeed", *args], full_env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        # subprocess, not pty.fork(): os.fork() in a threaded pytest warns on Python 3.12+.
+        self.fd, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pricefeed", *args], cwd=ROOT, env=full_env,
+                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        finally:
+            os.close(slave)
         self.raw = b""
         self.status: int | None = None
 
@@ -65,22 +70,21 @@ class Terminal:
         self.mark_at = len(self.text())
 
     def press_ctrl_c(self) -> None:
-        os.write(self.fd, b"\x03")
+        """What the terminal does on Ctrl+C: SIGINT to the foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
 
     def wait_exit(self, timeout_s: float = 5.0) -> int:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.read(0.05)
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
+            if self.proc.poll() is not None:
+                self.status = self.proc.returncode
                 return self.status
         raise AssertionError(f"still running {timeout_s}s after Ctrl+C")
 
     def close(self) -> None:
-        if self.status is None:
+        if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         os.close(self.fd)

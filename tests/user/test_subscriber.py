@@ -107,3 +107,26 @@ async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
     finally:
         sync.close()
         await client.aclose()
+
+
+async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
+        redis_server_factory, namespace):
+    server = redis_server_factory()
+    keys = Keys(namespace)
+    client = aioredis.from_url(server.url)
+    sync = redis.Redis(port=server.port)
+    try:
+        writer = TickWriter(sync, keys, PRICES)
+        writer.tick()
+        async with collecting(client, keys, backoff=Backoff(initial_s=0.05, cap_s=0.2)) as queue:
+            assert (await next_batch(queue)).snapshot
+            # Written but never published: only a fresh snapshot can deliver it.
+            missed = writer.tick(publish=False)
+            assert sync.client_kill_filter(_type="pubsub") == 1
+            batch = await next_batch(queue)
+            while not batch.snapshot:
+                batch = await next_batch(queue)
+            assert batch.updates["AAPL"] == missed["AAPL"]
+    finally:
+        sync.close()
+        await client.aclose()
