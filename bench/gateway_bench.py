@@ -22,7 +22,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,7 @@ def loadgen(
             f"http://127.0.0.1:{port}{STREAM_PATH}", "--clients", str(clients),
             "--window", str(window_s), "--settle", str(args.settle), "--grace", str(grace),
             "--batch", str(args.batch), "--batch-timeout", str(args.batch_timeout),
-            "--ramp-timeout", str(args.ramp_timeout),
+            "--ramp-timeout", str(args.ramp_timeout), "--stall-batches", str(args.stall_batches),
             "--channel", Keys(namespace).prices]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
@@ -164,56 +165,81 @@ def loadgen(
 
 
 def read_progress(proc: subprocess.Popen[bytes], sampler: TreeSampler) -> dict[str, object]:
-    """Follow the load generator's JSON lines; sample the gateway over the window."""
+    """Follow the load generator's JSON lines; sample the gateway (and it) over the window."""
     result: dict[str, object] = {}
+    own = TreeSampler(proc.pid)  # is the load generator itself saturated?
     assert proc.stdout is not None
     for line in proc.stdout:
         msg = json.loads(line)
         if msg["event"] == "window_start":
             sampler.begin()
+            own.begin()
         elif msg["event"] == "window_end":
-            result.update(sampler.end())
+            gw, lg = sampler.end(), own.end()
+            result.update(
+                gateway_cpu_pct=gw["cpu_pct"],
+                rss_bytes=gw["rss_bytes"],
+                core_busy_pct=gw["core_busy_pct"],
+                loadgen_cpu_pct=lg["cpu_pct"],
+            )
         elif msg["event"] == "result":
             result.update({k: v for k, v in msg.items() if k not in ("event", "t")})
     return result
 
 
+class Results:
+    """Rows of the run, saved (JSON + Markdown) after each one, so a broken run keeps them."""
+
+    def __init__(self, run_dir: Path, meta: dict[str, object]) -> None:
+        self.run_dir, self.meta = run_dir, meta
+        self.rows: list[dict[str, object]] = []
+
+    def add(self, scenario: str, name: str, measure: Callable[[], dict[str, object]]) -> None:
+        """Measure one gateway; a failure becomes a row naming it, and the run goes on."""
+        print(f"  {scenario}: {name} ...", file=sys.stderr, flush=True)
+        try:
+            row = measure()
+        except Exception as e:  # one gateway's failure must not lose the others' figures
+            traceback.print_exc()
+            print(f"  {scenario}: {name} failed: {e}", file=sys.stderr, flush=True)
+            row = {"error": f"{type(e).__name__}: {e}"}
+        self.rows.append({"scenario": scenario, "gateway": name, **row, "uptime": uptime()})
+        self.save()
+
+    def save(self) -> str:
+        self.meta["uptime_end"] = uptime()
+        doc = {"meta": self.meta, "rows": self.rows}
+        (self.run_dir / "results.json").write_text(json.dumps(doc, indent=1))
+        table = report.markdown(self.meta, self.rows)
+        (self.run_dir / "results.md").write_text(table)
+        return table
+
+
 def run_load(
-    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, n: int
-) -> list[dict[str, object]]:
+    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, results: Results
+) -> None:
     """One load scenario: the publisher runs; each gateway in turn under C clients."""
-    namespace, rows = f"bench{n}", []
-    clients = args.clients or sc.clients
+    namespace, clients = f"bench{len(results.rows)}", args.clients or sc.clients
+
+    def measure(name: str) -> dict[str, object]:
+        with gateway(procs, name, redis.url, namespace) as sampler:
+            row = loadgen(
+                procs, args, sampler.port, clients, redis.url, namespace, args.window, sampler
+            )
+        return {"tickers": sc.tickers, "rate_hz": round(1 / sc.interval_s, 2), **row}
+
     with publishing(procs, args, sc, redis.url, namespace):
         for name in args.gateways:
-            print(f"  {sc.name}: {name} with {clients} clients ...", file=sys.stderr, flush=True)
-            with gateway(procs, name, redis.url, namespace) as sampler:
-                row = loadgen(
-                    procs, args, sampler.port, clients, redis.url, namespace, args.window, sampler
-                )
-            rows.append(
-                {
-                    "scenario": sc.name,
-                    "gateway": name,
-                    "tickers": sc.tickers,
-                    "rate_hz": round(1 / sc.interval_s, 2),
-                    **row,
-                    "uptime": uptime(),
-                }
-            )
-    return rows
+            results.add(sc.name, name, lambda: measure(name))  # noqa: B023 - called at once
 
 
 def run_idle(
-    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, n: int
-) -> list[dict[str, object]]:
+    procs: Procs, args: argparse.Namespace, sc: Scenario, redis: RedisServer, results: Results
+) -> None:
     """Memory per idle connection: RSS after N quiet connections, minus before, over N."""
-    namespace, rows = f"bench{n}", []
-    clients = args.idle_clients or sc.clients
-    with publishing(procs, args, sc, redis.url, namespace):
-        pass  # fill the cache once, then stop: the connections below see no updates
-    for name in args.gateways:
-        print(f"  idle: {name} with {clients} connections ...", file=sys.stderr, flush=True)
+    namespace, clients = f"bench{len(results.rows)}", args.idle_clients or sc.clients
+
+    def measure(name: str) -> dict[str, object]:
         with gateway(procs, name, redis.url, namespace) as sampler:
             # Warm up (first-request allocations), then N connections held for 1 s.
             loadgen(procs, args, sampler.port, 20, None, namespace, 0.1, sampler, 0.0)
@@ -221,21 +247,14 @@ def run_idle(
             row = loadgen(procs, args, sampler.port, clients, None, namespace, 1.0, sampler, 0.0)
         after = int(row["rss_bytes"])  # type: ignore[call-overload]
         per = (after - before) / max(1, int(row["connected"]))  # type: ignore[call-overload]
-        rows.append(
-            {
-                "scenario": "idle",
-                "gateway": name,
-                "clients": clients,
-                "connected": row["connected"],
-                "failed": row["failed"],
-                "errors": row["errors"],
-                "rss_before_bytes": before,
-                "rss_after_bytes": after,
-                "bytes_per_connection": round(per),
-                "uptime": uptime(),
-            }
-        )
-    return rows
+        return {"clients": clients, "connected": row["connected"], "failed": row["failed"],
+                "errors": row["errors"], "rss_before_bytes": before, "rss_after_bytes": after,
+                "bytes_per_connection": round(per)}  # fmt: skip
+
+    with publishing(procs, args, sc, redis.url, namespace):
+        pass  # fill the cache once, then stop: the connections below see no updates
+    for name in args.gateways:
+        results.add(sc.name, name, lambda: measure(name))  # noqa: B023 - called at once
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -258,6 +277,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--batch", type=int, default=250, help="connections opened at once")
     p.add_argument("--ramp-timeout", type=float, default=150.0)
+    p.add_argument("--stall-batches", type=int, default=3,
+                   help="end a ramp after this many batches in a row mostly failed")  # fmt: skip
     p.add_argument(
         "--batch-timeout",
         type=float,
@@ -308,23 +329,19 @@ def main(argv: list[str] | None = None) -> int:
         "nofile": hard,
         "command": " ".join(["python", "-m", "bench.gateway_bench", *(argv or sys.argv[1:])]),
     }
-    rows: list[dict[str, object]] = []
+    results = Results(run_dir, meta)
     procs = Procs(run_dir)
     try:
         with RedisServer(procs) as redis:
-            for n, name in enumerate(args.scenarios):
+            for name in args.scenarios:
                 sc = SCENARIOS[name]
-                rows += (run_idle if sc.idle else run_load)(procs, args, sc, redis, n)
+                (run_idle if sc.idle else run_load)(procs, args, sc, redis, results)
     except KeyboardInterrupt:
         print("interrupted: stopping every process", file=sys.stderr)
         return 130
     finally:
         procs.stop_all()
-        meta["uptime_end"] = uptime()
-        (run_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        table = report.markdown(meta, rows)
-        (run_dir / "results.md").write_text(table)
-        print(table)
+        print(results.save())
         print(f"results and logs: {run_dir}", file=sys.stderr)
     return 0
 

@@ -82,4 +82,7 @@ def markdown(meta: Row, rows: Sequence[Row]) -> str:
         parts.append(_table(LOAD_COLUMNS, load))
     if idle:
         parts.append(_table(IDLE_COLUMNS, idle))
+    failed = [f"- {r['scenario']} / {r['gateway']}: {r['error']}" for r in rows if "error" in r]
+    if failed:
+        parts.append("Not measured:\n" + "\n".join(failed))
     return "\n\n".join(parts) + "\n"

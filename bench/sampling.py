@@ -29,7 +29,7 @@ def _cpu_s(procs: list[psutil.Process]) -> float:
 class TreeSampler:
     """CPU % (of one core) and RSS of a process and its children between two calls."""
 
-    def __init__(self, pid: int, port: int) -> None:
+    def __init__(self, pid: int, port: int = 0) -> None:
         self.pid, self.port = pid, port
         self._t0 = self._cpu0 = 0.0
         self._cores0: list[float] = []
@@ -56,7 +56,7 @@ class TreeSampler:
             for a, b in zip(self._cores0, _busy_per_core(), strict=True)
         ]
         return {
-            "gateway_cpu_pct": round(100 * cpu / wall, 1),
+            "cpu_pct": round(100 * cpu / wall, 1),
             "rss_bytes": self.rss(),
             "core_busy_pct": cores,
         }

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 
-from bench.sse_client import SseClient, Window, extract_timestamps, percentile_ms
+from bench.sse_client import SseClient, Window, percentile_ms
 
 log = logging.getLogger("bench.loadgen")
 
@@ -60,7 +60,7 @@ class Reference:
         now = time.time()
         self.latency.start, self.latency.end = self.window.start, self.window.end
         try:
-            self.offered += self.latency.record(extract_timestamps(data), now)
+            self.offered += self.latency.record(self.latency.parse(data), now)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             log.warning("unparsable message on %s", self.channel)
 
@@ -95,7 +95,12 @@ async def open_batch(
 
 
 async def ramp(args: argparse.Namespace, window: Window) -> tuple[list[SseClient], float]:
-    """All clients, opened in batches; stop early when the ramp deadline passes."""
+    """All clients, opened in batches; stop early past the deadline or when stalled.
+
+    Stalled: ``--stall-batches`` batches in a row in which under 10 % of the new clients got
+    their first event — the gateway no longer serves new clients, and waiting out the
+    rest only makes the run longer. Clients never opened count as failed.
+    """
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     path = url.path + (f"?{url.query}" if url.query else "")
@@ -104,17 +109,21 @@ async def ramp(args: argparse.Namespace, window: Window) -> tuple[list[SseClient
         "Cache-Control: no-cache\r\n\r\n"
     ).encode()
     clients: list[SseClient] = []
-    started = time.monotonic()
-    while len(clients) < args.clients:
+    started, stalled = time.monotonic(), 0
+    while len(clients) < args.clients and stalled < args.stall_batches:
         if time.monotonic() - started > args.ramp_timeout:
             log.warning("ramp deadline passed with %d of %d clients", len(clients), args.clients)
             break
         n = min(args.batch, args.clients - len(clients))
-        clients += await open_batch(host, port, request, window, n, args.batch_timeout)
+        batch = await open_batch(host, port, request, window, n, args.batch_timeout)
+        clients += batch
+        stalled = stalled + 1 if sum(c.error is None for c in batch) < 0.1 * n else 0
         ok = sum(c.error is None for c in clients)
         log.info("ramp: %d opened, %d connected", len(clients), ok)
         if args.batch_pause:
             await asyncio.sleep(args.batch_pause)
+    if stalled >= args.stall_batches:
+        log.warning("ramp stalled: %d batches in a row mostly failed", stalled)
     return clients, time.monotonic() - started
 
 
@@ -140,6 +149,7 @@ def summarize(
         "connected": len(connected),
         "failed": args.clients - len(connected) + len(dropped),
         "dropped": len(dropped),
+        "not_opened": args.clients - len(clients),
         "errors": errors,
         "window_s": args.window,
         "offered_per_client": offered,
@@ -206,6 +216,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-pause", type=float, default=0.0, help="seconds between batches")
     p.add_argument("--batch-timeout", type=float, default=15.0, help="first-event deadline")
     p.add_argument("--ramp-timeout", type=float, default=180.0)
+    p.add_argument(
+        "--stall-batches",
+        type=int,
+        default=3,
+        help="stop the ramp after this many batches in a row mostly failed",
+    )
     p.add_argument("--settle", type=float, default=2.0, help="seconds after the ramp")
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--grace", type=float, default=2.0, help="late updates still counted")
