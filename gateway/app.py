@@ -18,7 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
-from gateway.sse import SendWatchdog, ping_forever
+from gateway.sse import SendWatchdog, close_on_exit, ping_forever
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -55,6 +55,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
+                supervisor.start("exit-watcher", lambda: close_on_exit(hub))
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield

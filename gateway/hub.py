@@ -87,6 +87,9 @@ class Hub:
     def register(self, tickers: frozenset[str] | None) -> Client:
         """A new client; updates are marked on it from now on."""
         client = Client(tickers)
+        if self.closing:  # a stream opened during shutdown ends at once
+            client.closed = True
+            client.wake.set()
         self.clients.add(client)
         return client
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncGenerator, Callable
 
@@ -112,6 +113,25 @@ class SendWatchdog:
         while True:
             await asyncio.sleep(interval)
             self.sweep()
+
+
+def _uvicorn_exiting() -> bool:
+    """True once the uvicorn server running this process was asked to exit.
+
+    uvicorn installs its bound ``handle_exit`` as the SIGTERM handler; sse-starlette finds
+    the server the same way. This covers ``uvicorn --workers`` (pricefeed/asgi.py), where
+    `gateway.server.GatewayServer` is not there to close the hub first.
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+async def close_on_exit(hub: Hub, poll_s: float = 0.1) -> None:
+    """End every stream as soon as the server starts shutting down."""
+    while True:
+        await asyncio.sleep(poll_s)
+        if _uvicorn_exiting():
+            hub.close()
 
 
 async def ping_forever(hub: Hub, interval_s: float) -> None:
