@@ -18,7 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
-from gateway.sse import SendWatchdog, close_on_exit, ping_forever
+from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -39,6 +39,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_uvicorn_drops()
         redis = make_redis(False)
         subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
         watchdog = SendWatchdog(settings.send_timeout_s)

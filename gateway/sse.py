@@ -91,6 +91,24 @@ class PriceStream(EventSourceResponse):
             self._task.cancel()
 
 
+class UvicornNoise(logging.Filter):
+    """Hides uvicorn's per-connection error for a client we dropped on purpose.
+
+    An aborted stream ends its response unfinished, and uvicorn then logs one ERROR per
+    such client; the gateway already counts drops and logs them throttled.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+def quiet_uvicorn_drops() -> None:
+    """Install `UvicornNoise` once on uvicorn's error logger."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UvicornNoise) for f in logger.filters):
+        logger.addFilter(UvicornNoise())
+
+
 class SendWatchdog:
     """Cancels streams whose send stayed blocked longer than ``timeout_s``."""
 
