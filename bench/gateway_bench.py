@@ -177,11 +177,10 @@ def read_progress(proc: subprocess.Popen[bytes], sampler: TreeSampler) -> dict[s
         elif msg["event"] == "window_end":
             gw, lg = sampler.end(), own.end()
             result.update(
-                gateway_cpu_pct=gw["cpu_pct"],
-                rss_bytes=gw["rss_bytes"],
-                core_busy_pct=gw["core_busy_pct"],
-                loadgen_cpu_pct=lg["cpu_pct"],
-            )
+                gateway_cpu_pct=gw["cpu_pct"], gateway_wait_pct=gw["wait_pct"],
+                rss_bytes=gw["rss_bytes"], core_busy_pct=gw["core_busy_pct"],
+                loadgen_cpu_pct=lg["cpu_pct"], loadgen_wait_pct=lg["wait_pct"],
+            )  # fmt: skip
         elif msg["event"] == "result":
             result.update({k: v for k, v in msg.items() if k not in ("event", "t")})
     return result

@@ -60,8 +60,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[int]:
-    """A private redis-server on a free port (never the machine's own)."""
+def redis_server() -> Iterator[tuple[int, psutil.Process]]:
+    """A private redis-server on a free port (never the machine's own): port and process."""
     port, workdir = free_port(), tempfile.mkdtemp(prefix="pricefeed-bench-")
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -81,7 +81,7 @@ def redis_server() -> Iterator[int]:
                     raise
                 time.sleep(0.05)
         client.close()
-        yield port
+        yield port, psutil.Process(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -89,8 +89,11 @@ def redis_server() -> Iterator[int]:
 
 
 @contextmanager
-def subscribers(port: int, keys: Keys) -> Iterator[None]:
+def subscribers(port: int, keys: Keys, enabled: bool = True) -> Iterator[None]:
     """Two draining subscribers, as the gateway and a service would be."""
+    if not enabled:
+        yield
+        return
     commands = [
         f"PSUBSCRIBE {keys.price_pattern}\r\n", f"SUBSCRIBE {keys.prices}\r\n",
     ]
@@ -118,9 +121,27 @@ def quotes(sim: GBMSimulator) -> Mapping[str, Quote]:
     return {t: Quote(p, now) for t, p in sim.step().items()}
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time ``pid`` spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere).
+
+    On a shared machine this shows how much of a figure is other tenants' load.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def throughput(
     sink: Sink, batch: Callable[[GBMSimulator], Mapping[str, Quote]],
     landed: Callable[[], Awaitable[None]], tickers: list[str], seconds: float,
+    server: psutil.Process,
 ) -> dict[str, float]:
     """Ticks back to back for about ``seconds``, until the last has landed in Redis."""
     sim = GBMSimulator(tickers, seed=1)
@@ -128,21 +149,34 @@ async def throughput(
         await sink(batch(sim))
     await landed()
     ticks, started = 0, time.perf_counter()
-    cpu_started = time.process_time()
+    cpu_started, server_started = time.process_time(), cpu_seconds(server)
+    waits_started = runqueue_seconds(os.getpid()), runqueue_seconds(server.pid)
     while time.perf_counter() - started < seconds or ticks < 5:
         await sink(batch(sim))
         ticks += 1
     await landed()
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
+    server_cpu = cpu_seconds(server) - server_started
+    waits = (runqueue_seconds(os.getpid()) - waits_started[0],
+             runqueue_seconds(server.pid) - waits_started[1])
+    updates = ticks * len(tickers)
     return {
-        "updates_per_s": round(ticks * len(tickers) / elapsed),
+        "updates_per_s": round(updates / elapsed),
         "ms_per_tick": round(elapsed / ticks * 1e3, 3),
+        # Updates per second of the producer's own CPU: its cost, whatever Redis does.
+        "updates_per_producer_cpu_s": round(updates / cpu) if cpu else None,
         "producer_cpu_share": round(cpu / elapsed, 2),
+        "redis_cpu_share": round(server_cpu / elapsed, 2),
+        # Shares of the run each spent ready to run but kept off a CPU by other processes.
+        "producer_cpu_wait_share": round(waits[0] / elapsed, 2),
+        "redis_cpu_wait_share": round(waits[1] / elapsed, 2),
     }
 
 
-async def run_sizes(port: int, sizes: list[int], seconds: float) -> list[dict[str, object]]:
+async def run_sizes(
+    port: int, server: psutil.Process, sizes: list[int], seconds: float, subscribed: bool
+) -> list[dict[str, object]]:
     rows = []
     for n in sizes:
         tickers = [f"T{i}" for i in range(n)]
@@ -156,15 +190,19 @@ async def run_sizes(port: int, sizes: list[int], seconds: float) -> list[dict[st
                 args = (publisher.publish, columns, publisher.settle)
             else:
                 args = (BaselinePublisher(client, keys).publish, quotes, nothing)
-            with subscribers(port, keys):
-                result = await throughput(*args, tickers, seconds)
+            with subscribers(port, keys, subscribed):
+                result = await throughput(*args, tickers, seconds, server)
             if name == "ours" and publisher.failure.done():
                 publisher.failure.result()  # surface a failed write
             assert await client.hlen(keys.latest) == n, "the cache is not complete"
             await client.aclose()
             rows.append({"implementation": name, "tickers": n, **result})
             print(f"  {name:8} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
-                  f"({result['ms_per_tick']} ms/tick)", flush=True)
+                  f"({result['ms_per_tick']} ms/tick; {result['updates_per_producer_cpu_s']:,} "
+                  f"per producer CPU-second; CPU share producer {result['producer_cpu_share']}, "
+                  f"redis {result['redis_cpu_share']}; waiting for a CPU: producer "
+                  f"{result['producer_cpu_wait_share']}, redis {result['redis_cpu_wait_share']})",
+                  flush=True)
     return rows
 
 
@@ -199,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per implementation and size")
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="default-load window")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and short")
+    parser.add_argument("--no-subscribers", action="store_true", help="publish to nobody")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "producer.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -206,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()
     print(f"producer bench: load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    with redis_server() as port:
-        rows = asyncio.run(run_sizes(port, sizes, args.seconds))
+    with redis_server() as (port, server):
+        rows = asyncio.run(run_sizes(port, server, sizes, args.seconds, not args.no_subscribers))
         cpu = default_load_cpu(port, args.cpu_seconds)
     print(f"  default load (10 tickers, 2 ticks/s): {cpu['core_percent']} % of a core "
           f"over {cpu['seconds']} s")

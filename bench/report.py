@@ -18,7 +18,10 @@ LOAD_COLUMNS = (
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("gateway_cpu_pct", "gw CPU %"),
+    ("gateway_wait_pct", "gw wait %"),
     ("rss_mb", "gw RSS MB"),
+    ("loadgen_cpu_pct", "loadgen CPU %"),
+    ("loadgen_wait_pct", "loadgen wait %"),
     ("ref_p99_ms", "ref p99 ms"),
     ("core_busy_pct", "cores busy %"),
 )

@@ -18,7 +18,7 @@ from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.routes import ops, prices, static, stream, watchlist
-from gateway.sse import SendWatchdog, ping_forever
+from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
@@ -39,6 +39,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_uvicorn_drops()
         redis = make_redis(False)
         subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
         watchdog = SendWatchdog(settings.send_timeout_s)
@@ -55,6 +56,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
+                supervisor.start("exit-watcher", lambda: close_on_exit(hub))
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield
@@ -70,6 +72,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
+    app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

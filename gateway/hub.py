@@ -10,11 +10,14 @@ batch merged two ticks) pays for an encoding of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 from sse_starlette import ServerSentEvent
 
 from gateway.stats import Stats
+
+log = logging.getLogger(__name__)
 
 # (seq, the update's JSON bytes): what the hub stores per ticker.
 Item = tuple[int, bytes]
@@ -78,15 +81,23 @@ class Client:
 class Hub:
     """Fans ticks out to registered clients; owns the in-memory seq of every ticker."""
 
+    # This many ticks in a row with nothing newer than the hub holds can only mean the
+    # sequence restarted (the Redis data was wiped while the subscription stayed up).
+    STALE_TICKS_RESET = 5
+
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.clients: set[Client] = set()
         self.latest: dict[str, Item] = {}
         self.closing = False
+        self._stale_ticks = 0
 
     def register(self, tickers: frozenset[str] | None) -> Client:
         """A new client; updates are marked on it from now on."""
         client = Client(tickers)
+        if self.closing:  # a stream opened during shutdown ends at once
+            client.closed = True
+            client.wake.set()
         self.clients.add(client)
         return client
 
@@ -98,8 +109,17 @@ class Hub:
         """Mark one tick on every client; drop updates no newer than the hub has seen."""
         latest = self.latest
         fresh = {t: i for t, i in tick.items() if i[0] > latest.get(t, (-1,))[0]}
-        if not fresh:
-            return
+        if fresh:
+            self._stale_ticks = 0
+        else:
+            self._stale_ticks += 1
+            if self._stale_ticks < self.STALE_TICKS_RESET:
+                return  # duplicates of what a snapshot already covered
+            log.warning("seq went backwards for %d ticks: Redis was reset; following the new "
+                        "sequence", self._stale_ticks)
+            self._stale_ticks = 0
+            latest.clear()
+            fresh = dict(tick)
         latest.update(fresh)
         self.stats.ticks += 1
         whole = Batch(fresh)

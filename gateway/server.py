@@ -29,17 +29,6 @@ GRACEFUL_SHUTDOWN_S = 1
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-class _UvicornNoise(logging.Filter):
-    """Hide uvicorn's per-connection error for a client we dropped on purpose.
-
-    A client dropped for a blocked send ends its response unfinished; uvicorn then logs
-    one ERROR per such client. The app already counts and logs drops (throttled).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "returned without completing response" not in record.getMessage()
-
-
 class GatewayServer(uvicorn.Server):
     """uvicorn's server, ending every SSE stream before it waits for connections."""
 
@@ -82,7 +71,6 @@ def main(argv: list[str]) -> int:
     ).parse_args(argv)
     settings = load_or_exit()
     configure(settings.log_level)
-    logging.getLogger("uvicorn.error").addFilter(_UvicornNoise())
     try:
         sock = bind(settings.host, settings.port)
     except OSError as e:
@@ -91,7 +79,7 @@ def main(argv: list[str]) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on",
+        app, log_config=None, access_log=False, lifespan="on", proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, backlog=BACKLOG,
     )
     server = GatewayServer(config, app)

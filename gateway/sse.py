@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncGenerator, Callable
 
@@ -90,6 +91,24 @@ class PriceStream(EventSourceResponse):
             self._task.cancel()
 
 
+class UvicornNoise(logging.Filter):
+    """Hides uvicorn's per-connection error for a client we dropped on purpose.
+
+    An aborted stream ends its response unfinished, and uvicorn then logs one ERROR per
+    such client; the gateway already counts drops and logs them throttled.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+def quiet_uvicorn_drops() -> None:
+    """Install `UvicornNoise` once on uvicorn's error logger."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UvicornNoise) for f in logger.filters):
+        logger.addFilter(UvicornNoise())
+
+
 class SendWatchdog:
     """Cancels streams whose send stayed blocked longer than ``timeout_s``."""
 
@@ -112,6 +131,25 @@ class SendWatchdog:
         while True:
             await asyncio.sleep(interval)
             self.sweep()
+
+
+def _uvicorn_exiting() -> bool:
+    """True once the uvicorn server running this process was asked to exit.
+
+    uvicorn installs its bound ``handle_exit`` as the SIGTERM handler; sse-starlette finds
+    the server the same way. This covers ``uvicorn --workers`` (pricefeed/asgi.py), where
+    `gateway.server.GatewayServer` is not there to close the hub first.
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+async def close_on_exit(hub: Hub, poll_s: float = 0.1) -> None:
+    """End every stream as soon as the server starts shutting down."""
+    while True:
+        await asyncio.sleep(poll_s)
+        if _uvicorn_exiting():
+            hub.close()
 
 
 async def ping_forever(hub: Hub, interval_s: float) -> None:

@@ -132,6 +132,8 @@ class Publisher:
         if task is not None:
             await asyncio.wait([task], timeout=timeout_s)
             await stop_tasks([task])
+        if self.failure.done() and not self.failure.cancelled():
+            self.failure.exception()  # the term is over: its failure was handled or is moot
 
     async def _publish(self, quotes: Mapping[str, Quote]) -> None:
         tickers, prices, stamps = self._accept(quotes)

@@ -26,7 +26,7 @@ from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
 from shared.codec import decode_update
-from shared.errors import CodecError
+from shared.errors import CodecError, PricefeedError
 from shared.models import PriceUpdate
 from shared.settings import Settings
 
@@ -36,10 +36,16 @@ STANDBY_POLL_S: Final[float] = 0.5
 RELEASE_TIMEOUT_S: Final[float] = 0.5
 
 
+class SourceConfigError(PricefeedError):
+    """The configured price source refuses the settings; the process cannot produce."""
+
+
 class ProducerRunner:
     """One producer process: the lease, the terms, the reconnects."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, owner_id: str | None = None):
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, owner_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.keys = settings.keys
         self.redis = redis
@@ -88,7 +94,10 @@ class ProducerRunner:
         cached = await self._cached(tickers)
         self.publisher.begin(tickers, cached)
         start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
-        self.source = create_source(self.settings, self.publisher.publish)
+        try:
+            self.source = create_source(self.settings, self.publisher.publish)
+        except ValueError as e:  # a source that cannot work with these settings
+            raise SourceConfigError(str(e)) from e
         await self.source.start(tickers, {t: start_prices[t] for t in tickers if t in start_prices})
         try:
             await race(

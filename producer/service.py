@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from producer.runner import ProducerRunner
+from producer.runner import ProducerRunner, SourceConfigError
 from shared.logs import configure
-from shared.settings import Settings, load_or_exit
+from shared.settings import Settings, fail, load_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ def main(argv: list[str]) -> int:
     parser.parse_args(argv)
     settings = load_or_exit()
     configure(settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SourceConfigError as e:
+        fail(f"pricefeed producer: {e}")
     return 0
 
 

@@ -107,3 +107,17 @@ def test_the_watchdog_aborts_only_streams_blocked_past_the_timeout():
     now[0] = 103.0
     assert watchdog.sweep() == 2  # `stuck` again (still registered) and now `recent`
     assert recent.aborted and not idle.aborted
+
+
+def test_a_sequence_that_restarts_is_followed_after_a_few_stale_ticks():
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(5000)})
+    client = hub.register(None)
+    for seq in range(1, Hub.STALE_TICKS_RESET):
+        hub.publish({"AAPL": item(seq)})
+        assert client.take() is None  # could still be duplicates from before a snapshot
+    hub.publish({"AAPL": item(Hub.STALE_TICKS_RESET)})
+    taken = client.take()
+    assert taken is not None and taken.items == {"AAPL": item(Hub.STALE_TICKS_RESET)}
+    hub.publish({"AAPL": item(Hub.STALE_TICKS_RESET + 1)})
+    assert client.take() is not None

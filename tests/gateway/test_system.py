@@ -212,6 +212,8 @@ async def test_a_client_that_never_reads_is_dropped_and_delays_no_one(busy_syste
             sock.settimeout(5)
             while sock.recv(65536):
                 pass  # what the kernel held, then EOF: the gateway closed it
+        log = system.gateway.output()
+        assert "ERROR" not in log and log.count("dropped a client") == 1, log  # throttled
     finally:
         for sock in stuck:
             sock.close()

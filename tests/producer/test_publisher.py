@@ -187,3 +187,11 @@ async def test_a_large_tick_is_one_write(fake_redis) -> None:
     tick = decode_map(message["data"])
     assert len(tick) == 4500 and tick["T4499"].price == 144.99
     await pubsub.aclose()
+
+
+async def test_scripts_are_loaded_again_after_redis_forgot_them(fake_redis, publisher) -> None:
+    await publish(publisher, {"AAPL": Quote(190.0, 1.0)})
+    await fake_redis.script_flush()  # what a restarted Redis looks like
+    await publish(publisher, {"AAPL": Quote(191.0, 2.0)})
+    assert not publisher.failure.done()
+    assert (await cache(fake_redis))["AAPL"].price == 191.0

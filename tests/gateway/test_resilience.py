@@ -1,0 +1,80 @@
+"""The subscription and background tasks recover on their own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from gateway.hub import Hub
+from gateway.stats import Stats
+from gateway.subscriber import StaleSubscription, Subscriber
+from gateway.tasks import Supervisor
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.gateway.sse import open_stream
+from tests.gateway.support import FakeProducer, served, wait_until
+
+
+class SilentPubSub:
+    """A subscription whose connection died without an error: nothing ever arrives."""
+
+    def __init__(self) -> None:
+        self.pings = 0
+
+    async def get_message(self, timeout: float) -> None:  # noqa: ASYNC109 - redis-py signature
+        await asyncio.sleep(timeout)
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+
+async def test_a_silent_subscription_is_noticed_by_the_ping_probe():
+    stats = Stats()
+    subscriber = Subscriber(
+        Settings(), Hub(stats), stats, connect=lambda: None,  # type: ignore[arg-type,return-value]
+        probe_after_s=0.2, probe_timeout_s=0.2,
+    )
+    pubsub = SilentPubSub()
+    with pytest.raises(StaleSubscription):
+        async with asyncio.timeout(5):
+            await subscriber._consume(pubsub)  # type: ignore[arg-type]
+    assert pubsub.pings == 1
+
+
+async def test_a_background_task_that_dies_is_restarted():
+    runs = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("boom")
+        await asyncio.Event().wait()
+
+    async with Supervisor(restart_cap_s=0.05) as supervisor:
+        supervisor.start("flaky", flaky)
+        await wait_until(lambda: len(runs) == 3, what="two restarts")
+        assert supervisor.restarts == 2
+        assert supervisor.running == 1
+    assert supervisor.running == 0
+
+
+@pytest.mark.integration
+async def test_a_killed_subscription_comes_back_and_every_client_gets_a_snapshot(
+    settings, aredis, namespace
+):
+    producer = FakeProducer(aredis, Keys(namespace))
+    cached = await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, app), httpx.AsyncClient(base_url=url) as client:
+        async with (open_stream(client, "/api/stream/prices") as a,
+                    open_stream(client, "/api/stream/prices", params={"tickers": "MSFT"}) as b):
+            await a.event()
+            await b.event()
+            await aredis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            resent_a, resent_b = await a.event(), await b.event()
+            assert resent_a.json() == {t: u.to_dict() for t, u in cached.items()}
+            assert resent_b.json() == {"MSFT": cached["MSFT"].to_dict()}
+            assert app.state.gateway.stats.redis_reconnects == 1
+            later = await producer.tick({"AAPL": 191.0})
+            assert (await a.event()).json() == {"AAPL": later["AAPL"].to_dict()}
