@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
 import orjson
 import pytest
 
+from producer.watchlist import Watchlist
 from shared.codec import decode_control, encode_map
 from shared.errors import CodecError
+from shared.keys import Keys
 from shared.models import PriceUpdate
 from tests.gateway.sse import open_stream
 from tests.gateway.support import FakeProducer, served, wait_until
@@ -39,3 +42,17 @@ async def test_a_tick_with_a_seq_no_producer_handed_out_is_dropped_and_hides_not
                 await producer.tick({"AAPL": 191.0})
                 event = (await sse.event()).json()
     assert event["AAPL"]["price"] == 191.0 and event["AAPL"]["seq"] < 2**62
+
+
+async def test_a_flood_of_malformed_control_messages_logs_one_line_and_counts_them(
+    fake_redis, caplog
+):
+    async def ignore(_ticker: str) -> None:
+        raise AssertionError("a malformed message must change nothing")
+
+    wl = Watchlist(fake_redis, Keys("flood"), ["AAPL"], 10, ignore, ignore)
+    caplog.set_level(logging.WARNING, logger="producer.watchlist")
+    for i in range(500):
+        await wl.apply(b"not json" if i % 2 else b'{"action": "explode", "ticker": "AAPL"}')
+    assert wl.malformed == 500
+    assert len(caplog.records) == 1
