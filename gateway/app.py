@@ -7,7 +7,10 @@ the routes. On shutdown every stream is ended first, so the server can exit at o
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +29,14 @@ from gateway.tasks import Supervisor
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def open_fds() -> float:
+    """File descriptors this process holds (NaN where /proc is not available)."""
+    try:
+        return float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        return math.nan
 
 
 def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastAPI:
@@ -50,6 +61,9 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "hub_subscriptions": lambda: float(subscriber.connected),
                     "background_tasks": lambda: supervisor.running,
                     "background_task_restarts": lambda: supervisor.restarts,
+                    # Leak detectors (issue 6, churn): every task and descriptor of the process.
+                    "asyncio_tasks": lambda: len(asyncio.all_tasks()),
+                    "open_fds": open_fds,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
                                             app.state.registry, watchdog)
