@@ -24,6 +24,7 @@ from gateway.throttle import LogThrottle
 from shared.backoff import Backoff
 from shared.codec import decode_map, encode_update
 from shared.errors import CodecError
+from shared.models import PriceUpdate
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Subscriber:
         self.connected = False
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
         self._malformed_log = LogThrottle(log, 10.0)
+        self._seq_bound = 0  # NS:seq when last read: no real update has a larger seq
+        self._client: aioredis.Redis | None = None
 
     async def run(self) -> None:
         """Subscribe, consume, and on any Redis failure resubscribe; runs until cancelled."""
@@ -78,6 +81,8 @@ class Subscriber:
             # and the hub drops anything the snapshot already covers (by seq).
             view = await read_cache(client, self.settings.keys)
             self.hub.resync(view.items())
+            self._seq_bound = view.last_seq or 0
+            self._client = client
             self.connected = True
             self._backoff.reset()
             if after_failure:
@@ -85,6 +90,7 @@ class Subscriber:
                 log.info("Redis subscription re-established; clients get a fresh snapshot")
             await self._consume(pubsub)
         finally:
+            self._client = None
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
 
@@ -104,12 +110,13 @@ class Subscriber:
                 continue
             last_seen, probe_sent = now, None
             if message.get("type") == "message":
-                self.on_prices(message["data"])
+                await self.on_prices(message["data"])
 
-    def on_prices(self, payload: bytes) -> None:
+    async def on_prices(self, payload: bytes) -> None:
         """Decode one tick message (once, for every client) and hand it to the hub."""
         try:
             updates = decode_map(payload)
+            await self._check_seqs(updates)
         except CodecError as e:
             self.stats.malformed += 1
             self._malformed_log.warning("skipping malformed message on prices channel: %s", e)
@@ -119,3 +126,15 @@ class Subscriber:
         tick: dict[str, Item] = {t: (u.seq, encode_update(u)) for t, u in updates.items()}
         self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
         self.hub.publish(tick)
+
+    async def _check_seqs(self, updates: dict[str, PriceUpdate]) -> None:
+        """Refuse a seq no producer handed out: the producer takes seqs from ``NS:seq``
+        before it publishes them, so a larger one is forged, and the hub (which drops
+        anything older than what it holds) would otherwise show it and hide every real
+        update of that ticker after it. ``NS:seq`` is read once per block of seqs."""
+        top = max((u.seq for u in updates.values()), default=0)
+        if top > self._seq_bound and self._client is not None:
+            raw = await self._client.get(self.settings.keys.seq)
+            self._seq_bound = max(self._seq_bound, int(raw) if raw and raw.isdigit() else 0)
+        if top > self._seq_bound:
+            raise CodecError(f"seq {top} is beyond {self.settings.keys.seq} ({self._seq_bound})")

@@ -21,6 +21,7 @@ from shared.models import is_valid_ticker
 log = logging.getLogger(__name__)
 
 RESYNC_INTERVAL_S: Final[float] = 3.0
+MALFORMED_LOG_INTERVAL_S: Final[float] = 10.0
 
 TickerAction = Callable[[str], Awaitable[None]]
 
@@ -40,6 +41,8 @@ class Watchlist:
         self.on_remove = on_remove
         self.current: dict[str, None] = {}  # an ordered set
         self._warned: set[str] = set()
+        self.malformed = 0  # control messages skipped as malformed
+        self._malformed_log_at = 0.0  # monotonic time before which those are not logged
 
     async def load(self, fallback: Iterable[str] = ()) -> list[str]:
         """The set's tickers; an empty set is filled first (``fallback``, else the defaults).
@@ -76,7 +79,14 @@ class Watchlist:
         try:
             action, ticker = decode_control(payload)
         except CodecError as e:
-            log.warning("ignoring a malformed control message: %s", e)
+            # Anyone can publish on the channel: a line per MALFORMED_LOG_INTERVAL_S at most,
+            # with the count so far, rather than a line per message.
+            self.malformed += 1
+            now = time.monotonic()
+            if now >= self._malformed_log_at:
+                self._malformed_log_at = now + MALFORMED_LOG_INTERVAL_S
+                log.warning("ignoring a malformed control message: %s (%d so far)",
+                            e, self.malformed)
             return
         if action == "add":
             await self._add(ticker)

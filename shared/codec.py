@@ -106,7 +106,8 @@ def decode_control(payload: bytes | str) -> tuple[str, str]:
     if not isinstance(obj, dict):
         raise CodecError("a control message must be a JSON object")
     action, ticker = obj.get("action"), obj.get("ticker")
-    if action not in CONTROL_ACTIONS:
+    # A list or object is unhashable: test the type before the set membership.
+    if not isinstance(action, str) or action not in CONTROL_ACTIONS:
         raise CodecError(f"unknown control action {action!r}")
     if not isinstance(ticker, str) or not is_valid_ticker(ticker):
         raise CodecError("control message has no valid 'ticker'")

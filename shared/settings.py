@@ -125,8 +125,8 @@ class _Reader:
             max_stream_tickers=self.get("PRICEFEED_MAX_STREAM_TICKERS", _int_range(1, 10_000), 100),
             max_watchlist=self.get("PRICEFEED_MAX_WATCHLIST", _int_range(1, 100_000), 1_000),
             cors_origins=self.get("PRICEFEED_CORS_ORIGINS", _origins, ()),
-            api_token=Secret(self.env.get("PRICEFEED_API_TOKEN", "").strip()),
-            massive_api_key=Secret(self.env.get("MASSIVE_API_KEY", "").strip()),
+            api_token=self.get("PRICEFEED_API_TOKEN", _secret, Secret("")),
+            massive_api_key=self.get("MASSIVE_API_KEY", _secret, Secret("")),
             massive_base_url=self.get("PRICEFEED_MASSIVE_BASE_URL", _http_url, None),
             massive_mode=self.get("PRICEFEED_MASSIVE_MODE", _choice(MASSIVE_MODES), "rest"),
             massive_ws_url=self.get("PRICEFEED_MASSIVE_WS_URL", _ws_url, None),
@@ -144,6 +144,13 @@ def _redis_url(raw: str) -> str:
         raise ValueError("the URL has no host")
     _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
     return raw
+
+
+def _secret(raw: str) -> Secret:
+    """A token or key: visible ASCII only (it travels in an HTTP header or query)."""
+    if not all("!" <= c <= "~" for c in raw):
+        raise ValueError("use visible ASCII characters only (no spaces or control characters)")
+    return Secret(raw)
 
 
 def _namespace(raw: str) -> str:

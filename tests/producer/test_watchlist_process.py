@@ -80,5 +80,6 @@ def test_a_missed_message_heals_and_a_malformed_one_is_ignored(
         wait_for(lambda: sredis.hexists(keys.latest, "NFLX"),
                  timeout_s=RESYNC_INTERVAL_S + 3, what="NFLX after a resync")
         assert svc.alive()
-        assert svc.output().count("malformed control message") == 2
+        # One line for both (a flood of them is throttled); the count is in it.
+        assert svc.output().count("malformed control message") == 1
         assert sredis.hexists(keys.latest, "AAPL")
