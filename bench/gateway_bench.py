@@ -240,10 +240,12 @@ def run_idle(
 
     def measure(name: str) -> dict[str, object]:
         with gateway(procs, name, redis.url, namespace) as sampler:
-            # Warm up (first-request allocations), then N connections held for 1 s.
+            # Warm up (first-request allocations), then N connections held a while.
             loadgen(procs, args, sampler.port, 20, None, namespace, 0.1, sampler, 0.0)
             before = sampler.rss()
-            row = loadgen(procs, args, sampler.port, clients, None, namespace, 1.0, sampler, 0.0)
+            row = loadgen(
+                procs, args, sampler.port, clients, None, namespace, args.idle_hold, sampler, 0.0
+            )
         after = int(row["rss_bytes"])  # type: ignore[call-overload]
         per = (after - before) / max(1, int(row["connected"]))  # type: ignore[call-overload]
         return {"clients": clients, "connected": row["connected"], "failed": row["failed"],
@@ -267,6 +269,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, help="override every load scenario's client count")
     p.add_argument("--idle-clients", type=int, help="override the idle scenario's count")
     p.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    p.add_argument("--idle-hold", type=float, default=1.0,
+                   help="seconds the idle connections are held before RSS is read")  # fmt: skip
     p.add_argument("--settle", type=float, default=2.0, help="seconds after the ramp")
     p.add_argument(
         "--grace",
