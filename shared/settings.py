@@ -154,7 +154,8 @@ def _secret(raw: str) -> Secret:
 
 
 def _namespace(raw: str) -> str:
-    if not (1 <= len(raw) <= 64) or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in raw):
+    allowed = all(c.isascii() and (c.isalnum() or c in "_-.") for c in raw)
+    if not (1 <= len(raw) <= 64) or not allowed:
         raise ValueError("use 1-64 characters from letters, digits, '_', '-' and '.'")
     return raw
 

@@ -99,7 +99,7 @@ class Service:
     def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRICEFEED_")}
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"

@@ -156,9 +156,10 @@ def test_settings_defaults_and_parsing() -> None:
 
 @pytest.mark.parametrize(
     "name,value",
-    [("REDIS_URL", "http://x"), ("PRICEFEED_TICK_INTERVAL", "0"), ("PRICEFEED_TICK_INTERVAL", "nan"),
-     ("PRICEFEED_PORT", "70000"), ("PRICEFEED_TICKERS", "AAPL,$$"), ("PRICEFEED_SEED", "x"),
-     ("PRICEFEED_MAX_CLIENTS", "0"), ("PRICEFEED_NAMESPACE", "a b"), ("PRICEFEED_MASSIVE_MODE", "ftp"),
+    [("REDIS_URL", "http://x"), ("PRICEFEED_TICK_INTERVAL", "0"),
+     ("PRICEFEED_TICK_INTERVAL", "nan"), ("PRICEFEED_PORT", "70000"),
+     ("PRICEFEED_TICKERS", "AAPL,$$"), ("PRICEFEED_SEED", "x"), ("PRICEFEED_MAX_CLIENTS", "0"),
+     ("PRICEFEED_NAMESPACE", "a b"), ("PRICEFEED_MASSIVE_MODE", "ftp"),
      ("PRICEFEED_CORS_ORIGINS", "example.com"), ("PRICEFEED_MASSIVE_WS_URL", "http://x")],
 )
 def test_settings_error_names_the_variable(name: str, value: str) -> None:
