@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
+import redis
 
 from producer.source import Quote
 from shared.codec import encode_map, encode_update
@@ -21,14 +21,14 @@ from shared.models import PriceUpdate
 class BaselinePublisher:
     """Writes ticks the straightforward way."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
         self.keys = keys
         self._previous: dict[str, float] = {}
 
     async def publish(self, quotes: Mapping[str, Quote]) -> None:
         """One tick: encode each update, pipeline PUBLISH + HSET per update in MULTI/EXEC."""
-        last = await self.redis.incrby(self.keys.seq, len(quotes))
+        last = self.redis.incrby(self.keys.seq, len(quotes))
         seq = last - len(quotes) + 1
         pipe = self.redis.pipeline(transaction=True)
         updates = []
@@ -43,4 +43,4 @@ class BaselinePublisher:
             self._previous[ticker] = update.price
             updates.append(update)
         pipe.publish(self.keys.prices, encode_map(updates))
-        await pipe.execute()
+        pipe.execute()

@@ -189,13 +189,16 @@ async def run_sizes(
                 publisher.begin(tickers, {})
                 args = (publisher.publish, columns, publisher.settle)
             else:
-                args = (BaselinePublisher(client, keys).publish, quotes, nothing)
+                sync_client = redis.Redis(port=port)
+                args = (BaselinePublisher(sync_client, keys).publish, quotes, nothing)
             with subscribers(port, keys, subscribed):
                 result = await throughput(*args, tickers, seconds, server)
             if name == "ours" and publisher.failure.done():
                 publisher.failure.result()  # surface a failed write
             assert await client.hlen(keys.latest) == n, "the cache is not complete"
             await client.aclose()
+            if name == "baseline":
+                sync_client.close()
             rows.append({"implementation": name, "tickers": n, **result})
             print(f"  {name:8} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
                   f"({result['ms_per_tick']} ms/tick; {result['updates_per_producer_cpu_s']:,} "
