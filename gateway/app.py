@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from gateway import unavailable
 from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
@@ -85,6 +86,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     app.router.routes.append(stream.route)
     for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
+    unavailable.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:

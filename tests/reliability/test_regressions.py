@@ -14,6 +14,7 @@ from shared.codec import decode_control, encode_map
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.settings import Settings
 from tests.gateway.sse import open_stream
 from tests.gateway.support import FakeProducer, served, wait_until
 
@@ -56,3 +57,23 @@ async def test_a_flood_of_malformed_control_messages_logs_one_line_and_counts_th
         await wl.apply(b"not json" if i % 2 else b'{"action": "explode", "ticker": "AAPL"}')
     assert wl.malformed == 500
     assert len(caplog.records) == 1
+
+
+@pytest.mark.integration
+async def test_a_rest_call_while_redis_is_down_is_a_503_with_a_json_body(
+    redis_server_factory, namespace, caplog
+):
+    server = redis_server_factory()
+    settings = Settings(redis_url=server.url, namespace=namespace)
+    async with served(settings) as (url, _app):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            server.stop()
+            for _ in range(3):
+                for response in (await client.get("/api/prices"),
+                                 await client.get("/api/watchlist"),
+                                 await client.get("/api/prices/AAPL"),
+                                 await client.post("/api/watchlist", json={"ticker": "IBM"}),
+                                 await client.delete("/api/watchlist/IBM")):
+                    assert response.status_code == 503, response.text
+                    assert response.json()["detail"] and response.headers["retry-after"]
+    assert len([r for r in caplog.records if r.name == "gateway.unavailable"]) == 1
