@@ -81,3 +81,9 @@ class Batches:
 @pytest.fixture
 def batches() -> Batches:
     return Batches()
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    """The messages of the captured records at ``level`` that contain ``text``."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == level and text in r.getMessage()]

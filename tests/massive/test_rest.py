@@ -17,7 +17,7 @@ from producer.massive import MassiveRestSource, create_massive_source
 from producer.massive_rest import SnapshotClient, to_seconds
 from producer.source import MarketDataSource, Quote
 from shared.settings import Secret, Settings
-from tests.massive.conftest import Batches, eventually
+from tests.massive.conftest import Batches, eventually, lines
 from tests.massive.fakes import (
     API_KEY,
     SNAPSHOT_PATH,
@@ -51,11 +51,6 @@ async def started(source: MarketDataSource, tickers: Sequence[str]) -> AsyncIter
         yield source
     finally:
         await source.stop()
-
-
-def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == level and text in r.getMessage()]
 
 
 async def test_first_poll_sends_served_prices_with_their_trade_times(

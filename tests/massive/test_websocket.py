@@ -14,7 +14,7 @@ from producer.massive import create_massive_source
 from producer.massive_ws import MassiveStreamSource, feed_of
 from producer.source import Quote
 from shared.settings import Secret, Settings
-from tests.massive.conftest import Batches, eventually
+from tests.massive.conftest import Batches, eventually, lines
 from tests.massive.fakes import API_KEY, FakeMassiveWS, trade
 
 pytestmark = pytest.mark.massive
@@ -37,11 +37,6 @@ async def streaming(server: FakeMassiveWS, sink: Batches,
         yield source
     finally:
         await source.stop()
-
-
-def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == level and text in r.getMessage()]
 
 
 async def test_trades_are_conflated_to_the_latest_per_ticker_per_tick(
