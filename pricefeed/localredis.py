@@ -16,29 +16,20 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
 from shared.errors import PricefeedError
+from shared.settings import redacted_url
 from shared.subscriber import CONNECTION_ERRORS
 
+redact = redacted_url  # the name `up` and `watch` use
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 0.5
 
 
 class RedisUnavailable(PricefeedError):
     """No usable Redis; the message is one line for the user."""
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for a log line."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
