@@ -1,11 +1,13 @@
-"""The gateway as an ASGI factory, for uvicorn's own worker processes:
+"""The gateway as an ASGI factory, for an ASGI server you run yourself:
 
-    uv run uvicorn --factory pricefeed.asgi:gateway --workers 4 \\
-        --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 2
+    uv run uvicorn --factory pricefeed.asgi:gateway --host 127.0.0.1 --port 8001 \\
+        --timeout-graceful-shutdown 2
 
-Each worker builds its own app, so each holds its own Redis subscription and serves its
-own clients. uvicorn binds the socket, so PRICEFEED_HOST/PORT are not used in this mode;
-everything else comes from the environment as for `pricefeed gateway`.
+One process per port: `/metrics` describes the process that answers, so under
+``--workers`` it would show one worker's figures at random. Scale with more processes on
+more ports behind the proxy (README, Running several gateways). The server binds the
+socket, so PRICEFEED_HOST/PORT are not used here; everything else comes from the
+environment as for `pricefeed gateway`.
 """
 
 from __future__ import annotations
