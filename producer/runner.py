@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import Publisher
+from producer.publisher import BarOptions, Publisher
 from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
@@ -51,7 +51,7 @@ class ProducerRunner:
         self.redis = redis
         self.owner_id = owner_id or new_owner_id()
         self.lease = Lease(redis, self.keys, self.owner_id)
-        self.publisher = Publisher(redis, self.keys, self.owner_id)
+        self.publisher = Publisher(redis, self.keys, self.owner_id, bar_options(settings))
         self.source: MarketDataSource | None = None
         self._last_tickers: list[str] = []
         self._redis_ok: bool | None = None
@@ -93,6 +93,7 @@ class ProducerRunner:
         tickers = await watchlist.load(fallback=self._last_tickers)
         cached = await self._cached(tickers)
         self.publisher.begin(tickers, cached)
+        await self.publisher.restore_bars(tickers)
         start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
         try:
             self.source = create_source(self.settings, self.publisher.publish)
@@ -107,6 +108,7 @@ class ProducerRunner:
         finally:
             self._last_tickers = list(watchlist.current)
             await self.source.stop()
+            await self.publisher.flush_bars()
             await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
@@ -174,6 +176,14 @@ class ProducerRunner:
         await stop_tasks([task])
         if done and not task.cancelled() and task.exception() is None and task.result():
             log.info("released the lease")
+
+
+def bar_options(settings: Settings) -> BarOptions | None:
+    """How the publisher keeps bars, or None when ``PRICEFEED_BARS=off``."""
+    if not settings.bars_enabled:
+        return None
+    return BarOptions({"1s": settings.bars_1s_retention_s, "1m": settings.bars_1m_retention_s},
+                      settings.bars_forming_interval_s)
 
 
 async def race(*aws: Awaitable[Any]) -> None:

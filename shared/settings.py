@@ -78,6 +78,11 @@ class Settings:
     ping_interval_s: float = 15.0
     send_timeout_s: float = 5.0
     log_level: str = "INFO"
+    bars_enabled: bool = True
+    bars_1s_retention_s: int = 3600
+    bars_1m_retention_s: int = 86_400
+    bars_forming_interval_s: float = 0.25
+    massive_calls_per_minute: int = 5
 
     @property
     def keys(self) -> Keys:
@@ -133,6 +138,15 @@ class _Reader:
             ping_interval_s=self.get("PRICEFEED_PING_INTERVAL", _interval(0.05, 300), 15.0),
             send_timeout_s=self.get("PRICEFEED_SEND_TIMEOUT", _interval(0.1, 120), 5.0),
             log_level=self.get("PRICEFEED_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), "INFO"),
+            bars_enabled=self.get("PRICEFEED_BARS", _switch, True),
+            bars_1s_retention_s=self.get("PRICEFEED_BARS_1S_RETENTION", _int_range(60, 86_400),
+                                         3600),
+            bars_1m_retention_s=self.get("PRICEFEED_BARS_1M_RETENTION",
+                                         _int_range(3600, 30 * 86_400), 86_400),
+            bars_forming_interval_s=self.get("PRICEFEED_BARS_FORMING_INTERVAL",
+                                             _interval(0, 1), 0.25),
+            massive_calls_per_minute=self.get("PRICEFEED_MASSIVE_CALLS_PER_MINUTE",
+                                              _int_range(1, 10_000), 5),
         )
 
 
@@ -185,6 +199,13 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _switch(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("expected on or off")
+    return value in ("on", "true", "1")
 
 
 def _host(raw: str) -> str:
