@@ -69,6 +69,11 @@ def decode_bar(raw: bytes | str) -> Bar:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise CodecError(f"bar is not valid JSON: {e}") from e
+    return bar_from_obj(obj)
+
+
+def bar_from_obj(obj: Any) -> Bar:
+    """Validate a decoded bar object; raises `CodecError`."""
     if not isinstance(obj, dict):
         raise CodecError("a bar must be a JSON object")
     t, n, v = obj.get("t"), obj.get("n"), obj.get("v")
