@@ -27,16 +27,19 @@ from producer.bars import Bars
 from shared.bars import INTERVALS, Bar, decode_bar
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.ticklog import LogEntry, decode_entry
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease. ARGV: owner, then per interval (1s, 1m) a section: closed-key prefix,
+# KEYS: lease, forming seq. ARGV: owner, the last seq folded into the forming bars sent
+# ('' when none are sent), then per interval (1s, 1m) a section: closed-key prefix,
 # forming hash, channel, retention s, #closed, #forming, #ended, channel message, then
 # #closed (ticker, start, bar) triples, #forming (ticker, bar) pairs, #ended tickers.
 # Chunks of 2,000 pairs keep unpack() under Lua's stack limit.
 WRITE_BARS: Final[str] = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local i = 2
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+local i = 3
 while i <= #ARGV do
   local prefix, forming, channel = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local keep = tonumber(ARGV[i + 3])
@@ -126,23 +129,28 @@ async def receive_multi(redis: aioredis.Redis, conn: Connection, count: int) -> 
     return results
 
 
+Stored = dict[str, dict[str, tuple[Bar | None, int | None]]]
+
+
 async def load_bars(redis: aioredis.Redis, keys: Keys, tickers: list[str]
-                    ) -> dict[str, dict[str, tuple[Bar | None, int | None]]]:
-    """Per interval and ticker: the stored forming bar and the newest closed bar's start.
+                    ) -> tuple[Stored, int | None]:
+    """Per interval and ticker: the stored forming bar and the newest closed bar's start;
+    and the last seq folded into the stored forming bars (None when unknown).
 
     One round trip for any number of tickers; a corrupt entry counts as absent (logged).
     """
-    out: dict[str, dict[str, tuple[Bar | None, int | None]]] = {}
-    if not tickers:
-        return {name: {} for name in INTERVALS}
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in INTERVALS:
+    out: Stored = {}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.forming_seq)
+        for name in INTERVALS if tickers else ():
             pipe.hmget(keys.forming(name), tickers)
             for ticker in tickers:
                 pipe.zrange(keys.bars(name, ticker), -1, -1, withscores=True)
         replies = await pipe.execute()
-    at = 0
-    for name in INTERVALS:
+    raw_seq = replies[0]
+    seq = int(raw_seq) if raw_seq is not None and raw_seq.isdigit() else None
+    at = 1
+    for name in INTERVALS if tickers else ():
         forming_raw = replies[at]
         newest = replies[at + 1: at + 1 + len(tickers)]
         at += 1 + len(tickers)
@@ -150,6 +158,20 @@ async def load_bars(redis: aioredis.Redis, keys: Keys, tickers: list[str]
             ticker: (_decode_or_none(raw, ticker), int(top[0][1]) if top else None)
             for ticker, raw, top in zip(tickers, forming_raw, newest, strict=True)
         }
+    return out, seq
+
+
+async def ticks_after(redis: aioredis.Redis, keys: Keys, seq: int, most: int
+                      ) -> list[LogEntry]:
+    """The tick log's entries after ``seq`` (at most ``most``), oldest first; a corrupt
+    entry is logged and skipped."""
+    out = []
+    entries: list[Any] = await redis.xrange(keys.ticks, f"{seq + 1}", "+", count=most) or []
+    for entry_id, fields in entries:
+        try:
+            out.append(decode_entry(entry_id, fields))
+        except CodecError as e:
+            log.warning("skipping a corrupt tick log entry while continuing bars: %s", e)
     return out
 
 

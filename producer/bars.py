@@ -15,7 +15,7 @@ Rules (docs/BARS.md "Folding"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -188,6 +188,11 @@ class BarSeries:
         self.dirty[idx] = False
         return self._bars(idx)
 
+    def has_forming(self, ticker: str) -> bool:
+        """Whether ``ticker`` has a forming bar."""
+        i = self.slots.get(ticker)
+        return i is not None and bool(self.start[i] >= 0)
+
     def has_dirty(self) -> bool:
         """Whether a forming bar changed since it was last taken."""
         return bool(self.dirty.any())
@@ -274,3 +279,14 @@ def _concat(a: Bars, b: Bars) -> Bars:
         return b
     return Bars(a.tickers + b.tickers, *(np.concatenate([getattr(a, f), getattr(b, f)])
                                          for f in ("t", "o", "h", "lo", "c", "n", "v")))
+
+
+def merge_folds(folds: Sequence[Mapping[str, tuple[Bars, list[str]]]]
+                ) -> dict[str, tuple[Bars, list[str]]]:
+    """Several `BarBook.fold` results as one, in order."""
+    out: dict[str, tuple[Bars, list[str]]] = {}
+    for fold in folds:
+        for interval, (closed, ended) in fold.items():
+            have, gone = out.get(interval, (EMPTY, []))
+            out[interval] = (_concat(have, closed), gone + ended)
+    return out

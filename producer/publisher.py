@@ -1,8 +1,9 @@
 """The publisher: turns a source's quotes into PriceUpdates and writes each tick atomically.
 
-Each tick is ONE script that checks the lease is still ours, writes every update into
-``NS:latest``, publishes each on its channel and the tick map on ``NS:prices`` (issue 2,
-point 5). The publisher owns ``previous_price`` and ``seq``; sources hand it quotes only.
+Each tick is ONE script that checks the lease is still ours, appends the tick map to the
+log ``NS:ticks``, writes every update into ``NS:latest``, publishes each on its channel and
+the tick map on ``NS:prices`` (README "The Redis contract"). The publisher owns
+``previous_price`` and ``seq``; sources hand it quotes only.
 
 Speed (issue 2 asks for 300,000 updates/s at 10,000 tickers): seqs come from blocks
 reserved ahead in ``NS:seq`` (one round trip per ~64 ticks, not per tick), the tick is
@@ -15,8 +16,10 @@ awaited before the next tick is sent (`settle`). A lost lease or a Redis error g
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +37,9 @@ from producer.bar_store import (
     pack_eval,
     pack_multi,
     receive_multi,
+    ticks_after,
 )
-from producer.bars import EMPTY, BarBook, Bars
+from producer.bars import EMPTY, BarBook, Bars, merge_folds
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
@@ -44,6 +48,7 @@ from producer.tasks import stop_tasks
 from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.settings import DEFAULT_HISTORY_LEN, DEFAULT_HISTORY_S
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +57,37 @@ SEQ_BLOCK_TICKS: Final[int] = 64  # a seq block lasts this many ticks of the cur
 MIN_SEQ_BLOCK: Final[int] = 1024
 
 FAILURES = (RedisError, OSError, LeaseLost)
+REPLAY_MOST: Final[int] = 10_000  # tick log entries replayed into the bars at most
+LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
+EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
+
+
+def new_epoch() -> str:
+    """A random dataset id: 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Publisher:
     """Writes ticks into Redis for the lease owner ``owner_id``."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, owner_id: str,
-                 bars: BarOptions | None = None) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, owner_id: str,
+        history_len: int = DEFAULT_HISTORY_LEN, history_s: float = DEFAULT_HISTORY_S,
+        bars: BarOptions | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.owner_id = owner_id
+        self.history_len = history_len  # 0: no tick log
+        self.history_ms = int(history_s * 1000)
         self.bar_options = bars
         self.bars: BarBook | None = None  # built per term by `restore_bars`
+        self._replayed: list[Mapping[str, tuple[Bars, list[str]]]] = []  # closes to write
+        self._forming_seq = 0  # the last seq folded into the bars
         self._reserve = Script(redis, RESERVE_SEQ)
         self._write = Script(redis, PUBLISH_TICK)
         self._lock = asyncio.Lock()
@@ -76,17 +100,28 @@ class Publisher:
         self._rewrite = False
         self._inflight: asyncio.Task[None] | None = None
         self._invalid_logged: set[str] = set()
+        self._epoch = new_epoch()  # NS:epoch if the dataset has none
+        # (last seq, wall ms) of each entry in the log, oldest first, for the MINID age cap.
+        self._logged: collections.deque[tuple[int, int]] = collections.deque()
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure.set_result(None)  # no term yet: nothing is published
         self.ticks = 0
 
-    def begin(self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate]) -> None:
-        """Start a term: publish ``tickers``, continuing from ``cached`` (from ``NS:latest``).
+    def begin(
+        self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate],
+        logged: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        """Start a term: publish ``tickers``, continuing from ``cached`` (from ``NS:latest``)
+        and above the ``(seq, ms)`` ids already in ``NS:ticks`` (``logged``, oldest first).
 
         The first tick also rewrites the cache with every ticker's latest payload, so a
         Redis that lost its data is complete again. A fresh seq block is reserved.
         """
         self._fold()
+        self._epoch = new_epoch()
+        self._logged = collections.deque(logged)
+        if logged:
+            self._seq_end = max(self._seq_end, logged[-1][0])
         self._allowed = set(tickers)
         for ticker, update in cached.items():
             self._previous[ticker] = update.price
@@ -106,16 +141,33 @@ class Publisher:
         if self.bar_options is None:
             return
         self.bars = BarBook(self.bar_options.forming_interval_s)
+        self._replayed = []
+        self._forming_seq = 0
         await self._restore(list(tickers))
 
     async def _restore(self, tickers: list[str]) -> None:
-        if self.bars is None:
+        book = self.bars
+        if book is None:
             return
-        stored = await load_bars(self.redis, self.keys, tickers)
+        stored, seq = await load_bars(self.redis, self.keys, tickers)
         for interval, by_ticker in stored.items():
-            series = self.bars.series[interval]
+            series = book.series[interval]
             for ticker, (forming, last_closed) in by_ticker.items():
                 series.restore(ticker, forming, last_closed)
+        if seq is None or not tickers or self.history_len == 0:
+            return
+        # Ticks that landed after the last forming write (a crashed predecessor's last
+        # ~forming_interval_s): folded again from the tick log, so nothing is lost
+        # (docs/BARS.md "Continuity").
+        wanted = set(tickers)
+        for entry in await ticks_after(self.redis, self.keys, seq, REPLAY_MOST):
+            updates = [u for t, u in entry.updates.items() if t in wanted]
+            if updates:
+                folded = book.fold([u.ticker for u in updates],
+                                   np.array([u.price for u in updates]),
+                                   np.array([u.timestamp for u in updates]), None)
+                self._replayed.append(folded)
+            self._forming_seq = max(self._forming_seq, entry.seq)
 
     async def flush_bars(self, timeout_s: float = 0.5) -> None:
         """Write the forming bars not yet in Redis (a clean stop: the successor goes on
@@ -131,7 +183,8 @@ class Publisher:
                 return
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self.redis.eval(WRITE_BARS, 1, self.keys.producer, *args)
+                    await self.redis.eval(WRITE_BARS, 2, self.keys.producer,
+                                          self.keys.forming_seq, *args)
             except (*FAILURES, TimeoutError) as e:
                 log.warning("could not write the forming bars before stopping: %s", e)
 
@@ -201,23 +254,27 @@ class Publisher:
         first = await self._take_seq(len(tickers))
         payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices),
                                stamps.tolist(), first)
+        entry_id, min_id = self._log_entry(first + len(tickers) - 1) if tickers else ("", "")
         args: list[str | bytes | int] = [
             self.owner_id, self.keys.price_prefix, self.keys.prices,
-            encode_tick_map(tickers, payloads), len(tickers), *_interleave(tickers, payloads),
+            encode_tick_map(tickers, payloads), len(tickers), entry_id, self.history_len,
+            min_id, self._epoch, *_interleave(tickers, payloads),
         ]
         if self._rewrite:
             self._fold()
             sent = set(tickers)
             args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
-        tick_keys = [self.keys.producer, self.keys.latest]
+        tick_keys = [self.keys.producer, self.keys.latest, self.keys.ticks, self.keys.epoch]
         bar_args = None
         if self.bars is not None and tickers:
+            self._forming_seq = first + len(tickers) - 1
             bar_args = self._bar_args(self.bars.fold(tickers, prices, stamps, volumes))
         if bar_args is None:
             packed = self._write.pack(tick_keys, args)
         else:  # one atomic unit: docs/BARS.md "Consistency"
             packed = pack_multi(pack_eval(PUBLISH_TICK, tick_keys, args),
-                                pack_eval(WRITE_BARS, [self.keys.producer], bar_args))
+                                pack_eval(WRITE_BARS, [self.keys.producer, self.keys.forming_seq],
+                                          bar_args))
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
             return
@@ -234,13 +291,18 @@ class Publisher:
         None when there is nothing to write."""
         book, options = self.bars, self.bar_options
         assert book is not None and options is not None
+        if self._replayed:  # closes met while replaying the tick log go out first
+            folded = merge_folds([*self._replayed, folded])
+            self._replayed = []
         closed_any = any(len(closed) or ended for closed, ended in folded.values())
         forming_due = force or book.forming_due(time.monotonic(), closed_any)
         if not closed_any and not forming_due:
             return None
-        args: list[str | bytes | int] = [self.owner_id]
+        args: list[str | bytes | int] = [
+            self.owner_id, self._forming_seq if forming_due else ""]
         for interval, series in book.series.items():
             closed, ended = folded.get(interval, (EMPTY, []))
+            ended = [t for t in ended if not series.has_forming(t)]  # reopened since
             forming = series.forming() if forming_due else None
             args += bar_section(self.keys, interval, options.retention_s[interval], closed,
                                 forming, ended)
@@ -249,13 +311,31 @@ class Publisher:
     async def _land(self, conn: Connection, packed: bytes, with_bars: bool = False) -> None:
         try:
             if with_bars:
-                ok = all(await receive_multi(self.redis, conn, 2))
+                reply, bars_ok = await receive_multi(self.redis, conn, 2)
+                reply = reply if bars_ok else 0
             else:
-                ok = await self._write.receive(conn, packed)
-            if not ok:
+                reply = await self._write.receive(conn, packed)
+            if not reply:
                 raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+            if reply == EPOCH_CREATED:  # a wipe later must never bring the same epoch back
+                self._epoch = new_epoch()
         except FAILURES as e:
             self._fail(e)
+
+    def _log_entry(self, last_seq: int) -> tuple[str, str]:
+        """The log entry id ``<last seq>-<ms>`` of a tick, and the MINID that drops every
+        entry past the age cap (the seq of the oldest entry young enough to stay)."""
+        if not self.history_len:
+            return "", ""
+        now = _now_ms()
+        logged = self._logged
+        logged.append((last_seq, now))
+        if len(logged) > self.history_len + LOG_SLACK:  # MAXLEN has trimmed those
+            logged.popleft()
+        cutoff = now - self.history_ms
+        while logged[0][1] < cutoff:  # the entry just appended is never older
+            logged.popleft()
+        return f"{last_seq}-{now}", str(logged[0][0])
 
     async def _take_seq(self, n: int) -> int:
         """The first of ``n`` fresh seqs, from the current block or a newly reserved one."""

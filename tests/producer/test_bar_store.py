@@ -26,9 +26,10 @@ def options(forming_interval_s: float = 0.0, keep_1s: int = 3600) -> BarOptions:
     return BarOptions({"1s": keep_1s, "1m": 86_400}, forming_interval_s)
 
 
-async def start(redis: aioredis.Redis, keys: Keys, owner: str, opts: BarOptions) -> Publisher:
+async def start(redis: aioredis.Redis, keys: Keys, owner: str, opts: BarOptions,
+                history_len: int = 10_000) -> Publisher:
     await redis.set(keys.producer, owner)
-    pub = Publisher(redis, keys, owner, opts)
+    pub = Publisher(redis, keys, owner, history_len=history_len, bars=opts)
     pub.begin(TICKERS, {})
     await pub.restore_bars(TICKERS)
     return pub
@@ -149,23 +150,36 @@ async def test_a_clean_restart_continues_the_forming_bar_exactly(redis, namespac
     await assert_equal_to_recomputation(redis, keys, updates)
 
 
-async def test_a_takeover_after_a_crash_leaves_no_hole_and_no_duplicate(
+async def test_a_takeover_after_a_crash_replays_the_tick_log_and_loses_nothing(
         redis, namespace) -> None:
     keys = Keys(namespace)
     batch = ticks(5, 90)
     first = await start(redis, keys, "a", options(0.25))
     updates = await run(first, batch[:41])
+    assert first.bars is not None and first.bars.dirty()  # some updates not yet written
     # crash: no flush, no release; the standby takes the (expired) lease
     second = await start(redis, keys, "b", options(0.25))
     updates += await run(second, batch[41:])
     await first.publish(PriceBatch(TICKERS, np.array([1.0, 1.0, 1.0]), batch[-1][0]))
     await first.settle()  # the old owner is fenced out, bars included
     assert isinstance(first.failure.exception(), LeaseLost)
+    await second.flush_bars()  # the forming bars as they are in memory
+    await assert_equal_to_recomputation(redis, keys, updates)
+
+
+async def test_without_a_tick_log_a_crash_leaves_no_hole_and_no_duplicate(
+        redis, namespace) -> None:
+    keys = Keys(namespace)
+    batch = ticks(5, 90)
+    first = await start(redis, keys, "a", options(0.25), history_len=0)
+    updates = await run(first, batch[:41])
+    second = await start(redis, keys, "b", options(0.25), history_len=0)
+    updates += await run(second, batch[41:])
     for interval, width in INTERVALS.items():
         expected = recompute(updates, width)
         got = {**await stored(redis, keys, interval), **await forming(redis, keys, interval)}
         assert set(got) == set(expected), f"{interval}: a hole or an extra bar"
-        for key, bar in got.items():  # a crash may lose the last forming interval's updates
+        for key, bar in got.items():  # it may lose the last forming interval's updates
             want = expected[key]
             assert bar.lo >= want.lo and bar.h <= want.h and 0 < bar.n <= want.n
 
@@ -184,7 +198,7 @@ async def test_a_crash_with_forming_bars_written_every_tick_loses_nothing(
 async def test_with_bars_off_nothing_is_written(redis, namespace) -> None:
     keys = Keys(namespace)
     await redis.set(keys.producer, "me")
-    pub = Publisher(redis, keys, "me", None)
+    pub = Publisher(redis, keys, "me", bars=None)
     pub.begin(TICKERS, {})
     await pub.restore_bars(TICKERS)
     await run(pub, ticks(7, 20))
