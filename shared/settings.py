@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import SettingsError
 from shared.keys import DEFAULT_NAMESPACE, Keys
@@ -185,27 +185,44 @@ def _namespace(raw: str) -> str:
 
 
 def _tickers(raw: str) -> tuple[str, ...]:
-    out = tuple(dict.fromkeys(normalize_ticker(t) for t in raw.split(",") if t.strip()))
+    out: dict[str, None] = {}
+    for item in (t.strip() for t in raw.split(",")):
+        if not item:
+            continue
+        try:
+            out[normalize_ticker(item)] = None
+        except InvalidTicker as e:
+            raise ValueError(f"{item[:20]!r} is not a ticker ({e})") from None
     if not out:
         raise ValueError("give at least one ticker")
-    return out
+    return tuple(out)
 
 
 def _interval(low: float, high: float) -> Callable[[str], float]:
+    expected = f"expected a number of seconds between {low:g} and {high:g}"
+
     def parse(raw: str) -> float:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(expected) from None
         if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(f"expected seconds between {low} and {high}")
+            raise ValueError(expected)
         return value
 
     return parse
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
+    expected = f"expected a whole number between {low} and {high}"
+
     def parse(raw: str) -> int:
-        value = int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(expected) from None
         if not low <= value <= high:
-            raise ValueError(f"expected an integer between {low} and {high}")
+            raise ValueError(expected)
         return value
 
     return parse
@@ -255,6 +272,21 @@ def _choice(options: frozenset[str], upper: bool = False) -> Callable[[str], str
         return value
 
     return parse
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server bound to ``host`` is reachable from this machine only."""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
