@@ -172,13 +172,15 @@ def test_the_shell_examples_as_written(up, tools):
         assert out.strip(), line
         if "stream/prices" in line:
             assert "data: {" in out and '"AAPL"' in out, out
+    # Every line runs without an error; those about prices must show prices.
     outputs = {line: run_line(line, env) for line in shell_lines("redis-cli")}
     for line, out in outputs.items():
-        assert out.strip(), line
-        if "HGETALL" in line:
+        if "HGETALL pricefeed:latest" in line:
             assert "AAPL" in out.split() and '"seq"' in out, out
-        if "SUBSCRIBE" in line:
+        if "SUBSCRIBE pricefeed:prices" in line:
             assert "message" in out and '"ticker"' in out, out
+        if "pricefeed:ticks" in line:
+            assert '"ticker"' in out, (line, out)
     # After SADD and PUBLISH the producer produces PYPL, as after POST /api/watchlist.
     watchlist = f"http://127.0.0.1:{port}/api/watchlist"
     wait_for(lambda: any(w["ticker"] == "PYPL" and w["price"] is not None
