@@ -137,8 +137,9 @@ def _uvicorn_exiting() -> bool:
     """True once the uvicorn server running this process was asked to exit.
 
     uvicorn installs its bound ``handle_exit`` as the SIGTERM handler; sse-starlette finds
-    the server the same way. This covers the app under a plain ``uvicorn`` (pricefeed/asgi.py), where
-    `gateway.server.GatewayServer` is not there to close the hub first.
+    the server the same way. This covers the app under a plain ``uvicorn``
+    (pricefeed/asgi.py), where `gateway.server.GatewayServer` is not there to close the hub
+    first.
     """
     server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return bool(getattr(server, "should_exit", False))
