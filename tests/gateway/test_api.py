@@ -193,3 +193,25 @@ def test_binding_beyond_loopback_without_a_token_warns_once_and_names_the_token(
     assert len(lines) == int(warned), lines
     if warned:
         assert "PRICEFEED_API_TOKEN" in lines[0] and host in lines[0]
+
+
+async def test_the_readme_alerts_and_metric_table_name_metrics_the_gateway_serves(api):
+    import re
+
+    import yaml
+
+    from tests.support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running in production"):readme.index("## Troubleshooting")]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.S | re.M)
+    scrape, alerts = (yaml.safe_load(b) for b in blocks)
+    assert scrape["scrape_configs"][0]["job_name"] == "pricefeed"
+    named = {m for rule in alerts["groups"][0]["rules"]
+             for m in re.findall(r"pricefeed_gateway_\w+", rule["expr"])}
+    named |= set(re.findall(r"`(pricefeed_gateway_\w+)`", section))
+    assert len(named) >= 7, named
+    async with api() as (client, _app):
+        text = (await client.get("/metrics")).text
+    served = set(re.findall(r"^(pricefeed_gateway_\w+)[ {]", text, re.M))
+    assert named <= served, named - served

@@ -114,3 +114,34 @@ def test_the_licence_is_mit_in_the_file_and_the_package_metadata():
 
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert metadata("pricefeed")["License-Expression"] == "MIT"
+
+
+def readme_block(lang: str, marker: str) -> str:
+    (block,) = [b for b in re.findall(rf"^```{lang}\n(.*?)^```", README, re.S | re.M)
+                if marker in b]
+    return block
+
+
+def test_the_readme_systemd_unit_runs_the_installed_command(tmp_path):
+    import configparser
+    import shutil
+
+    unit = readme_block("ini", "ExecStart=")
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.optionxform = str  # systemd keys are case-sensitive
+    parsed.read_string(unit)
+    assert set(parsed.sections()) == {"Unit", "Service", "Install"}
+    exec_start = parsed["Service"]["ExecStart"]
+    assert exec_start == "/opt/pricefeed/.venv/bin/pricefeed gateway"
+    # The same command from this checkout's virtualenv (where the README installs it).
+    ours = exec_start.replace("/opt/pricefeed/.venv", sys.prefix)
+    done = subprocess.run([*ours.split(), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "pricefeed gateway" in done.stdout, done.stderr
+    assert parsed["Service"]["EnvironmentFile"] == "/etc/pricefeed.env"
+    if shutil.which("systemd-analyze"):  # where systemd is there, it must accept the unit
+        path = tmp_path / "pricefeed-gateway.service"
+        path.write_text(unit.replace("/opt/pricefeed/.venv", sys.prefix))
+        verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
+                                text=True, timeout=60)
+        assert verify.returncode == 0, verify.stderr
+
