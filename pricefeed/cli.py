@@ -10,6 +10,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+from shared.settings import load_or_exit
 from shared.version import VERSION
 
 # subcommand -> (module, help). Each module has `main(argv: list[str]) -> int`.
@@ -31,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if not {"-h", "--help"} & set(rest):
+        # Settings first, before the role's heavy imports (numpy, the Massive SDK, uvicorn:
+        # ~1 s of CPU): a bad value is reported at once.
+        load_or_exit()
     module = importlib.import_module(COMMANDS[args.command][0])
     return int(module.main(list(rest)) or 0)
 

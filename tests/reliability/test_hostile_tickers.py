@@ -24,7 +24,8 @@ HOSTILE = [
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
 # What a valid system holds in its Redis, and nothing more.
-KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status"}
+KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status", "ticks", "epoch",
+                "forming:1s", "forming:1m", "forming:seq"}
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
@@ -101,8 +102,11 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         watchlist = {m.decode() for m in client.smembers(sys.keys.watchlist)}
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
     ns = sys.keys.namespace
-    assert keys <= {f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
-    assert channels <= {sys.keys.prices, sys.keys.control}, channels
+    # Only the contract's keys, and per-ticker ones only for the real tickers.
+    bars = {sys.keys.bars(i, t) for i in ("1s", "1m") for t in TICKERS}
+    assert keys <= {f"{ns}:{s}" for s in KEY_SUFFIXES} | bars, keys
+    assert channels <= {sys.keys.prices, sys.keys.control,
+                        sys.keys.bar_channel("1s"), sys.keys.bar_channel("1m")}, channels
     assert watchlist == latest == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
