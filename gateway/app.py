@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import unavailable
+from gateway.access import Refused, Verifier, refused_handler
 from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
@@ -48,6 +49,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     stats = Stats()
     hub = Hub(stats)
     make_redis = connect or redis_factory(settings)
+    verifier = Verifier(settings) if settings.read_auth == "jwt" else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +69,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "open_fds": open_fds,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
-                                            app.state.registry, watchdog)
+                                            app.state.registry, watchdog, verifier)
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
@@ -87,6 +89,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     for module in (prices, watchlist, ops, static):
         app.include_router(module.router)
     unavailable.install(app)
+    app.add_exception_handler(Refused, refused_handler)
     app.add_middleware(BodyLimit)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:

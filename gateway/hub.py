@@ -49,13 +49,14 @@ class Batch:
 class Client:
     """One SSE stream's state in the hub: its filter and at most one pending batch."""
 
-    __slots__ = ("closed", "last_sent", "pending", "ping", "resync", "tickers", "wake")
+    __slots__ = ("closed", "expired", "last_sent", "pending", "ping", "resync", "tickers", "wake")
 
     def __init__(self, tickers: frozenset[str] | None) -> None:
         self.tickers = tickers
         self.pending: Batch | dict[str, Item] | None = None
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
         self.closed = False
+        self.expired = False  # closed because the client's access token expired
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()

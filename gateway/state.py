@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from gateway.access import Verifier
 from gateway.hub import Hub
 from gateway.sse import SendWatchdog
 from gateway.stats import Stats
@@ -25,3 +26,4 @@ class Gateway:
     subscriber: Subscriber
     registry: CollectorRegistry
     watchdog: SendWatchdog
+    verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)
