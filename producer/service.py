@@ -36,6 +36,10 @@ def main(argv: list[str]) -> int:
     )
     parser.parse_args(argv)
     settings = load_or_exit()
+    if len(settings.tickers) > settings.max_watchlist:
+        fail(f"pricefeed producer: PRICEFEED_TICKERS lists {len(settings.tickers)} tickers, "
+             f"more than PRICEFEED_MAX_WATCHLIST={settings.max_watchlist}: shorten the list "
+             "or raise the cap")
     configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
