@@ -55,7 +55,7 @@ def connect(settings: Settings) -> aioredis.Redis:
     """
     return aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0), **settings.redis_options,
     )
 
 

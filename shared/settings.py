@@ -26,6 +26,8 @@ DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
 MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 READ_AUTH_MODES: Final[frozenset[str]] = frozenset({"none", "jwt"})
+_TLS_VARIABLES: Final = ("PRICEFEED_REDIS_CA_FILE", "PRICEFEED_REDIS_CERT_FILE",
+                         "PRICEFEED_REDIS_KEY_FILE")
 
 
 class Secret:
@@ -94,6 +96,20 @@ class Settings:
     def keys(self) -> Keys:
         """The Redis names under this namespace."""
         return Keys(self.namespace)
+
+    @property
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments of every redis-py client of ``redis_url`` (docs/REDIS.md):
+        the TLS files for ``rediss://``; the password or ACL user travel in the URL."""
+        if not self.redis_url.startswith("rediss://"):
+            return {}
+        options: dict[str, Any] = {"ssl_cert_reqs": "required"}
+        if self.redis_ca_file:
+            options["ssl_ca_certs"] = self.redis_ca_file
+        if self.redis_cert_file:
+            options["ssl_certfile"] = self.redis_cert_file
+            options["ssl_keyfile"] = self.redis_key_file
+        return options
 
     @property
     def use_massive(self) -> bool:
@@ -184,6 +200,10 @@ class _Reader:
         if (tls["redis_cert_file"] is None) != (tls["redis_key_file"] is None):
             raise SettingsError("PRICEFEED_REDIS_CERT_FILE and PRICEFEED_REDIS_KEY_FILE go "
                                 "together: set both for a client certificate, or neither")
+        scheme = urlsplit(self.env.get("REDIS_URL", "").strip()).scheme
+        given = [name for name, value in zip(_TLS_VARIABLES, tls.values(), strict=True) if value]
+        if given and scheme != "rediss":
+            raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS)")
         return tls
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -127,8 +128,8 @@ async def test_a_ticker_outside_the_token_never_shows_on_any_read_path(
                 assert set((await sse.event()).json()) == {"AAPL"}  # the snapshot
                 for i in range(5):
                     await producer.tick({"MSFT": 421.0 + i, "TSLA": 251.0 + i})
-                last = await producer.tick({"AAPL": 191.0, "MSFT": 430.0})
-                got = await sse.updates_until(lambda b: int(b.id) >= last["AAPL"].seq)
+                final = (await producer.tick({"AAPL": 191.0, "MSFT": 430.0}))["AAPL"].seq
+                got = await sse.updates_until(lambda b, seq=final: int(b.id) >= seq)
                 assert all(set(b.json()) == {"AAPL"} for b in got), [b.data for b in got]
 
 
@@ -240,9 +241,7 @@ async def test_max_hz_conflates_to_the_rate_and_ends_each_interval_with_the_late
                 readers[name] = await stack.enter_async_context(
                     open_stream(client, STREAM, params=params))
                 await readers[name].event()  # the snapshot
-            received = {name: [] for name in capped}
-            readers_done = [asyncio.create_task(collect(sse, received[n]))
-                            for n, sse in readers.items()]
+            received = {name: Collector(sse) for name, sse in readers.items()}
             started = time.monotonic()
             last = {}
             while time.monotonic() - started < 3.0:  # 40 ticks a second, both tickers
@@ -253,16 +252,14 @@ async def test_max_hz_conflates_to_the_rate_and_ends_each_interval_with_the_late
             final_seq = max(u.seq for u in last.values())
             # Each capped client ends its interval with the latest value of each ticker.
             await asyncio.wait_for(asyncio.gather(*(
-                wait_for_seq(received[n], final_seq) for n in capped)), timeout=5)
-            for task in readers_done:
-                task.cancel()
+                c.reached(final_seq) for c in received.values())), timeout=5)
         for name, (_, _, hz) in capped.items():
-            events = received[name]
+            events = received[name].events
             during = [t for t, _ in events if t - started <= window]
             # At most one event per interval (+1: the first may come at once).
             assert len(during) <= hz * window + 1, (name, len(during))
             assert len(during) >= hz * window / 2, (name, len(during))  # and not starved
-            gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(during)]
             assert min(gaps) > 0.5 / hz, (name, gaps)
             state = {}
             for _, data in events:
@@ -271,12 +268,25 @@ async def test_max_hz_conflates_to_the_rate_and_ends_each_interval_with_the_late
                 {t: u.price for t, u in last.items()}, name
 
 
-async def collect(sse: SSEReader, into: list) -> None:
-    while True:
-        block = await sse.event(timeout_s=30)
-        into.append((time.monotonic(), block.json()))
+class Collector:
+    """Records (arrival time, data) of every event of one stream, in a task."""
 
+    def __init__(self, sse: SSEReader) -> None:
+        self.sse, self.events, self.max_seq = sse, [], 0
+        self.changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._run())
 
-async def wait_for_seq(events: list, seq: int) -> None:
-    while not any(u["seq"] >= seq for _, data in events for u in data.values()):
-        await asyncio.sleep(0.02)
+    async def _run(self) -> None:
+        while True:
+            data = (await self.sse.event(timeout_s=30)).json()
+            self.events.append((time.monotonic(), data))
+            async with self.changed:
+                self.max_seq = max(self.max_seq, *(u["seq"] for u in data.values()))
+                self.changed.notify_all()
+
+    async def reached(self, seq: int) -> None:
+        try:
+            async with self.changed:
+                await self.changed.wait_for(lambda: self.max_seq >= seq)
+        finally:
+            self.task.cancel()

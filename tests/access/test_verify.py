@@ -98,6 +98,7 @@ def test_the_minted_token_carries_what_the_cli_was_asked_for():
     ({"PRICEFEED_MAX_HZ": "0"}, "PRICEFEED_MAX_HZ"),
     ({"PRICEFEED_REDIS_CA_FILE": "/nonexistent/ca.pem"}, "PRICEFEED_REDIS_CA_FILE"),
     ({"PRICEFEED_REDIS_CERT_FILE": "/etc/hostname"}, "PRICEFEED_REDIS_KEY_FILE"),
+    ({"PRICEFEED_REDIS_CA_FILE": "/etc/hostname"}, "needs a rediss:// REDIS_URL"),
 ])
 def test_bad_access_settings_stop_with_a_line_naming_the_variable(env, named):
     with pytest.raises(SettingsError) as e:
