@@ -52,6 +52,8 @@ INVALID = {
     "PRICEFEED_REDIS_CA_FILE": "/nonexistent/ca.pem",
     "PRICEFEED_REDIS_CERT_FILE": "/nonexistent/client.pem",
     "PRICEFEED_REDIS_KEY_FILE": "/nonexistent/client.key",
+    "PRICEFEED_HISTORY_LEN": "-1",
+    "PRICEFEED_HISTORY_SECONDS": "0",
 }
 
 
