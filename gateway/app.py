@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import unavailable
-from gateway.access import Refused, Verifier, refused_handler
+from gateway.access import Refused, refused_handler
 from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
@@ -49,7 +49,11 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     stats = Stats()
     hub = Hub(stats)
     make_redis = connect or redis_factory(settings)
-    verifier = Verifier(settings) if settings.read_auth == "jwt" else None
+    verifier = None
+    if settings.read_auth == "jwt":
+        from gateway.verifier import Verifier  # PyJWT: loaded only when it is used
+
+        verifier = Verifier(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from gateway.access import Verifier
+if TYPE_CHECKING:
+    from gateway.verifier import Verifier
+
 from gateway.hub import Hub
 from gateway.sse import SendWatchdog
 from gateway.stats import Stats

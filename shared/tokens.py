@@ -10,9 +10,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+# PyJWT and cryptography are imported where they are used: they cost every process
+# ~0.3 s of start-up, and only the token command and a jwt-mode gateway need them.
 
 # Longer tokens are refused unread: a token travels in a header, a query string or a
 # cookie, and 8 KB is the smallest header limit of common proxies (nginx's default).
@@ -23,6 +22,8 @@ ALL_TICKERS: Final[str] = "*"
 
 def public_key_algorithm(pem: str) -> str:
     """RS256 for an RSA public key, ES256 for a P-256 one; ValueError otherwise."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     try:
         key = load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as e:
@@ -32,6 +33,8 @@ def public_key_algorithm(pem: str) -> str:
 
 def private_key_algorithm(pem: str) -> str:
     """The algorithm a PEM private key signs with (RS256 or ES256); ValueError otherwise."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
         key = load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError) as e:
@@ -40,6 +43,8 @@ def private_key_algorithm(pem: str) -> str:
 
 
 def _algorithm_of(key: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
         if key.key_size < 2048:
             raise ValueError("an RSA key needs at least 2048 bits")
@@ -59,6 +64,8 @@ def mint(
 ) -> str:
     """A signed token with the claims `gateway.access` reads; ``key`` is the HS256 secret
     or a PEM private key."""
+    import jwt
+
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {
         "iat": int(issued),

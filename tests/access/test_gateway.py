@@ -57,17 +57,20 @@ def cookie(token: str) -> dict[str, str]:
     return {"Cookie": f"pricefeed_token={token}"}
 
 
-BAD_TOKENS = {
-    "alg none": unsigned(),
-    "another algorithm": jwt.encode(claims(), SECRET, algorithm="HS384"),
-    "bad signature": hs256()[:-4] + ("AAAA" if not hs256().endswith("AAAA") else "BBBB"),
-    "expired": hs256(exp=int(time.time()) - 5),
-    "not yet valid": hs256(nbf=int(time.time()) + 300),
-    "wrong audience": hs256(aud="another-service"),
-    "wrong issuer": hs256(iss="https://elsewhere.test"),
-    "no exp": hs256(exp=None),
-    "over 8 KB": hs256(padding="p" * 8200),
-}
+def bad_tokens() -> dict[str, str]:
+    """Built when a test runs: the times in them are relative to now."""
+    valid = hs256()
+    return {
+        "alg none": unsigned(),
+        "another algorithm": jwt.encode(claims(), SECRET, algorithm="HS384"),
+        "bad signature": valid[:-4] + ("AAAA" if not valid.endswith("AAAA") else "BBBB"),
+        "expired": hs256(exp=int(time.time()) - 5),
+        "not yet valid": hs256(nbf=int(time.time()) + 300),
+        "wrong audience": hs256(aud="another-service"),
+        "wrong issuer": hs256(iss="https://elsewhere.test"),
+        "no exp": hs256(exp=None),
+        "over 8 KB": hs256(padding="p" * 8200),
+    }
 
 
 async def test_every_bad_or_missing_token_gets_401_json_with_a_challenge(
@@ -79,7 +82,8 @@ async def test_every_bad_or_missing_token_gets_401_json_with_a_challenge(
             assert r.status_code == 401, (path, r.text)
             assert r.headers["www-authenticate"] == 'Bearer realm="pricefeed"'
             assert "access token is required" in r.json()["detail"]
-        for name, token in BAD_TOKENS.items():
+        bad = bad_tokens()
+        for name, token in bad.items():
             for path in READ_PATHS:
                 for how in ("header", "query", "cookie"):
                     headers, params = {}, {}
@@ -104,7 +108,7 @@ async def test_every_bad_or_missing_token_gets_401_json_with_a_challenge(
             assert (await client.get(path)).status_code == code, path
     output = gw.log_path.read_text()
     assert SECRET not in output
-    for token in BAD_TOKENS.values():
+    for token in bad.values():
         assert token[-20:] not in output
 
 
