@@ -23,6 +23,7 @@ from gateway.cache import CacheView, read_cache
 from gateway.hub import Batch, Client, Item
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
+from shared.bars import INTERVALS
 from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
@@ -64,6 +65,15 @@ def parse_max_hz(raw: str | None, *ceilings: float | None) -> float | None:
             raise BadRequest("max_hz: give events per second between 0.1 and 1000")
     caps = [c for c in (wanted, *ceilings) if c is not None]
     return min(caps) if caps else None
+
+
+def parse_bars(raw: str | None) -> str | None:
+    """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
+    if raw is None:
+        return None
+    if raw not in INTERVALS:
+        raise BadRequest(f"bars: expected one of {', '.join(INTERVALS)}")
+    return raw
 
 
 def parse_event_id(raw: str | None) -> int | None:
@@ -133,9 +143,14 @@ async def _frames(
         if client.closed:
             return
         taken = client.take()
+        bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
         if taken is None:
-            if client.ping:
+            if bar_frames:
+                client.ping = False
+                for frame in bar_frames:
+                    yield frame
+            elif client.ping:
                 client.ping = False
                 yield PING_FRAME
             continue
@@ -144,6 +159,9 @@ async def _frames(
         stats.events_sent += 1
         stats.updates_sent += len(batch.items)
         yield batch.frame()
+        if bar_frames:
+            for frame in bar_frames:
+                yield frame
 
 
 async def _hold(client: Client, until: float) -> None:
@@ -184,6 +202,7 @@ def respond(request: Request) -> Response:
     try:
         grant = read_grant(request, gw.settings, gw.verifier)
         asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
+        bars = parse_bars(request.query_params.get("bars"))
         max_hz = parse_max_hz(request.query_params.get("max_hz"), grant.max_hz,
                               gw.settings.max_hz)
     except Refused as e:
@@ -203,7 +222,7 @@ def respond(request: Request) -> Response:
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
-    client = gw.hub.register(wanted)  # before the snapshot read: no tick can fall in between
+    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick can fall in between
     gw.stats.streams_opened += 1
     events = _events(gw, client, after, grant, max_hz)
     return PriceStream(events, gw.hub, client, gw.stats, gw.watchdog)

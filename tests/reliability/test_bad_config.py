@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 # Every variable shared/settings.py reads, found in its source: a setting added later
 # without an entry below fails `test_every_setting_has_an_invalid_value_here`.
-VARIABLES = set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z_]+|REDIS_URL)"',
+VARIABLES = set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z0-9_]+|REDIS_URL)"',
                            (ROOT / "shared" / "settings.py").read_text()))
 SECRET = "S3cr3t-Value"
 INVALID = {
@@ -54,6 +54,11 @@ INVALID = {
     "PRICEFEED_REDIS_KEY_FILE": "/nonexistent/client.key",
     "PRICEFEED_HISTORY_LEN": "-1",
     "PRICEFEED_HISTORY_SECONDS": "0",
+    "PRICEFEED_BARS": "maybe",
+    "PRICEFEED_BARS_1S_RETENTION": "10",
+    "PRICEFEED_BARS_1M_RETENTION": "60",
+    "PRICEFEED_BARS_FORMING_INTERVAL": "5",
+    "PRICEFEED_MASSIVE_CALLS_PER_MINUTE": "0",
 }
 
 
