@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
+from producer.reference import DayReferences
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
 from producer.source import PriceBatch, Quote
 from producer.tasks import stop_tasks
@@ -52,6 +53,7 @@ class Publisher:
         self.owner_id = owner_id
         self._reserve = Script(redis, RESERVE_SEQ)
         self._write = Script(redis, PUBLISH_TICK)
+        self._references = DayReferences(redis, keys, owner_id)
         self._lock = asyncio.Lock()
         self._allowed: set[str] = set()
         self._previous: dict[str, float] = {}
@@ -81,6 +83,7 @@ class Publisher:
         self._forget(set(self._previous) - self._allowed)
         self._seq_next = self._seq_end + 1  # the rest of an old block is never used
         self._rewrite = True
+        self._references.reset()
         self.failure = asyncio.get_running_loop().create_future()
 
     def last_prices(self) -> dict[str, float]:
@@ -140,7 +143,9 @@ class Publisher:
         if not tickers and not self._rewrite:
             return
         first = await self._take_seq(len(tickers))
-        payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices), stamps, first)
+        references = await self._references.of(tickers, prices, stamps, quotes)
+        payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices), stamps, first,
+                               references)
         args: list[str | bytes | int] = [
             self.owner_id, self.keys.price_prefix, self.keys.prices,
             encode_tick_map(tickers, payloads), len(tickers), *_interleave(tickers, payloads),

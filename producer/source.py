@@ -16,10 +16,12 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """A price observed at a time (float Unix seconds)."""
+    """A price observed at a time (float Unix seconds), with the source's own reference
+    price for the day's change (Massive's previous close) when it has one."""
 
     price: float
     timestamp: float
+    reference: float | None = None
 
 
 QuoteSink = Callable[[Mapping[str, Quote]], Awaitable[None]]
@@ -88,3 +90,7 @@ class MarketDataSource(ABC):
     def state(self) -> str:
         """Health of the source: ``ok``, or a short reason such as ``auth_rejected``."""
         return "ok"
+
+    def details(self) -> dict[str, object]:
+        """What the status shows besides kind and state (``shared.status`` names the keys)."""
+        return {}

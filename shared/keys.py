@@ -55,6 +55,11 @@ class Keys:
         """String: the last sequence number handed out."""
         return f"{self.namespace}:seq"
 
+    def reference(self, day: str) -> str:
+        """Hash: ticker -> the first price the producer published on UTC ``day``
+        (``YYYY-MM-DD``), the reference of ``day_change_percent`` where the source has none."""
+        return f"{self.namespace}:reference:{day}"
+
     @property
     def producer(self) -> str:
         """String with TTL: the live producer's id (the lease / heartbeat)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from shared.codec import decode_control
 from shared.settings import Secret
@@ -131,11 +132,28 @@ async def test_ready_reports_producer_heartbeat_and_status(api, fake_producer):
         down = await client.get("/api/ready")
         assert down.status_code == 503
         assert "producer" in down.json()["reason"]
-        await fake_producer.heartbeat(orjson.dumps({"source": "massive", "state": "auth_rejected"}))
+        await fake_producer.heartbeat(orjson.dumps({"source": "massive-rest", "state": "ok"}))
         up = await client.get("/api/ready")
         assert up.status_code == 200
-        assert up.json()["producer"] == {"source": "massive", "state": "auth_rejected"}
+        assert up.json()["producer"] == {"source": "massive-rest", "state": "ok"}
         assert (await client.get("/api/health")).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("state,detail,code,reason", [
+    ("auth_rejected", "Massive rejected the API key (HTTP 401)", 503,
+     "price source not producing: key rejected (Massive rejected the API key (HTTP 401))"),
+    ("unreachable", None, 503, "price source not producing: source unreachable"),
+    ("starting", None, 503, "price source not producing: starting"),
+    ("market_closed", None, 200, None),  # quiet, not broken
+])
+async def test_ready_says_so_when_the_price_source_produces_nothing(
+        api, fake_producer, state, detail, code, reason):
+    async with api() as (client, _):
+        status = {"source": "massive-rest", "state": state, "detail": detail}
+        await fake_producer.heartbeat(orjson.dumps(status))
+        answer = await client.get("/api/ready")
+        assert answer.status_code == code
+        assert answer.json().get("reason") == reason and answer.json()["producer"] == status
 
 
 async def test_cors_only_for_configured_origins(api):

@@ -101,7 +101,10 @@ def assert_serves_prices(url_line: str) -> str:
 def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factory):
     up = up_factory({"PRICEFEED_PORT": str(free_port())})
     line = up.wait_url()
-    assert up.stdout().strip() == line.strip()  # exactly one line on stdout: the URL
+    # On stdout: the URL, then the price source, named so nobody takes it for the market.
+    wait_for(lambda: "prices:" in up.stdout(), 10, 0.05, "the prices line")
+    assert up.stdout().splitlines() == [
+        line, "prices: simulator (simulated prices, not market data)"]
     assert_serves_prices(line)
     names = {p.name() for p in up.descendants()}
     assert any("redis-server" in n for n in names), names  # redis-server from PATH
@@ -136,6 +139,22 @@ def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis
     assert_serves_prices(line)
     assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
     assert not any("redis-server" in p.name() for p in up.descendants())
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait_exit(10)[0] == 0
+    assert up.orphans() == []
+
+
+def test_up_comes_up_and_says_so_when_the_massive_source_is_unreachable(up_factory):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "MASSIVE_API_KEY": "k-unused",
+                     "PRICEFEED_MASSIVE_BASE_URL": nowhere})
+    up.wait_url(30)
+    wait_for(lambda: "prices:" in up.stdout(), 10, 0.05, "the prices line")
+    (source,) = [ln for ln in up.stdout().splitlines() if ln.startswith("prices:")]
+    assert source.startswith("prices: Massive REST, source unreachable (cannot reach Massive")
+    warning = [ln for ln in up.stderr().splitlines() if "produces nothing" in ln]
+    assert len(warning) == 1 and "source unreachable" in warning[0], up.stderr()
+    assert "k-unused" not in up.stdout() + up.stderr()
     up.proc.send_signal(signal.SIGTERM)
     assert up.wait_exit(10)[0] == 0
     assert up.orphans() == []
