@@ -25,9 +25,16 @@ from tests.support import Service, running, wait_for
 
 pytestmark = [pytest.mark.massive, pytest.mark.e2e, pytest.mark.integration]
 
-# Recent trade times (the market is open): in ns as the REST API sends them, ms on the feed.
-T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
-T0_MS = T0_NS // 10**6
+# Recent trade times (the market is open): in ns as the REST API sends them, ms on the
+# feed; set per test, as a value taken at collection would be long past when it runs.
+T0_NS = T0_MS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_NS, T0_MS
+    T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
+    T0_MS = T0_NS // 10**6
 
 
 def latest(client: redis.Redis, keys: Keys) -> dict[str, PriceUpdate]:

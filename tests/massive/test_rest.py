@@ -32,8 +32,15 @@ from tests.massive.fakes import (
 
 pytestmark = pytest.mark.massive
 
-# A trade time in nanoseconds, as the API sends it: recent, so the market is open.
-T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
+# A trade time in nanoseconds, as the API sends it: recent, so the market is open (set
+# per test: a value taken at collection would be long past when a full suite reaches it).
+T0_NS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_NS
+    T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
 
 
 def quote(price: float, timestamp: float) -> Quote:

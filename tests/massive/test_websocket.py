@@ -20,8 +20,15 @@ from tests.massive.fakes import API_KEY, FakeMassiveWS, trade
 
 pytestmark = pytest.mark.massive
 
-# Trade times on the feed are milliseconds; recent, so the market counts as open.
-T0_MS = (int(time.time()) - 5) * 1000 + 123
+# Trade times on the feed are milliseconds; recent, so the market counts as open (set per
+# test: a value taken at collection would be long past when a full suite reaches it).
+T0_MS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_MS
+    T0_MS = (int(time.time()) - 5) * 1000 + 123
 
 
 def stream_settings(server: FakeMassiveWS) -> Settings:
