@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from shared.keys import Keys
 from tests.support import Service, free_port, wait_for
 from tests.user.feed import TickWriter
-from tests.user.test_page import CHROMIUM, CHROMIUM_ARGS, Gateway
+from tests.user.test_page import CHROMIUM_ARGS, Gateway
 
 pytestmark = pytest.mark.browser
 
@@ -78,9 +78,9 @@ def gateway(service_env: dict[str, str], feed: Feed, tmp_path: Path) -> Iterator
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def browser(chromium_path: str) -> Iterator[Browser]:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -152,7 +152,7 @@ def _today_at(hour: int, minute: int) -> float:
     return float(calendar.timegm((y, m, d, hour, minute, 0)))
 
 
-@pytest.mark.parametrize("status,pill,look,screenshot", [
+STATES = [
     ({"source": "massive-rest", "state": "unreachable", "feed": None,
       "reference": "previous close", "detail": "cannot reach Massive (NewConnectionError)"},
      "source unreachable", "bad", "page-source-unreachable.png"),
@@ -165,24 +165,27 @@ def _today_at(hour: int, minute: int) -> float:
     ({"source": "massive-rest", "state": "ok", "feed": "delayed 15 min",
       "reference": "previous close"},
      "Massive REST · delayed 15 min", "ok", "page-massive-delayed.png"),
-])
+]
+
+
 def test_the_page_shows_the_source_and_its_state(
-        browser: Browser, gateway: Gateway, feed: Feed, artifacts_dir: Path,
-        status: dict[str, Any], pill: str, look: str, screenshot: str) -> None:
+        browser: Browser, gateway: Gateway, feed: Feed, artifacts_dir: Path) -> None:
     page = open_page(browser, gateway.url)
     expect(page.locator("#source")).to_have_text("simulated prices")
-    if status.get("last_trade") == "16:00":
-        status = {**status, "last_trade": _today_at(16, 0)}
-    feed.status(**status)
-    expect(page.locator("#source")).to_have_text(pill)  # pushed within a second
-    expect(page.locator("#source")).to_have_attribute("data-look", look)
-    if status.get("detail"):
-        assert status["detail"] in page.locator("#source").get_attribute("title")
-    if status.get("reference") == "previous close":
-        expect(page.locator("#source-note")).to_have_text("Change % since the previous close.")
-    page.screenshot(path=artifacts_dir / screenshot)
-    ready = httpx.get(gateway.url + "/api/ready", timeout=5)
-    assert ready.status_code == (200 if look in ("ok", "quiet") else 503), ready.text
+    for status, pill, look, screenshot in STATES:
+        if status.get("last_trade") == "16:00":
+            status = {**status, "last_trade": _today_at(16, 0)}
+        feed.status(**status)
+        expect(page.locator("#source")).to_have_text(pill)  # pushed within a second
+        expect(page.locator("#source")).to_have_attribute("data-look", look)
+        if status.get("detail"):
+            assert status["detail"] in page.locator("#source").get_attribute("title")
+        if status.get("reference") == "previous close":
+            expect(page.locator("#source-note")).to_have_text(
+                "Change % since the previous close.")
+        page.screenshot(path=artifacts_dir / screenshot)
+        ready = httpx.get(gateway.url + "/api/ready", timeout=5)
+        assert ready.status_code == (200 if look in ("ok", "quiet") else 503), ready.text
 
     feed.client.delete(feed.keys.producer)  # and then the producer goes away
     expect(page.locator("#source")).to_have_text("no producer running")
