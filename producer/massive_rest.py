@@ -133,7 +133,7 @@ def quote_of(snapshot: TickerSnapshot) -> Quote | None:
     timestamp = to_seconds(trade.sip_timestamp) or to_seconds(snapshot.updated)
     if price is None or timestamp is None:
         return None
-    return Quote(price, timestamp, _reference(snapshot))
+    return Quote(price, timestamp, reference=_reference(snapshot))
 
 
 def _reference(snapshot: TickerSnapshot) -> float | None:

@@ -16,11 +16,13 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """A price observed at a time (float Unix seconds), with the source's own reference
-    price for the day's change (Massive's previous close) when it has one."""
+    """A price observed at a time (float Unix seconds), with the traded size when the
+    source knows it (Massive's trades; summed into the bars' volume), and the source's own
+    reference price for the day's change (Massive's previous close) when it has one."""
 
     price: float
     timestamp: float
+    size: float | None = None
     reference: float | None = None
 
 

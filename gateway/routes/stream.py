@@ -22,6 +22,7 @@ from gateway.hub import Batch, Client, Item
 from gateway.notices import parse_kinds
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
+from shared.bars import INTERVALS
 from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
@@ -46,6 +47,15 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         return frozenset(normalize_ticker(p) for p in parts)
     except InvalidTicker as e:
         raise BadRequest(f"tickers: {e}") from e
+
+
+def parse_bars(raw: str | None) -> str | None:
+    """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
+    if raw is None:
+        return None
+    if raw not in INTERVALS:
+        raise BadRequest(f"bars: expected one of {', '.join(INTERVALS)}")
+    return raw
 
 
 def parse_event_id(raw: str | None) -> int | None:
@@ -95,9 +105,14 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
             for notice in client.take_notices():
                 yield notice
         taken = client.take()
+        bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
         if taken is None:
-            if client.ping:
+            if bar_frames:
+                client.ping = False
+                for frame in bar_frames:
+                    yield frame
+            elif client.ping:
                 client.ping = False
                 yield PING_FRAME
             continue
@@ -106,6 +121,9 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
         stats.events_sent += 1
         stats.updates_sent += len(batch.items)
         yield batch.frame()
+        if bar_frames:
+            for frame in bar_frames:
+                yield frame
 
 
 async def _snapshot_frame(gw: Gateway, client: Client, after: int | None) -> bytes:
@@ -133,6 +151,7 @@ def respond(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
+        bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
     except (BadRequest, ValueError) as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
@@ -145,7 +164,8 @@ def respond(request: Request) -> Response:
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
-    client = gw.hub.register(wanted, kinds)  # before the snapshot read: no tick can fall in between
+    # Registered before the snapshot read: no tick can fall in between.
+    client = gw.hub.register(wanted, bars, kinds)
     gw.stats.streams_opened += 1
     return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
 

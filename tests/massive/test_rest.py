@@ -45,7 +45,7 @@ def _recent_trade_time() -> None:
 
 def quote(price: float, timestamp: float) -> Quote:
     """What the poller makes of `snapshot_entry`: its previous close is the reference."""
-    return Quote(price, timestamp, price - 1.25)
+    return Quote(price, timestamp, reference=price - 1.25)
 
 
 def rest_source(server: FakeMassiveHTTP, sink: Batches, **options: Any) -> MassiveRestSource:
