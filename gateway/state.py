@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from gateway.verifier import Verifier
 
 from gateway.hub import Hub
+from gateway.notices import Notices
 from gateway.sse import SendWatchdog
 from gateway.stats import Stats
 from gateway.subscriber import Subscriber
@@ -29,4 +30,5 @@ class Gateway:
     subscriber: Subscriber
     registry: CollectorRegistry
     watchdog: SendWatchdog
+    notices: Notices
     verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.access import Grant, Refused, read_grant, seconds_left
 from gateway.cache import CacheView, read_cache
 from gateway.hub import Batch, Client, Item
+from gateway.notices import parse_kinds
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
 from shared.bars import INTERVALS
@@ -133,6 +134,11 @@ async def _frames(
     if snapshot:
         yield snapshot
     del snapshot
+    if client.notice_kinds is not None:  # what it asked for, as it is now
+        for kind in sorted(client.notice_kinds):
+            notice = gw.notices.frame_for(kind, client.entitled)
+            if notice is not None:
+                yield notice
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
@@ -142,6 +148,9 @@ async def _frames(
             await _hold(client, client.last_sent + interval)
         if client.closed:
             return
+        if client.notices is not None:
+            for notice in client.take_notices():
+                yield notice
         taken = client.take()
         bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
@@ -203,11 +212,12 @@ def respond(request: Request) -> Response:
         grant = read_grant(request, gw.settings, gw.verifier)
         asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(request.query_params.get("bars"))
+        kinds = parse_kinds(request.query_params.get("events"))
         max_hz = parse_max_hz(request.query_params.get("max_hz"), grant.max_hz,
                               gw.settings.max_hz)
     except Refused as e:
         return e.response()
-    except BadRequest as e:
+    except (BadRequest, ValueError) as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     wanted = grant.narrow(asked)
     if wanted is not None and not wanted:
@@ -222,7 +232,9 @@ def respond(request: Request) -> Response:
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
-    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick can fall in between
+    # Registered before the snapshot read: no tick can fall in between.
+    client = gw.hub.register(wanted, bars, kinds)
+    client.entitled = grant.tickers
     gw.stats.streams_opened += 1
     events = _events(gw, client, after, grant, max_hz)
     return PriceStream(events, gw.hub, client, gw.stats, gw.watchdog)

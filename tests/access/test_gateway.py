@@ -127,6 +127,12 @@ async def test_a_ticker_outside_the_token_never_shows_on_any_read_path(
         assert [row["ticker"] for row in r.json()] == ["AAPL"]
         r = await client.get(STREAM, params={"tickers": "MSFT,TSLA", "access_token": token})
         assert r.status_code == 403 and "none of the requested" in r.json()["detail"]
+        params = {"access_token": token, "events": "watchlist"}
+        async with open_stream(client, STREAM, params=params) as sse:
+            first = await sse.event()
+            notice = await sse.event()
+            assert set(first.json()) == {"AAPL"}
+            assert (notice.event, notice.json()) == ("watchlist", {"tickers": ["AAPL"]})
         for params in ({"access_token": token}, {"access_token": token, "tickers": "AAPL,MSFT"}):
             async with open_stream(client, STREAM, params=params) as sse:
                 assert set((await sse.event()).json()) == {"AAPL"}  # the snapshot
