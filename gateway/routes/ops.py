@@ -17,7 +17,7 @@ router = APIRouter()
 READY_TIMEOUT_S = 1.0
 
 
-@router.get("/api/health")
+@router.api_route("/api/health", methods=["GET", "HEAD"])
 async def health() -> dict[str, str]:
     """200 while the process serves."""
     return {"status": "ok"}
@@ -56,12 +56,17 @@ def _not_ready(reason: str, producer: Any) -> JSONResponse:
 
 
 def _producer_status(raw: bytes | None) -> Any:
+    """The producer's status as the public may see it: without its ``id``, which names
+    its host and pid (operators read it from ``NS:producer`` in Redis)."""
     if raw is None:
         return None
     try:
-        return orjson.loads(raw)
+        status = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"unparsable": raw[:200].decode(errors="replace")}
+        return {"unparsable": True}
+    if isinstance(status, dict):
+        status.pop("id", None)
+    return status
 
 
 @router.get("/metrics", response_model=None)
