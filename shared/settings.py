@@ -88,6 +88,11 @@ class Settings:
     log_level: str = "INFO"
     history_len: int = DEFAULT_HISTORY_LEN
     history_s: float = DEFAULT_HISTORY_S
+    bars_enabled: bool = True
+    bars_1s_retention_s: int = 3600
+    bars_1m_retention_s: int = 86_400
+    bars_forming_interval_s: float = 0.25
+    massive_calls_per_minute: int = 5
 
     @property
     def keys(self) -> Keys:
@@ -150,6 +155,15 @@ class _Reader:
                                  DEFAULT_HISTORY_LEN),
             history_s=self.get("PRICEFEED_HISTORY_SECONDS", _interval(1, 7 * 86_400),
                                DEFAULT_HISTORY_S),
+            bars_enabled=self.get("PRICEFEED_BARS", _switch, True),
+            bars_1s_retention_s=self.get("PRICEFEED_BARS_1S_RETENTION", _int_range(60, 86_400),
+                                         3600),
+            bars_1m_retention_s=self.get("PRICEFEED_BARS_1M_RETENTION",
+                                         _int_range(3600, 30 * 86_400), 86_400),
+            bars_forming_interval_s=self.get("PRICEFEED_BARS_FORMING_INTERVAL",
+                                             _interval(0, 1), 0.25),
+            massive_calls_per_minute=self.get("PRICEFEED_MASSIVE_CALLS_PER_MINUTE",
+                                              _int_range(1, 10_000), 5),
         )
 
 
@@ -219,6 +233,13 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _switch(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("expected on or off")
+    return value in ("on", "true", "1")
 
 
 def _host(raw: str) -> str:

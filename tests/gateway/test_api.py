@@ -166,7 +166,7 @@ async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_prod
         "pricefeed_gateway_ticks_total 1.0",
         "pricefeed_gateway_open_streams 0.0",
         "pricefeed_gateway_hub_subscriptions 1.0",
-        "pricefeed_gateway_background_tasks 4.0",
+        "pricefeed_gateway_background_tasks 5.0",
         "pricefeed_gateway_events_sent_total",
         "pricefeed_gateway_updates_sent_total",
         "pricefeed_gateway_updates_conflated_total",
