@@ -173,7 +173,9 @@ static const char *skip_string(const char *p, const char *e) {
 static const char *parse_number(const char *p, const char *e, double *out) {
     char tmp[64];
     size_t n = 0;
-    while (p + n < e && n < sizeof tmp - 1 && p[n] && strchr("+-0123456789.eE", p[n]))
+    while (p + n < e && n < sizeof tmp - 1 &&
+           ((p[n] >= '0' && p[n] <= '9') || p[n] == '.' || p[n] == '-' || p[n] == '+' ||
+            p[n] == 'e' || p[n] == 'E'))
         n++;
     if (n == 0 || n == sizeof tmp - 1)
         return NULL;
@@ -194,7 +196,8 @@ static const char *skip_value(const char *p, const char *e) {
         return skip_string(p, e);
     if (*p != '{' && *p != '[') {
         const char *s = p;
-        while (p < e && *p && !strchr(",}] \t\r\n", *p))
+        while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+               *p != '\r' && *p != '\n')
             p++;
         return p > s ? p : NULL;
     }
@@ -285,10 +288,52 @@ static int extract_timestamps(const char *p, size_t len, double *out, int max) {
 static double timestamps[MAX_UPDATES];
 static long unparsable = 0;
 
-static int parse_or_warn(const char *what, const char *data, size_t len) {
+/* Parsing is memoized on the exact data bytes, as in bench/sse_client.py: a fan-out
+ * gateway sends the same bytes to every client, so each distinct payload is scanned once.
+ * A direct-mapped table of recent payloads; a hit is verified byte for byte (memcmp), so
+ * the result is the parse's. Profiled (perf, 1,000 clients x 10 Hz): strtod and the scan
+ * were over a third of this process's CPU before. */
+#define MEMO_SLOTS 256
+typedef struct {
+    char *data;
+    size_t len;
+    int n; /* timestamps, or -1: unparsable */
+    double *ts;
+} Memo;
+static Memo memo[MEMO_SLOTS];
+
+/* A cheap hash of length and up to 16 words spread over the payload (memcmp decides). */
+static size_t memo_slot(const char *p, size_t len) {
+    uint64_t h = len * 0x9E3779B97F4A7C15ull, w;
+    size_t step = len >= 128 ? (len - 8) / 15 : 8;
+    for (size_t i = 0; i + 8 <= len && i < 16 * step; i += step) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    return (size_t)(h % MEMO_SLOTS);
+}
+
+/* How many timestamps one payload holds (*out: them); -1 on junk, warned about. */
+static int parse_or_warn(const char *what, const char *data, size_t len, const double **out) {
+    Memo *m = &memo[memo_slot(data, len)];
+    if (m->data && m->len == len && memcmp(m->data, data, len) == 0) {
+        unparsable += m->n < 0;
+        *out = m->ts;
+        return m->n;
+    }
     int n = extract_timestamps(data, len, timestamps, MAX_UPDATES);
     if (n < 0 && unparsable++ < 20)
         logmsg("WARNING", "unparsable %s: %.*s", what, (int)(len < 80 ? len : 80), data);
+    char *copy = realloc(m->data, len ? len : 1);
+    double *ts = realloc(m->ts, (size_t)(n > 0 ? n : 1) * sizeof *ts);
+    if (!copy || !ts)
+        die("out of memory");
+    memcpy(copy, data, len);
+    if (n > 0)
+        memcpy(ts, timestamps, (size_t)n * sizeof *ts);
+    *m = (Memo){copy, len, n, ts};
+    *out = ts;
     return n;
 }
 
@@ -399,10 +444,11 @@ static void client_open(Client *c) {
 static void dispatch(Client *c, double now) {
     data_lines.len--; /* the LF after the last data line */
     c->events++;
-    int n = parse_or_warn("event", data_lines.p, data_lines.len);
+    const double *ts;
+    int n = parse_or_warn("event", data_lines.p, data_lines.len, &ts);
     if (n < 0)
         return;
-    c->in_window += window_record(window, timestamps, n, now);
+    c->in_window += window_record(window, ts, n, now);
     c->first_event = 1;
 }
 
@@ -803,9 +849,10 @@ static size_t reference_reply(const char *p, const char *e, double now) {
     }
     if (items == 3 && item_len[0] == 7 && memcmp(item[0], "message", 7) == 0) {
         ref.latency->start = window->start, ref.latency->end = window->end;
-        int n = parse_or_warn("message", item[2], (size_t)item_len[2]);
+        const double *ts;
+        int n = parse_or_warn("message", item[2], (size_t)item_len[2], &ts);
         if (n >= 0)
-            ref.offered += window_record(ref.latency, timestamps, n, now);
+            ref.offered += window_record(ref.latency, ts, n, now);
     }
     return (size_t)(s - p);
 }
