@@ -22,8 +22,11 @@ from pathlib import Path
 # more specific centres come first in a stack's walk from the leaf.
 CENTRES: tuple[tuple[str, str], ...] = (
     ("GC", r"^<gc>|\(garbage collection\)|gc_collect"),
-    ("socket write: uvloop transport.write / send", r"^write \(.*uvloop|transport\.write|"
-     r"^_write \(|sock_send|^send \(.*socket"),
+    (
+        "socket write: uvloop transport.write / send",
+        r"^write \(.*uvloop|transport\.write|"
+        r"^_write \(|sock_send|^send \(.*socket",
+    ),
     ("HTTP framing + ASGI send: uvicorn (httptools)", r"uvicorn/protocols/http/"),
     ("SSE response: gateway/sse.py PriceStream._stream", r"gateway/sse\.py"),
     ("sse-starlette (framing, ensure_bytes)", r"sse_starlette/"),
@@ -68,8 +71,10 @@ def short(frame: str) -> str:
 
 
 def table(title: str, counts: Counter[str], total: int, per_event: float | None, n: int) -> str:
-    rows = [f"| {title} | samples % | µs per event |" if per_event else
-            f"| {title} | samples % |", "|---|---:|---:|" if per_event else "|---|---:|"]
+    rows = [
+        f"| {title} | samples % | µs per event |" if per_event else f"| {title} | samples % |",
+        "|---|---:|---:|" if per_event else "|---|---:|",
+    ]
     for name, c in counts.most_common(n):
         share = c / total
         cells = f"| {name} | {100 * share:.1f} |"
