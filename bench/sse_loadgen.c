@@ -826,6 +826,8 @@ static void reference_start(const char *url) {
     }
     buf_free(&cmd);
     fcntl(ref.fd, F_SETFL, fcntl(ref.fd, F_GETFL) | O_NONBLOCK);
+    int on = 1;
+    setsockopt(ref.fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
     ref.latency = window_new();
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ref};
     epoll_ctl(epfd, EPOLL_CTL_ADD, ref.fd, &ev);
@@ -882,8 +884,8 @@ static size_t reference_reply(const char *p, const char *e, double now) {
 }
 
 static void reference_event(void) {
-    ssize_t r = recv(ref.fd, readbuf, sizeof readbuf, 0);
-    double now = wall_now();
+    double now;
+    ssize_t r = recv_stamped(ref.fd, &now);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
