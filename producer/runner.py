@@ -20,7 +20,8 @@ from redis.exceptions import RedisError
 
 from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import Publisher
+from producer.publisher import LOG_SLACK, BarOptions, Publisher
+from producer.scripts import LOG_IDS, Script
 from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
@@ -29,6 +30,7 @@ from shared.codec import decode_update
 from shared.errors import CodecError, PricefeedError
 from shared.models import PriceUpdate
 from shared.settings import Settings
+from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,11 @@ class ProducerRunner:
         self.redis = redis
         self.owner_id = owner_id or new_owner_id()
         self.lease = Lease(redis, self.keys, self.owner_id)
-        self.publisher = Publisher(redis, self.keys, self.owner_id)
+        self._log_ids = Script(redis, LOG_IDS)
+        self.publisher = Publisher(
+            redis, self.keys, self.owner_id, settings.history_len, settings.history_s,
+            bar_options(settings),
+        )
         self.source: MarketDataSource | None = None
         self._last_tickers: list[str] = []
         self._redis_ok: bool | None = None
@@ -92,7 +98,8 @@ class ProducerRunner:
         )
         tickers = await watchlist.load(fallback=self._last_tickers)
         cached = await self._cached(tickers)
-        self.publisher.begin(tickers, cached)
+        self.publisher.begin(tickers, cached, await self._logged())
+        await self.publisher.restore_bars(tickers)
         start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
         try:
             self.source = create_source(self.settings, self.publisher.publish)
@@ -107,6 +114,7 @@ class ProducerRunner:
         finally:
             self._last_tickers = list(watchlist.current)
             await self.source.stop()
+            await self.publisher.flush_bars()
             await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
@@ -136,6 +144,15 @@ class ProducerRunner:
             if update.ticker == ticker:
                 out[ticker] = update
         return out
+
+    async def _logged(self) -> list[tuple[int, int]]:
+        """The ``(seq, ms)`` ids in the tick log, oldest first: this term's seqs go above
+        them (even if ``NS:seq`` was lost), and the age cap reaches them too."""
+        if not self.settings.history_len:
+            return []
+        most = self.settings.history_len + LOG_SLACK
+        raw = await self._log_ids(keys=[self.keys.ticks], args=[most])
+        return [parse_entry_id(i) for i in raw]
 
     async def _add_ticker(self, ticker: str) -> None:
         cached = (await self._cached([ticker])).get(ticker)
@@ -174,6 +191,14 @@ class ProducerRunner:
         await stop_tasks([task])
         if done and not task.cancelled() and task.exception() is None and task.result():
             log.info("released the lease")
+
+
+def bar_options(settings: Settings) -> BarOptions | None:
+    """How the publisher keeps bars, or None when ``PRICEFEED_BARS=off``."""
+    if not settings.bars_enabled:
+        return None
+    return BarOptions({"1s": settings.bars_1s_retention_s, "1m": settings.bars_1m_retention_s},
+                      settings.bars_forming_interval_s)
 
 
 async def race(*aws: Awaitable[Any]) -> None:
