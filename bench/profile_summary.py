@@ -47,7 +47,7 @@ def parse(lines: Iterable[str]) -> Counter[tuple[str, ...]]:
         if not stack or not count.isdigit():
             continue
         frames = tuple(f for f in stack.split(";") if not f.startswith(("process ", "thread ")))
-        stacks[frames] += int(count)
+        stacks[frames or ("(no Python frame)",)] += int(count)
     return stacks
 
 

@@ -5,8 +5,9 @@ every update into the ``latest`` hash, each on its ``price:{TICKER}`` channel, a
 tick map on ``prices`` — with two subscribers draining the channels, as the producer
 bench does. Only the way the tick reaches Redis differs:
 
-- ``evalsha``: the producer's script (``producer/scripts.py`` PUBLISH_TICK, as it is in
-  this checkout), one EVALSHA with a ticker/payload pair per update (~20,000 ARGV strings);
+- ``evalsha``: the producer's tick script without the tick log and bars (the same work
+  as the other designs), one EVALSHA with a ticker/payload pair per update (~20,000
+  ARGV strings), packed by hiredis as the producer packs it;
 - ``function``: the same Lua as a Redis 7 function (FUNCTION LOAD once, then FCALL);
 - ``packed-function``: a function that gets all pairs in ONE argument
   (``TICKER NUL PAYLOAD NUL ...``) and splits it with ``string.find``;
@@ -108,11 +109,23 @@ redis.register_function('tw_msgpack', msgpack_tick)
 """
 
 
-def producer_script() -> str:
-    """The tick script of this checkout's producer (whatever it is now)."""
-    from producer.scripts import PUBLISH_TICK
-
-    return PUBLISH_TICK
+# The producer's tick script as it was before the tick log and bars joined it (commit
+# bc93579, producer/scripts.py PUBLISH_TICK): the same work as every design here.
+EVALSHA_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = #ARGV
+for i = 6, n, 4000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, n)))
+end
+local last = 5 + 2 * tonumber(ARGV[5])
+if last < 6 then return 1 end
+local prefix = ARGV[2]
+for i = 6, last, 2 do
+  redis.call('PUBLISH', prefix .. ARGV[i], ARGV[i + 1])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
 
 
 @dataclass
@@ -374,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conn = Conn(port)
         server = psutil.Process(proc.pid)  # taskset execs redis-server: the same process
-        sha = conn.call("SCRIPT", "LOAD", producer_script())
+        sha = conn.call("SCRIPT", "LOAD", EVALSHA_SCRIPT)
         assert isinstance(sha, bytes)
         conn.call("FUNCTION", "LOAD", "REPLACE", LIBRARY)
         drain(port, hiredis.pack_command(("PSUBSCRIBE", PREFIX + "*")))
