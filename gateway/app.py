@@ -21,6 +21,7 @@ from gateway import unavailable
 from gateway.access import Refused, refused_handler
 from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
+from gateway.headers import HostCheck, SecurityHeaders
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.notices import Notices
@@ -104,6 +105,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     unavailable.install(app)
     app.add_exception_handler(Refused, refused_handler)
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/headers.py)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:
         app.add_middleware(
@@ -112,4 +114,5 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # outermost
     return app
