@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+if TYPE_CHECKING:
+    from gateway.verifier import Verifier
+
 from gateway.hub import Hub
+from gateway.notices import Notices
 from gateway.sse import SendWatchdog
 from gateway.stats import Stats
 from gateway.subscriber import Subscriber
@@ -25,3 +30,5 @@ class Gateway:
     subscriber: Subscriber
     registry: CollectorRegistry
     watchdog: SendWatchdog
+    notices: Notices
+    verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)
