@@ -50,7 +50,8 @@ class Client:
     """One SSE stream's state in the hub: its filter and at most one pending batch."""
 
     __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "last_sent",
-                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake")
+                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake",
+                 "wanted")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
@@ -58,6 +59,7 @@ class Client:
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
         self.entitled: frozenset[str] | None = None  # the access token's tickers; None: all
+        self.wanted = tickers  # what a delayed stream serves (its `tickers` is empty)
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
