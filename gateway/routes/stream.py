@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import CacheView, read_cache
+from gateway.headers import SECURITY_HEADERS
 from gateway.hub import Batch, Client, Item
 from gateway.notices import parse_kinds
 from gateway.sse import PING_FRAME, PriceStream
@@ -58,11 +59,21 @@ def parse_bars(raw: str | None) -> str | None:
     return raw
 
 
+_ASCII_DIGITS = frozenset("0123456789")
+
+
 def parse_event_id(raw: str | None) -> int | None:
-    """The resume point, or None when absent or unparsable (then: a full snapshot)."""
-    if raw is None or not raw.strip().isdigit() or len(raw) > 20:
+    """The resume point, or None when absent or unusable (then: a full snapshot).
+
+    ASCII digits only: ``str.isdigit`` is also true for "²" (which ``int`` refuses) and
+    ``int`` also reads Arabic-Indic digits; neither is an id this gateway sent.
+    """
+    if raw is None:
         return None
-    return int(raw.strip())
+    text = raw.strip()
+    if not text or len(text) > 20 or not _ASCII_DIGITS.issuperset(text):
+        return None
+    return int(text)
 
 
 def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | None) -> Batch | None:
@@ -154,20 +165,27 @@ def respond(request: Request) -> Response:
         bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
     except (BadRequest, ValueError) as e:
-        return JSONResponse({"detail": str(e)}, status_code=422)
+        return _secured(JSONResponse({"detail": str(e)}, status_code=422))
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
-        return JSONResponse(
+        return _secured(JSONResponse(
             {"detail": "too many clients connected; retry shortly"},
             status_code=503,
             headers={"Retry-After": "5"},
-        )
+        ))
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
     # Registered before the snapshot read: no tick can fall in between.
     client = gw.hub.register(wanted, bars, kinds)
     gw.stats.streams_opened += 1
-    return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
+    return _secured(
+        PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog))
+
+
+def _secured(response: Response) -> Response:
+    """``response`` with the security headers every other route gets from middleware."""
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
 
 
 class StreamEndpoint:
