@@ -113,23 +113,17 @@ def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | Non
     return Batch(items) if items else None
 
 
-async def _events(
+def _events(
     gw: Gateway, client: Client, after: int | None, grant: Grant, max_hz: float | None
 ) -> AsyncGenerator[bytes, None]:
-    loop = asyncio.get_running_loop()
+    """The stream's frames. The token's expiry is one timer per stream (cancelled when the
+    hub forgets the client): nothing about the token is checked per event."""
     left = seconds_left(grant)
-    # One timer per stream for the token's expiry: nothing is checked per event.
-    timer = None if left is None else loop.call_later(max(left, 0.0), _expire, client)
-    try:
-        frames = (_delayed_frames(gw, client, grant, max_hz) if grant.delay_s
-                  else _frames(gw, client, after, max_hz))
-        async for frame in frames:
-            yield frame
-        if client.expired:
-            yield EXPIRED_FRAME
-    finally:
-        if timer is not None:
-            timer.cancel()
+    if left is not None:
+        client.expiry = asyncio.get_running_loop().call_later(max(left, 0.0), _expire, client)
+    if grant.delay_s:
+        return _delayed_frames(gw, client, grant, max_hz)
+    return _frames(gw, client, after, max_hz)
 
 
 def _expire(client: Client) -> None:
@@ -163,6 +157,8 @@ async def _frames(
         if interval:  # capped: wait out the interval while the hub keeps merging
             await _hold(client, client.last_sent + interval)
         if client.closed:
+            if client.expired:
+                yield EXPIRED_FRAME
             return
         if client.notices is not None:
             for notice in client.take_notices():
@@ -211,6 +207,8 @@ async def _delayed_frames(
     while True:
         await _hold(client, loop.time() + period)  # woken early only to end, ping or notify
         if client.closed:
+            if client.expired:
+                yield EXPIRED_FRAME
             return
         if client.notices is not None:
             for notice in client.take_notices():
