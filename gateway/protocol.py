@@ -228,3 +228,8 @@ class CloseDelimitedCycle(RequestResponseCycle):
 def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with its own shared state."""
     return type("GatewayHttpProtocol", (GuardedProtocol,), {"guard": _Guard(limits)})
+
+
+# For uvicorn's own command line, `--http gateway.protocol:DefaultProtocol` (README,
+# "Running several gateways"): the default limits, one guard per worker process.
+DefaultProtocol: type[GuardedProtocol] = guarded_protocol(HttpLimits())
