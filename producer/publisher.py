@@ -10,6 +10,11 @@ encoded in one orjson call (`producer.encoding`), and the next tick is encoded w
 still runs the previous one: `publish` returns once its tick is *sent*; the reply is
 awaited before the next tick is sent (`settle`). A lost lease or a Redis error goes to
 `failure`, never raised from `publish` (it is the sources' sink); the runner awaits it.
+
+Redis out of memory (``maxmemory`` under ``noeviction``) refuses every tick but is not a
+failure of the term: the lease and the status can still be written (see `producer.lease`),
+so the publisher keeps the term, marks itself `out_of_memory` (the status shows it), tries
+each tick again, and rewrites the whole cache with the first tick that lands.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Final
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
@@ -64,6 +69,8 @@ class Publisher:
         self._invalid_logged: set[str] = set()
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure.set_result(None)  # no term yet: nothing is published
+        self.landed = asyncio.Event()  # set once a tick of the current term has landed
+        self.out_of_memory = False
         self.ticks = 0
 
     def begin(self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate]) -> None:
@@ -82,6 +89,7 @@ class Publisher:
         self._seq_next = self._seq_end + 1  # the rest of an old block is never used
         self._rewrite = True
         self.failure = asyncio.get_running_loop().create_future()
+        self.landed = asyncio.Event()
 
     def last_prices(self) -> dict[str, float]:
         """The last price published per ticker (to continue from when the cache is empty)."""
@@ -117,6 +125,8 @@ class Publisher:
         try:
             async with self._lock:
                 await self._publish(quotes)
+        except OutOfMemoryError as e:
+            self._refused(e)
         except FAILURES as e:
             self._fail(e)
 
@@ -149,22 +159,29 @@ class Publisher:
             self._fold()
             sent = set(tickers)
             args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
-        packed = self._write.pack([self.keys.producer, self.keys.latest], args)
+            self._rewrite = False  # before settle: a refusal found there asks for it again
+        packed = self._write.pack([self.keys.lease, self.keys.latest], args)
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
             return
         conn = await self._write.send(packed)  # sent now; Redis runs it while we go on
         self._inflight = asyncio.create_task(self._land(conn, packed), name="publish-tick")
-        self._rewrite = False
         self._tail = (tickers, prices, payloads)
         self.ticks += 1
 
     async def _land(self, conn: Connection, packed: bytes) -> None:
         try:
             if not await self._write.receive(conn, packed):
-                raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+                raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
+        except OutOfMemoryError as e:
+            self._refused(e)
         except FAILURES as e:
             self._fail(e)
+        else:
+            self.landed.set()
+            if self.out_of_memory:
+                self.out_of_memory = False
+                log.info("Redis has memory again: ticks are written")
 
     async def _take_seq(self, n: int) -> int:
         """The first of ``n`` fresh seqs, from the current block or a newly reserved one."""
@@ -217,6 +234,14 @@ class Publisher:
             tickers = [tickers[i] for i in keep_at.tolist()]
             prices, stamps = prices[keep_at], stamps[keep_at]
         return tickers, prices, stamps.tolist()
+
+    def _refused(self, error: OutOfMemoryError) -> None:
+        """A tick refused for lack of memory: say so once, retry, rewrite the cache then."""
+        self._rewrite = True
+        if not self.out_of_memory:
+            self.out_of_memory = True
+            log.warning("Redis is out of memory (%s): no tick can be written until memory is "
+                        "freed or maxmemory raised; retrying every tick", error)
 
     def _fail(self, error: BaseException) -> None:
         if not self.failure.done():

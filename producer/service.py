@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from producer.runner import ProducerRunner, SourceConfigError
+from producer.scripts import ScriptingRefused
 from shared.logs import configure
 from shared.settings import Settings, fail, load_or_exit
 
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
     configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except SourceConfigError as e:
+    except (SourceConfigError, ScriptingRefused) as e:
         fail(f"pricefeed producer: {e}")
     return 0
 

@@ -24,7 +24,8 @@ HOSTILE = [
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
 # What a valid system holds in its Redis, and nothing more.
-KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status"}
+KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "producer:lease",
+                "producer:status"}
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
