@@ -1,8 +1,9 @@
 """The publisher: turns a source's quotes into PriceUpdates and writes each tick atomically.
 
-Each tick is ONE script that checks the lease is still ours, writes every update into
-``NS:latest``, publishes each on its channel and the tick map on ``NS:prices`` (issue 2,
-point 5). The publisher owns ``previous_price`` and ``seq``; sources hand it quotes only.
+Each tick is ONE script that checks the lease is still ours, appends the tick map to the
+log ``NS:ticks``, writes every update into ``NS:latest``, publishes each on its channel and
+the tick map on ``NS:prices`` (README "The Redis contract"). The publisher owns
+``previous_price`` and ``seq``; sources hand it quotes only.
 
 Speed (issue 2 asks for 300,000 updates/s at 10,000 tickers): seqs come from blocks
 reserved ahead in ``NS:seq`` (one round trip per ~64 ticks, not per tick), the tick is
@@ -20,8 +21,11 @@ each tick again, and rewrites the whole cache with the first tick that lands.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
+import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -38,6 +42,7 @@ from producer.tasks import stop_tasks
 from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.settings import DEFAULT_HISTORY_LEN, DEFAULT_HISTORY_S
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +51,31 @@ SEQ_BLOCK_TICKS: Final[int] = 64  # a seq block lasts this many ticks of the cur
 MIN_SEQ_BLOCK: Final[int] = 1024
 
 FAILURES = (RedisError, OSError, LeaseLost)
+LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
+EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
+
+
+def new_epoch() -> str:
+    """A random dataset id: 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Publisher:
     """Writes ticks into Redis for the lease owner ``owner_id``."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, owner_id: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, owner_id: str,
+        history_len: int = DEFAULT_HISTORY_LEN, history_s: float = DEFAULT_HISTORY_S,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.owner_id = owner_id
+        self.history_len = history_len  # 0: no tick log
+        self.history_ms = int(history_s * 1000)
         self._reserve = Script(redis, RESERVE_SEQ)
         self._write = Script(redis, PUBLISH_TICK)
         self._lock = asyncio.Lock()
@@ -67,19 +88,30 @@ class Publisher:
         self._rewrite = False
         self._inflight: asyncio.Task[None] | None = None
         self._invalid_logged: set[str] = set()
+        self._epoch = new_epoch()  # NS:epoch if the dataset has none
+        # (last seq, wall ms) of each entry in the log, oldest first, for the MINID age cap.
+        self._logged: collections.deque[tuple[int, int]] = collections.deque()
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure.set_result(None)  # no term yet: nothing is published
         self.landed = asyncio.Event()  # set once a tick of the current term has landed
         self.out_of_memory = False
         self.ticks = 0
 
-    def begin(self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate]) -> None:
-        """Start a term: publish ``tickers``, continuing from ``cached`` (from ``NS:latest``).
+    def begin(
+        self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate],
+        logged: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        """Start a term: publish ``tickers``, continuing from ``cached`` (from ``NS:latest``)
+        and above the ``(seq, ms)`` ids already in ``NS:ticks`` (``logged``, oldest first).
 
         The first tick also rewrites the cache with every ticker's latest payload, so a
         Redis that lost its data is complete again. A fresh seq block is reserved.
         """
         self._fold()
+        self._epoch = new_epoch()
+        self._logged = collections.deque(logged)
+        if logged:
+            self._seq_end = max(self._seq_end, logged[-1][0])
         self._allowed = set(tickers)
         for ticker, update in cached.items():
             self._previous[ticker] = update.price
@@ -151,16 +183,19 @@ class Publisher:
             return
         first = await self._take_seq(len(tickers))
         payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices), stamps, first)
+        entry_id, min_id = self._log_entry(first + len(tickers) - 1) if tickers else ("", "")
         args: list[str | bytes | int] = [
             self.owner_id, self.keys.price_prefix, self.keys.prices,
-            encode_tick_map(tickers, payloads), len(tickers), *_interleave(tickers, payloads),
+            encode_tick_map(tickers, payloads), len(tickers), entry_id, self.history_len,
+            min_id, self._epoch, *_interleave(tickers, payloads),
         ]
         if self._rewrite:
             self._fold()
             sent = set(tickers)
             args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
             self._rewrite = False  # before settle: a refusal found there asks for it again
-        packed = self._write.pack([self.keys.lease, self.keys.latest], args)
+        keys = [self.keys.lease, self.keys.latest, self.keys.ticks, self.keys.epoch]
+        packed = self._write.pack(keys, args)
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
             return
@@ -171,8 +206,11 @@ class Publisher:
 
     async def _land(self, conn: Connection, packed: bytes) -> None:
         try:
-            if not await self._write.receive(conn, packed):
+            reply = await self._write.receive(conn, packed)
+            if not reply:
                 raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
+            if reply == EPOCH_CREATED:  # a wipe later must never bring the same epoch back
+                self._epoch = new_epoch()
         except OutOfMemoryError as e:
             self._refused(e)
         except FAILURES as e:
@@ -182,6 +220,21 @@ class Publisher:
             if self.out_of_memory:
                 self.out_of_memory = False
                 log.info("Redis has memory again: ticks are written")
+
+    def _log_entry(self, last_seq: int) -> tuple[str, str]:
+        """The log entry id ``<last seq>-<ms>`` of a tick, and the MINID that drops every
+        entry past the age cap (the seq of the oldest entry young enough to stay)."""
+        if not self.history_len:
+            return "", ""
+        now = _now_ms()
+        logged = self._logged
+        logged.append((last_seq, now))
+        if len(logged) > self.history_len + LOG_SLACK:  # MAXLEN has trimmed those
+            logged.popleft()
+        cutoff = now - self.history_ms
+        while logged[0][1] < cutoff:  # the entry just appended is never older
+            logged.popleft()
+        return f"{last_seq}-{now}", str(logged[0][0])
 
     async def _take_seq(self, n: int) -> int:
         """The first of ``n`` fresh seqs, from the current block or a newly reserved one."""

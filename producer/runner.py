@@ -26,8 +26,8 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import Publisher
-from producer.scripts import check_scripting
+from producer.publisher import LOG_SLACK, Publisher
+from producer.scripts import LOG_IDS, Script, check_scripting
 from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
@@ -36,6 +36,7 @@ from shared.codec import decode_update
 from shared.errors import CodecError, PricefeedError
 from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
 from shared.settings import Settings
+from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ class ProducerRunner:
         self.redis = redis
         self.owner_id = owner_id or new_owner_id()
         self.lease = Lease(redis, self.keys, self.owner_id)
-        self.publisher = Publisher(redis, self.keys, self.owner_id)
+        self._log_ids = Script(redis, LOG_IDS)
+        self.publisher = Publisher(
+            redis, self.keys, self.owner_id, settings.history_len, settings.history_s
+        )
         self.source: MarketDataSource | None = None
         self._last_tickers: list[str] | None = None  # None until a term has loaded them
         self._term_produced = False
@@ -108,7 +112,7 @@ class ProducerRunner:
         tickers = await watchlist.load(fallback=self._last_tickers)
         await self._prune_cache(tickers)
         cached = await self._cached(tickers)
-        self.publisher.begin(tickers, cached)
+        self.publisher.begin(tickers, cached, await self._logged())
         start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
         try:
             self.source = create_source(self.settings, self.publisher.publish)
@@ -181,6 +185,15 @@ class ProducerRunner:
             if update.ticker == ticker:
                 out[ticker] = update
         return out
+
+    async def _logged(self) -> list[tuple[int, int]]:
+        """The ``(seq, ms)`` ids in the tick log, oldest first: this term's seqs go above
+        them (even if ``NS:seq`` was lost), and the age cap reaches them too."""
+        if not self.settings.history_len:
+            return []
+        most = self.settings.history_len + LOG_SLACK
+        raw = await self._log_ids(keys=[self.keys.ticks], args=[most])
+        return [parse_entry_id(i) for i in raw]
 
     async def _add_ticker(self, ticker: str) -> None:
         cached = (await self._cached([ticker])).get(ticker)

@@ -52,7 +52,7 @@ class Keys:
 
     @property
     def seq(self) -> str:
-        """String: the last sequence number handed out."""
+        """String: the top of the seqs reserved so far (producers reserve blocks ahead)."""
         return f"{self.namespace}:seq"
 
     @property
@@ -65,6 +65,16 @@ class Keys:
     def lease(self) -> str:
         """String with TTL: the id of the one producer allowed to write (the lock)."""
         return f"{self.namespace}:producer:lease"
+
+    @property
+    def ticks(self) -> str:
+        """Stream: the tick log, one entry ``<last seq>-<ms>`` -> ``map`` per tick."""
+        return f"{self.namespace}:ticks"
+
+    @property
+    def epoch(self) -> str:
+        """String: the random id of this dataset; a new one means the log restarted."""
+        return f"{self.namespace}:epoch"
 
     @property
     def producer(self) -> str:

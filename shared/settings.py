@@ -25,6 +25,10 @@ T = TypeVar("T")
 DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
 MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+# The tick log's caps (README "The tick log"): 3,600 ticks are 30 minutes at the default
+# 2 ticks/s, the age cap 30 minutes; 0 entries turns the log off.
+DEFAULT_HISTORY_LEN: Final[int] = 3_600
+DEFAULT_HISTORY_S: Final[float] = 1_800.0
 
 
 class Secret:
@@ -78,6 +82,8 @@ class Settings:
     ping_interval_s: float = 15.0
     send_timeout_s: float = 5.0
     log_level: str = "INFO"
+    history_len: int = DEFAULT_HISTORY_LEN
+    history_s: float = DEFAULT_HISTORY_S
 
     @property
     def keys(self) -> Keys:
@@ -133,6 +139,10 @@ class _Reader:
             ping_interval_s=self.get("PRICEFEED_PING_INTERVAL", _interval(0.05, 300), 15.0),
             send_timeout_s=self.get("PRICEFEED_SEND_TIMEOUT", _interval(0.1, 120), 5.0),
             log_level=self.get("PRICEFEED_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), "INFO"),
+            history_len=self.get("PRICEFEED_HISTORY_LEN", _int_range(0, 10_000_000),
+                                 DEFAULT_HISTORY_LEN),
+            history_s=self.get("PRICEFEED_HISTORY_SECONDS", _interval(1, 7 * 86_400),
+                               DEFAULT_HISTORY_S),
         )
 
 

@@ -25,7 +25,7 @@ HOSTILE = [
 ]
 # What a valid system holds in its Redis, and nothing more.
 KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "producer:lease",
-                "producer:status"}
+                "producer:status", "ticks", "epoch"}
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
