@@ -22,8 +22,10 @@ async def test_a_term_produces_and_stops_cleanly(fake_redis) -> None:
     runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    for _ in range(200):
-        if await fake_redis.hlen(SETTINGS.keys.latest) == 2:
+    for _ in range(200):  # the heartbeat follows the first tick that landed
+        if await fake_redis.hlen(SETTINGS.keys.latest) == 2 and await fake_redis.exists(
+            SETTINGS.keys.producer
+        ):
             break
         await asyncio.sleep(0.01)
     assert await fake_redis.get(SETTINGS.keys.producer) == b"me"
