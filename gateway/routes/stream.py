@@ -21,6 +21,7 @@ from gateway.cache import CacheView, read_cache
 from gateway.hub import Batch, Client, Item
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
+from shared.bars import INTERVALS
 from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
@@ -45,6 +46,15 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         return frozenset(normalize_ticker(p) for p in parts)
     except InvalidTicker as e:
         raise BadRequest(f"tickers: {e}") from e
+
+
+def parse_bars(raw: str | None) -> str | None:
+    """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
+    if raw is None:
+        return None
+    if raw not in INTERVALS:
+        raise BadRequest(f"bars: expected one of {', '.join(INTERVALS)}")
+    return raw
 
 
 def parse_event_id(raw: str | None) -> int | None:
@@ -87,9 +97,14 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
         if client.closed:
             return
         taken = client.take()
+        bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
         if taken is None:
-            if client.ping:
+            if bar_frames:
+                client.ping = False
+                for frame in bar_frames:
+                    yield frame
+            elif client.ping:
                 client.ping = False
                 yield PING_FRAME
             continue
@@ -98,6 +113,9 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
         stats.events_sent += 1
         stats.updates_sent += len(batch.items)
         yield batch.frame()
+        if bar_frames:
+            for frame in bar_frames:
+                yield frame
 
 
 async def _snapshot_frame(gw: Gateway, client: Client, after: int | None) -> bytes:
@@ -125,6 +143,7 @@ def respond(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
+        bars = parse_bars(request.query_params.get("bars"))
     except BadRequest as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     if len(gw.hub.clients) >= gw.settings.max_clients:
@@ -136,7 +155,7 @@ def respond(request: Request) -> Response:
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
-    client = gw.hub.register(wanted)  # before the snapshot read: no tick can fall in between
+    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick can fall in between
     gw.stats.streams_opened += 1
     return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
 

@@ -17,6 +17,7 @@ class Block:
     """One SSE block as the wire gave it."""
 
     id: str | None = None
+    event: str | None = None
     data: str | None = None
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
@@ -46,6 +47,8 @@ class SSEReader:
                     out.comments.append(value)
                 elif name == "id":
                     out.id = value
+                elif name == "event":
+                    out.event = value
                 elif name == "data":
                     out.data = value if out.data is None else out.data + "\n" + value
                 elif name == "retry":
