@@ -12,7 +12,8 @@ lease is not producing (a Redis that refuses every tick still grants the lease).
 The renewal script's first write is the PEXPIRE, which Redis allows under ``maxmemory``
 with ``noeviction``; a script that has written may go on writing, so the heartbeat and the
 status (a few hundred bytes, replaced in place) are still written when Redis is out of
-memory, and the status can say so (docs/RELIABILITY.md, "Redis out of memory").
+memory, and the status can say so (docs/RELIABILITY.md, "Redis faults, consistency and
+the watchlist").
 """
 
 from __future__ import annotations

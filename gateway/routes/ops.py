@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.state import Gateway
+from gateway.subscriber import FLAP_WINDOW_S
+from shared.models import OUT_OF_MEMORY_STATE
 from shared.version import VERSION
 
 router = APIRouter()
@@ -26,7 +28,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when Redis answers, the producer's heartbeat is fresh and prices are subscribed."""
+    """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, and
+    prices are subscribed (and the subscription is not dropping again and again)."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
@@ -41,6 +44,12 @@ async def ready(request: Request) -> JSONResponse:
     status = _producer_status(raw_status)
     if not heartbeat:
         return _not_ready("producer heartbeat missing (no live producer)", status)
+    if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
+        return _not_ready("Redis is out of memory: the producer's ticks are refused", status)
+    drops = gw.subscriber.flapping
+    if drops:
+        return _not_ready(f"subscription to the prices channel keeps dropping ({drops} losses "
+                          f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
     body: dict[str, Any] = {"status": "ready"}

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import orjson
 import pytest
 import redis
 
@@ -39,6 +40,10 @@ def producing(server: RedisServer, name: str, **env: str) -> Iterator[Service]:
         yield svc
     finally:
         svc.stop()
+
+
+def aapl_seq(client: redis.Redis) -> int:
+    return int(orjson.loads(client.hget(KEYS.latest, "AAPL"))["seq"])
 
 
 class TickTimes:
@@ -128,8 +133,8 @@ def test_a_ticker_removed_while_no_producer_listens_leaves_the_cache_at_the_next
     client.srem(KEYS.watchlist, "FLOP")  # as the API does, with nobody listening
     assert client.hexists(KEYS.latest, "FLOP")
     with producing(server, "prune-b", PRICEFEED_TICKERS="AAPL,FLOP") as svc:
-        seq = int(client.get(KEYS.seq))
-        wait_for(lambda: int(client.get(KEYS.seq)) > seq, 15, what="the new term's ticks")
+        seq = aapl_seq(client)
+        wait_for(lambda: aapl_seq(client) > seq, 15, what="the new term's ticks")
         assert not client.hexists(KEYS.latest, "FLOP")
         assert client.hexists(KEYS.latest, "AAPL")
         assert "removed 1 unwatched tickers from the cache (FLOP)" in svc.output()
@@ -169,8 +174,8 @@ def test_a_second_producers_configured_tickers_are_ignored_with_one_line_saying_
             wait_for(lambda: "not used" in second.output(), 10, what="the note")
             first.stop()
             wait_for(lambda: "holding the lease" in second.output(), 10, what="the takeover")
-            seq = int(client.get(KEYS.seq))
-            wait_for(lambda: int(client.get(KEYS.seq)) > seq, 10, what="its ticks")
+            seq = aapl_seq(client)
+            wait_for(lambda: aapl_seq(client) > seq, 10, what="its ticks")
             lines = [ln for ln in second.output().splitlines() if "not used" in ln]
     assert len(lines) == 1 and "PRICEFEED_TICKERS" in lines[0], lines
     assert {m.decode() for m in client.smembers(KEYS.watchlist)} == {"AAPL", "MSFT"}
