@@ -141,6 +141,7 @@ class ProducerRunner:
             "source": source.kind if source else None,
             "state": OUT_OF_MEMORY_STATE if self.publisher.out_of_memory else state,
             "tick_interval_s": self.settings.tick_interval_s,
+            **(source.details() if source else {}),
         }
 
     async def _note_configured_tickers(self) -> None:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from gateway.state import Gateway
 from gateway.subscriber import FLAP_WINDOW_S
 from shared.models import OUT_OF_MEMORY_STATE
+from shared.status import SOURCE_DOWN, problem
 from shared.version import VERSION
 
 router = APIRouter()
@@ -28,8 +29,9 @@ async def health() -> dict[str, str]:
 
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, and
-    prices are subscribed (and the subscription is not dropping again and again)."""
+    """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, its
+    price source produces (a closed market counts: it is quiet, not broken) and prices are
+    subscribed (and the subscription is not dropping again and again)."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
@@ -52,6 +54,9 @@ async def ready(request: Request) -> JSONResponse:
                           f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
+    why = problem(status) if isinstance(status, dict) else None
+    if why is not None:
+        return _not_ready(f"{SOURCE_DOWN}: {why}", status)
     body: dict[str, Any] = {"status": "ready"}
     if status is not None:
         body["producer"] = status
