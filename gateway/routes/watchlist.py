@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from gateway.auth import require_token
+from gateway.access import ReadGrant, WriteGrant, writer
 from gateway.cache import read_one
 from gateway.state import Gateway
 from shared.codec import decode_update, encode_control
@@ -61,19 +61,22 @@ def _price(raw: bytes | str | None) -> float | None:
 
 
 @router.get("/api/watchlist")
-async def list_watchlist(request: Request) -> list[dict[str, Any]]:
-    """Every watched ticker (sorted) with its cached price, or null before its first tick."""
+async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, Any]]:
+    """Every watched ticker the token may see (sorted) with its cached price, or null
+    before its first tick."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     raw_members = await gw.redis.smembers(keys.watchlist)
     texts = (m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in raw_members)
-    members = sorted(t for t in texts if is_valid_ticker(t))
+    members = sorted(t for t in texts if is_valid_ticker(t) and grant.allows(t))
     prices: list[bytes | str | None] = await gw.redis.hmget(keys.latest, members) if members else []
     return [{"ticker": t, "price": _price(raw)} for t, raw in zip(members, prices, strict=True)]
 
 
-@router.post("/api/watchlist", status_code=201, dependencies=[Depends(require_token)])
-async def add_ticker(body: AddTicker, request: Request) -> dict[str, Any]:
+@router.post("/api/watchlist", status_code=201)
+async def add_ticker(
+    body: AddTicker, request: Request, grant: WriteGrant
+) -> dict[str, Any]:
     """Add a ticker (adding twice is fine); the producer starts producing it."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
@@ -84,12 +87,12 @@ async def add_ticker(body: AddTicker, request: Request) -> dict[str, Any]:
                       args=[symbol, cap, encode_control("add", symbol)])
     if added == -1:
         raise HTTPException(422, f"watchlist is full: at most {cap} tickers")
-    update = await read_one(gw.redis, keys, symbol)
+    update = await read_one(gw.redis, keys, symbol) if grant.allows(symbol) else None
     return {"ticker": symbol, "price": None if update is None else update.price}
 
 
 @router.delete(
-    "/api/watchlist/{ticker:path}", status_code=204, dependencies=[Depends(require_token)]
+    "/api/watchlist/{ticker:path}", status_code=204, dependencies=[Depends(writer)]
 )
 async def remove_ticker(ticker: str, request: Request) -> Response:
     """Remove a ticker; 404 when it is not on the watchlist.
@@ -104,7 +107,7 @@ async def remove_ticker(ticker: str, request: Request) -> Response:
     except InvalidTicker as e:
         if len(ticker) <= RAW_MEMBER_MAX and await gw.redis.srem(keys.watchlist, ticker):
             return Response(status_code=204)
-        raise HTTPException(404, f"ticker: {e}") from e
+        raise HTTPException(404, str(e)) from e
     if await gw.redis.srem(keys.watchlist, symbol):
         await gw.redis.publish(keys.control, encode_control("remove", symbol))
         return Response(status_code=204)
