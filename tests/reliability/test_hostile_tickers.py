@@ -29,9 +29,10 @@ KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "
 
 
 def _bar_key(ns: str, key: str) -> bool:
-    """A bar key (``NS:bars:<interval>[:<ticker>]``, ``NS:forming:...``) of a real ticker."""
+    """A bar key (``NS:bars:<interval>[:<ticker>]``, ``NS:forming:...``) of a real ticker,
+    or a day's reference hash (``NS:reference:<date>``)."""
     parts = key.split(":")
-    if parts[:2] == [ns, "forming"]:
+    if parts[:2] in ([ns, "forming"], [ns, "reference"]):
         return True
     return parts[:2] == [ns, "bars"] and (len(parts) == 3 or parts[3:] in ([t] for t in TICKERS))
 
