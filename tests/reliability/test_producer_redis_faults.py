@@ -96,13 +96,21 @@ def test_a_blip_after_earlier_outages_costs_a_tenth_of_a_second_not_the_old_back
                                  what="a tick after CLIENT KILL")
                 gaps.append(first - killed_at)
                 wait_for(lambda f=first: ticks.first_after(f + 0.3), 5, what="steady ticks")
+            # A pause longer than the producer's 5 s socket timeout: its term fails at 5 s,
+            # and its retry must be waiting when the pause ends at 6 s.
+            server.client().execute_command("CLIENT", "PAUSE", "6000", "ALL")
+            resumed_at = time.monotonic() + 6.0
+            first = wait_for(lambda: ticks.first_after(resumed_at), 15, what="a tick after")
+            pause_gap = first - resumed_at
             assert svc.alive()
     finally:
         ticks.close()
     FIGURES["blip_after_outages_gap_s"] = [round(g, 3) for g in gaps]
+    FIGURES["client_pause_6s_extra_s"] = round(pause_gap, 3)
     # 50 ms ticks + a ~0.1 s first retry + reconnect; the bug waited 3-5 s (the capped
     # backoff of the outages). 1 s leaves room for a busy 2-core machine.
     assert max(gaps) < 1.0, gaps
+    assert pause_gap < 1.0, pause_gap
 
 
 def test_a_redis_that_refuses_scripting_stops_the_producer_with_one_clear_line(
