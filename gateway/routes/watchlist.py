@@ -25,13 +25,14 @@ from shared.models import InvalidTicker, is_valid_ticker, normalize_ticker
 
 router = APIRouter()
 
-# KEYS: watchlist, control channel. ARGV: ticker, cap, control message.
+# KEYS: watchlist. ARGV: ticker, cap, control channel, control message (the channel is
+# no key: the gateway's ACL user may write only the watchlist, docs/REDIS.md).
 # 1 added, 0 already there, -1 the watchlist is full.
 ADD_TICKER = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
 redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 RAW_MEMBER_MAX = 256  # longest raw text DELETE tries to remove as a member
@@ -83,8 +84,8 @@ async def add_ticker(
     symbol = _symbol(body.ticker, 422)
     cap = gw.settings.max_watchlist
     add = gw.redis.register_script(ADD_TICKER)
-    added = await add(keys=[keys.watchlist, keys.control],
-                      args=[symbol, cap, encode_control("add", symbol)])
+    added = await add(keys=[keys.watchlist],
+                      args=[symbol, cap, keys.control, encode_control("add", symbol)])
     if added == -1:
         raise HTTPException(422, f"watchlist is full: at most {cap} tickers")
     update = await read_one(gw.redis, keys, symbol) if grant.allows(symbol) else None
