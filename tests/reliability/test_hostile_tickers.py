@@ -4,6 +4,7 @@ afterwards no Redis key or channel exists for them and no SSE frame was malforme
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from urllib.parse import quote
 
@@ -26,14 +27,17 @@ HOSTILE = [
 # What a valid system holds in its Redis, and nothing more.
 KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "producer:lease",
                 "producer:status", "ticks", "epoch"}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _bar_key(ns: str, key: str) -> bool:
+def _per_ticker_or_day(ns: str, key: str) -> bool:
     """A bar key (``NS:bars:<interval>[:<ticker>]``, ``NS:forming:...``) of a real ticker,
-    or a day's reference hash (``NS:reference:<date>``)."""
+    or a day's reference hash (``NS:reference:<YYYY-MM-DD>``)."""
     parts = key.split(":")
-    if parts[:2] in ([ns, "forming"], [ns, "reference"]):
+    if parts[:2] == [ns, "forming"]:
         return True
+    if parts[:2] == [ns, "reference"]:
+        return len(parts) == 3 and DAY.fullmatch(parts[2]) is not None
     return parts[:2] == [ns, "bars"] and (len(parts) == 3 or parts[3:] in ([t] for t in TICKERS))
 
 
@@ -111,9 +115,10 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         watchlist = {m.decode() for m in client.smembers(sys.keys.watchlist)}
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
     ns = sys.keys.namespace
-    assert {k for k in keys if not _bar_key(ns, k)} <= {f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
-    assert {c for c in channels if not _bar_key(ns, c)} <= {sys.keys.prices, sys.keys.control}, (
-        channels)
+    assert {k for k in keys if not _per_ticker_or_day(ns, k)} <= {
+        f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
+    assert {c for c in channels if not _per_ticker_or_day(ns, c)} <= {
+        sys.keys.prices, sys.keys.control}, channels
     assert watchlist == latest == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
