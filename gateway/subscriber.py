@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.cache import read_cache
@@ -193,7 +194,13 @@ class Subscriber:
         update of that ticker after it. ``NS:seq`` is read once per block of seqs."""
         top = max((u.seq for u in updates.values()), default=0)
         if top > self._seq_bound and self._client is not None:
-            raw = await self._client.get(self.settings.keys.seq)
+            try:
+                raw = await self._client.get(self.settings.keys.seq)
+            except RedisConnectionError:
+                # This connection sat idle since the last block and was closed (CLIENT
+                # KILL, Redis's idle timeout): once more, on a fresh one, rather than
+                # tearing the live subscription down for it.
+                raw = await self._client.get(self.settings.keys.seq)
             self._seq_bound = max(self._seq_bound, int(raw) if raw and raw.isdigit() else 0)
         if top > self._seq_bound:
             raise CodecError(f"seq {top} is beyond {self.settings.keys.seq} ({self._seq_bound})")

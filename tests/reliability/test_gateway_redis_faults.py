@@ -187,6 +187,9 @@ async def test_dead_pooled_connections_are_retried_so_no_request_fails(redis_ser
         client.config_set("timeout", 0)
         assert await _get_all(url, "/api/prices/AAPL", 64) == [200] * 64
         assert status(url, "/api/ready") == 200
+        # The subscription's own idle GET connection (NS:seq) was killed too; it is retried
+        # as well, so the live subscription was never torn down.
+        assert "subscription lost" not in dep.services[1].output()
 
 
 async def test_the_watchlist_cap_holds_across_gateways_under_concurrent_adds(
