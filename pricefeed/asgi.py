@@ -1,7 +1,7 @@
 """The gateway as an ASGI factory, for an ASGI server you run yourself:
 
     uv run uvicorn --factory pricefeed.asgi:gateway --host 127.0.0.1 --port 8001 \\
-        --timeout-graceful-shutdown 2
+        --timeout-graceful-shutdown 2 --http gateway.protocol:DefaultProtocol --no-access-log
 
 One process per port: `/metrics` describes the process that answers, so under
 ``--workers`` it would show one worker's figures at random. Scale with more processes on

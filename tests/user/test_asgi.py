@@ -12,6 +12,7 @@ import sys
 import httpx
 import pytest
 
+from tests.reliability import rawhttp
 from tests.support import ROOT, free_port, running, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def test_the_asgi_factory_serves_under_plain_uvicorn_and_stops_on_sigterm(
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "pricefeed.asgi:gateway",
              "--host", "127.0.0.1", "--port", str(port),
-             "--timeout-graceful-shutdown", "2"],
+             "--timeout-graceful-shutdown", "2", "--http", "gateway.protocol:DefaultProtocol"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: ready(f"http://127.0.0.1:{port}/api/ready"), 60, 0.2, "ready")
@@ -42,6 +43,8 @@ def test_the_asgi_factory_serves_under_plain_uvicorn_and_stops_on_sigterm(
                      30, 0.1, "the subscription of the app")
             prices = httpx.get(f"http://127.0.0.1:{port}/api/prices", timeout=5).json()
             assert len(prices) == 10
+            # Each worker has the guarded HTTP layer: a header bomb gets 431.
+            assert rawhttp.header_bomb(port, lines=1)[0] == 431
             proc.send_signal(signal.SIGTERM)
             # uvicorn itself re-raises the SIGTERM once it has shut down (status -15).
             assert proc.wait(15) in (0, -signal.SIGTERM)
