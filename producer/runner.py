@@ -109,13 +109,27 @@ class ProducerRunner:
         try:
             await race(
                 self.lease.keep(self.status), watchlist.follow(), self.publisher.failure,
-                stop.wait(),
+                stop.wait(), self._backfill(tickers),
             )
         finally:
             self._last_tickers = list(watchlist.current)
             await self.source.stop()
             await self.publisher.flush_bars()
             await self.publisher.close()
+
+    async def _backfill(self, tickers: list[str]) -> None:
+        """With Massive's REST source and bars on: the last day of 1 min bars, once per
+        term (docs/BARS.md "Backfill"); then nothing, until the term ends."""
+        budget = getattr(self.source, "budget", None)
+        if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
+            # Imported here so the simulator never loads the Massive client.
+            from producer.backfill import AggsClient, Backfill
+
+            key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
+            backfill = Backfill(lambda: AggsClient(key.get(), base_url), budget,
+                                self.publisher.write_backfill)
+            await backfill.run(tickers)
+        await asyncio.Event().wait()
 
     def status(self) -> dict[str, Any]:
         """What ``NS:producer:status`` shows besides the id and the time."""
