@@ -111,9 +111,12 @@ async function openChart(ticker, interval) {
   chart.backfilled = true;
   chart.backfillCount = bars.length;
   for (const bar of pending) drawBar(bar);
-  // A short history fills the width; a long one shows its newest part at the default spacing.
-  if (bars.length < 120) chart.api.timeScale().fitContent();
-  else chart.api.timeScale().scrollToRealTime();
+  // A short history spreads over the width (at most 24 px a bar), a long one shows its
+  // newest part; live bars then push the view along.
+  const width = document.getElementById("chart").clientWidth || 800;
+  const spacing = Math.max(4, Math.min(24, width / Math.max(bars.length + 5, 30)));
+  chart.api.timeScale().applyOptions({ barSpacing: spacing });
+  chart.api.timeScale().scrollToRealTime();
   showLegend(null);
 }
 
