@@ -64,7 +64,7 @@ def system(log_dir: Path) -> Iterator[str]:
                                "no"], stdout=subprocess.DEVNULL)]
     try:
         for role in ("producer", "gateway"):
-            log = open(log_dir / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
+            log = open(log_dir / f"{role}.log", "wb")
             procs.append(subprocess.Popen([sys.executable, "-m", "pricefeed", role], cwd=ROOT,
                                           env=env, stdout=log, stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{port}"

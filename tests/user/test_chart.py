@@ -21,13 +21,13 @@ PAINTED = """() => [...document.querySelectorAll('#chart canvas')].reduce((sum, 
     return sum + n; }, 0)"""
 
 
-def closed_1s_bars(system: Gateway, ticker: str) -> int:
+def closed_1s_bars(system: Gateway, ticker: str) -> int:  # noqa: F811
     body = httpx.get(f"{system.url}/api/bars/{ticker}?interval=1s", timeout=5).json()
     return sum(not b["partial"] for b in body["bars"])
 
 
 def test_sparklines_start_full_and_the_chart_is_backfilled_then_live(
-        page: Page, system: Gateway, artifacts_dir) -> None:
+        page: Page, system: Gateway, artifacts_dir) -> None:  # noqa: F811
     wait_for(lambda: closed_1s_bars(system, "AAPL") >= 4, 20, 0.2, "some closed 1 s bars")
     page.goto(system.url + "/")
     expect(page.locator("#rows tr")).to_have_count(10)
@@ -54,7 +54,7 @@ def test_sparklines_start_full_and_the_chart_is_backfilled_then_live(
     before = page.evaluate("pricefeedChart.series.data().length")
     assert before >= 4
     assert "value" in page.evaluate("pricefeedChart.series.data().at(-1)")  # a line, not candles
-    page.wait_for_function(f"(n) => pricefeedChart.series.data().length > n", arg=before,
+    page.wait_for_function("(n) => pricefeedChart.series.data().length > n", arg=before,
                            timeout=10_000)  # a new second's point arrived live
     box = page.locator("#chart").bounding_box()
     assert box is not None
