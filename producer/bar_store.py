@@ -103,12 +103,11 @@ def bar_section(keys: Keys, interval: str, retention_s: int, closed: Bars,
         retention_s, len(closed_json), len(forming_json), len(ended),
         bar_map(closed.tickers, closed_json),
     ]
-    for ticker, start, raw in zip(closed.tickers, closed.t.tolist(), closed_json, strict=True):
-        args += (ticker, start, raw)
-    for ticker, raw in zip(forming_names, forming_json, strict=True):
-        args += (ticker, raw)
-    args += ended
-    return args
+    triples: list[str | bytes | int] = [b""] * (3 * len(closed_json))
+    triples[0::3], triples[1::3], triples[2::3] = closed.tickers, closed.t.tolist(), closed_json
+    pairs: list[str | bytes | int] = [b""] * (2 * len(forming_json))
+    pairs[0::2], pairs[1::2] = forming_names, forming_json
+    return args + triples + pairs + ended
 
 
 def bar_map(tickers: Iterable[str], payloads: Iterable[bytes]) -> bytes:
