@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import CacheView, read_cache
 from gateway.hub import Batch, Client, Item
+from gateway.notices import parse_kinds
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
 from shared.bars import INTERVALS
@@ -89,6 +90,10 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
     if snapshot:
         yield snapshot
     del snapshot
+    if client.notice_kinds is not None:  # what it asked for, as it is now
+        for kind in sorted(client.notice_kinds):
+            if kind in gw.notices.frames:
+                yield gw.notices.frames[kind]
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
@@ -96,6 +101,9 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
         wake.clear()
         if client.closed:
             return
+        if client.notices is not None:
+            for notice in client.take_notices():
+                yield notice
         taken = client.take()
         bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
@@ -144,7 +152,8 @@ def respond(request: Request) -> Response:
     try:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(request.query_params.get("bars"))
-    except BadRequest as e:
+        kinds = parse_kinds(request.query_params.get("events"))
+    except (BadRequest, ValueError) as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
@@ -155,7 +164,8 @@ def respond(request: Request) -> Response:
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
-    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick can fall in between
+    # Registered before the snapshot read: no tick can fall in between.
+    client = gw.hub.register(wanted, bars, kinds)
     gw.stats.streams_opened += 1
     return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
 
