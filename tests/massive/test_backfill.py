@@ -3,6 +3,7 @@ what it stores, the calls-per-minute budget, 403 and 429 (docs/BARS.md "Backfill
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -11,10 +12,19 @@ import redis.asyncio as aioredis
 
 from producer.backfill import AggsClient, Backfill, CallBudget
 from producer.publisher import BarOptions, Publisher
+from producer.runner import ProducerRunner
 from shared.bars import Bar, decode_bar
 from shared.keys import Keys
-from tests.massive.conftest import lines
-from tests.massive.fakes import API_KEY, FakeMassiveHTTP, agg, forbidden, rate_limited
+from shared.settings import Secret, Settings
+from tests.massive.conftest import eventually, lines
+from tests.massive.fakes import (
+    API_KEY,
+    FakeMassiveHTTP,
+    agg,
+    forbidden,
+    rate_limited,
+    snapshot_entry,
+)
 
 pytestmark = [pytest.mark.massive, pytest.mark.integration]
 
@@ -120,3 +130,30 @@ async def test_a_429_waits_for_retry_after_and_retries_the_same_ticker(
     assert requests[1].at - requests[0].at >= 0.95
     assert len(lines(caplog, logging.WARNING, "429); retrying AAPL in 1 s")) == 1
     assert len(await stored(redis, keys, "AAPL")) == 4
+
+
+async def test_a_rest_producer_backfills_at_start_through_its_shared_budget(
+        massive_http, redis, redis_url, namespace) -> None:
+    keys = Keys(namespace)
+    minute = serve_day(massive_http, time.time())
+    massive_http.serve(snapshot_entry("AAPL", 190.0, time.time_ns()))
+    settings = Settings(redis_url=redis_url, namespace=namespace, tickers=("AAPL",),
+                        massive_api_key=Secret(API_KEY), massive_base_url=massive_http.url,
+                        poll_interval_s=1.0)
+    runner = ProducerRunner(settings, redis, owner_id="rest")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: any("aggs" in r.path for r in massive_http.seen()),
+                         what="the aggregates call")
+        for _ in range(200):
+            if await redis.zcard(keys.bars("1m", "AAPL")) >= 4:
+                break
+            await asyncio.sleep(0.02)
+        bars = await stored(redis, keys, "AAPL")
+        assert [b.t for b in bars][-1] == minute - 60 and bars[-1].v == 1200.0
+        source = runner.source
+        assert source is not None and getattr(source, "budget", None) is not None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
