@@ -48,6 +48,8 @@ from shared.keys import Keys
 from shared.seed import DEFAULT_TICKERS
 
 GATEWAYS = ("ours", "pubsub", "polling")
+# Ours with uvicorn's stock protocols instead of the guarded one (bench/gateway_variants.py).
+VARIANTS = ("ours-httptools", "ours-h11")
 LOADGENS = ("c", "python")
 STREAM_PATH = "/api/stream/prices"
 
@@ -332,7 +334,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", default=DEFAULT_SCENARIOS, help=f"comma list of {', '.join(SCENARIOS)}"
     )
     p.add_argument(
-        "--gateways", default=",".join(GATEWAYS), help="comma list of ours, pubsub, polling"
+        "--gateways", default=",".join(GATEWAYS),
+        help="comma list of ours, pubsub, polling, ours-httptools, ours-h11"
     )
     p.add_argument(
         "--loadgen",
@@ -378,7 +381,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.gateways = [g.strip() for g in args.gateways.split(",") if g.strip()]
     bad = [s for s in args.scenarios if s not in SCENARIOS]
-    bad += [g for g in args.gateways if g not in GATEWAYS]
+    bad += [g for g in args.gateways if g not in (*GATEWAYS, *VARIANTS)]
     args.loadgen = [k.strip() for k in args.loadgen.split(",") if k.strip()]
     bad += [k for k in args.loadgen if k not in LOADGENS] or ([] if args.loadgen else ["--loadgen"])
     if bad:

@@ -184,7 +184,7 @@ async def run_sizes(
             keys = Keys(f"bench-{name}-{n}")
             client = aioredis.Redis(port=port)
             if name == "ours":
-                await client.set(keys.producer, "bench")
+                await client.set(keys.lease, "bench")
                 publisher = Publisher(client, keys, "bench")
                 publisher.begin(tickers, {})
                 args = (publisher.publish, columns, publisher.settle)

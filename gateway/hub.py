@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sse_starlette import ServerSentEvent
 
@@ -49,19 +49,21 @@ class Batch:
 class Client:
     """One SSE stream's state in the hub: its filter and at most one pending batch."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "last_sent", "notice_kinds", "notices",
-                 "pending", "ping", "resync", "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "last_sent",
+                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
         self.tickers = tickers
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
+        self.entitled: frozenset[str] | None = None  # the access token's tickers; None: all
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
         self.closed = False
+        self.expired = False  # closed because the client's access token expired
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
@@ -206,14 +208,21 @@ class Hub:
                 client.resync = batch
                 client.wake.set()
 
-    def notify(self, kind: str, frame: bytes) -> None:
-        """Mark a named event on every client that asked for ``kind`` (latest one wins)."""
+    def notify(self, kind: str, frame: bytes,
+               narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:
+        """Mark a named event on every client that asked for ``kind`` (latest one wins);
+        a client entitled to some tickers only gets ``narrow(entitled)`` when given."""
+        narrowed: dict[frozenset[str], bytes] = {}
         for client in self.clients:
             kinds = client.notice_kinds
             if kinds is not None and kind in kinds:
+                data = frame
+                if narrow is not None and client.entitled is not None:
+                    data = narrowed.get(client.entitled) or narrowed.setdefault(
+                        client.entitled, narrow(client.entitled))
                 if client.notices is None:
                     client.notices = {}
-                client.notices[kind] = frame
+                client.notices[kind] = data
                 client.wake.set()
 
     def ping_idle(self, sent_before: float) -> None:

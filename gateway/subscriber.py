@@ -6,15 +6,23 @@ ticks were lost, so the subscription's client is built with retries off
 surfaces here, the whole session is rebuilt with capped backoff, and the hub hands every
 client a fresh snapshot (issue 3, "Resilience"). A PING on the subscription connection
 when it has been quiet proves it is still alive; a missing PONG rebuilds it.
+
+A session that subscribes but is cut before it delivers a tick did not work: the backoff
+is reset, and the losses forgotten, only by a tick delivered. A subscription cut again and
+again (Redis's ``client-output-buffer-limit pubsub`` below the size of one tick cuts it on
+every tick) is `flapping`: one WARNING per 10 s with the count, and readiness says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.cache import read_cache
@@ -28,6 +36,11 @@ from shared.models import PriceUpdate
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A subscription lost this many times within FLAP_WINDOW_S, with no tick delivered in
+# between, "keeps dropping": a WARNING with the count, and readiness is degraded.
+FLAP_LOSSES = 3
+FLAP_WINDOW_S = 30.0
 
 
 class StaleSubscription(Exception):
@@ -57,6 +70,9 @@ class Subscriber:
         self.connected = False
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
         self._malformed_log = LogThrottle(log, 10.0)
+        self._flap_log = LogThrottle(log, 10.0)
+        self._losses: collections.deque[float] = collections.deque()  # monotonic times
+        self._worked = False
         self._seq_bound = 0  # NS:seq when last read: no real update has a larger seq
         self._client: aioredis.Redis | None = None
 
@@ -64,15 +80,40 @@ class Subscriber:
         """Subscribe, consume, and on any Redis failure resubscribe; runs until cancelled."""
         failed = False
         while True:
+            self._worked = False
             try:
                 await self._session(failed)
             except (RedisError, OSError, StaleSubscription) as e:
-                if not failed:
-                    log.warning("Redis subscription lost (%s: %s); retrying", type(e).__name__, e)
+                # News unless the subscription was already failing: a session that carried
+                # ticks had recovered from any earlier loss.
+                self._lost(e, news=self._worked or not failed)
                 failed = True
             finally:
                 self.connected = False
             await asyncio.sleep(self._backoff.next_delay())
+
+    @property
+    def flapping(self) -> int:
+        """Losses of the subscription within `FLAP_WINDOW_S` with no session between them
+        that carried a tick; `FLAP_LOSSES` or more means it keeps dropping (readiness
+        reports it). 0 once a session has carried a tick."""
+        now = time.monotonic()
+        while self._losses and self._losses[0] < now - FLAP_WINDOW_S:
+            self._losses.popleft()
+        return len(self._losses) if len(self._losses) >= FLAP_LOSSES else 0
+
+    def _lost(self, error: BaseException, news: bool) -> None:
+        self._losses.append(time.monotonic())
+        what = f"{type(error).__name__}: {error}"
+        if news:
+            log.warning("Redis subscription lost (%s); retrying", what)
+        elif self.flapping:
+            # One line per interval with the count, rather than one per loss (a Redis that
+            # cuts the subscription on every tick: client-output-buffer-limit pubsub).
+            self._flap_log.warning(
+                "Redis subscription keeps dropping: lost %d times in the last %.0f s with no "
+                "tick delivered (last: %s); clients get snapshots only. Check Redis's "
+                "client-output-buffer-limit for pubsub", self.flapping, FLAP_WINDOW_S, what)
 
     async def _session(self, after_failure: bool) -> None:
         client = self.connect()
@@ -88,7 +129,6 @@ class Subscriber:
             self._seq_bound = view.last_seq or 0
             self._client = client
             self.connected = True
-            self._backoff.reset()
             if after_failure:
                 self.stats.redis_reconnects += 1
                 log.info("Redis subscription re-established; clients get a fresh snapshot")
@@ -99,6 +139,15 @@ class Subscriber:
             self._client = None
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
+
+    def _delivered(self) -> None:
+        """A tick came through this session: the subscription works."""
+        if not self._worked:
+            self._worked = True
+            self._backoff.reset()
+            if len(self._losses) >= FLAP_LOSSES:
+                log.info("Redis subscription delivers ticks again")
+            self._losses.clear()
 
     async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -120,6 +169,7 @@ class Subscriber:
                 if message["channel"] == control and self.on_control is not None:
                     self.on_control()
                 else:
+                    self._delivered()
                     await self.on_prices(message["data"])
 
     async def on_prices(self, payload: bytes) -> None:
@@ -144,7 +194,13 @@ class Subscriber:
         update of that ticker after it. ``NS:seq`` is read once per block of seqs."""
         top = max((u.seq for u in updates.values()), default=0)
         if top > self._seq_bound and self._client is not None:
-            raw = await self._client.get(self.settings.keys.seq)
+            try:
+                raw = await self._client.get(self.settings.keys.seq)
+            except RedisConnectionError:
+                # This connection sat idle since the last block and was closed (CLIENT
+                # KILL, Redis's idle timeout): once more, on a fresh one, rather than
+                # tearing the live subscription down for it.
+                raw = await self._client.get(self.settings.keys.seq)
             self._seq_bound = max(self._seq_bound, int(raw) if raw and raw.isdigit() else 0)
         if top > self._seq_bound:
             raise CodecError(f"seq {top} is beyond {self.settings.keys.seq} ({self._seq_bound})")

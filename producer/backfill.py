@@ -40,19 +40,21 @@ class CallBudget:
         self._made: collections.deque[float] = collections.deque()
         self._lock = asyncio.Lock()
 
-    def wait_s(self) -> float:
-        """Seconds until a call may be made."""
+    def wait_s(self, leave: int = 0) -> float:
+        """Seconds until a call may be made that leaves ``leave`` places free."""
         now = self.clock()
         while self._made and self._made[0] <= now - self.window_s:
             self._made.popleft()
-        if len(self._made) < self.calls:
+        allowed = max(1, self.calls - leave)
+        if len(self._made) < allowed:
             return 0.0
-        return self._made[0] + self.window_s - now
+        return self._made[len(self._made) - allowed] + self.window_s - now
 
-    async def take(self, on_wait: Callable[[float], None] | None = None) -> None:
-        """Wait for a place, then count one call (``on_wait(seconds)`` before a wait)."""
+    async def take(self, on_wait: Callable[[float], None] | None = None, leave: int = 0) -> None:
+        """Wait for a place that leaves ``leave`` places of the window to others, then count
+        one call (``on_wait(seconds)`` before a wait)."""
         async with self._lock:
-            while (delay := self.wait_s()) > 0:
+            while (delay := self.wait_s(leave)) > 0:
                 if on_wait is not None:
                     on_wait(delay)
                 await asyncio.sleep(delay)
@@ -116,9 +118,11 @@ class Backfill:
     """Fetches the last day of 1 min bars for each ticker, once, within the budget."""
 
     def __init__(self, fetcher_factory: Callable[[], AggsFetcher], budget: CallBudget,
-                 write: BarWriter, clock: Callable[[], float] = time.time) -> None:
+                 write: BarWriter, clock: Callable[[], float] = time.time, leave: int = 0
+                 ) -> None:
         self._fetcher_factory = fetcher_factory
         self._budget = budget
+        self._leave = leave  # places of each window kept for the snapshot poller
         self._write = write
         self._clock = clock
 
@@ -148,7 +152,7 @@ class Backfill:
 
         loop = asyncio.get_running_loop()
         while True:
-            await self._budget.take(waiting)
+            await self._budget.take(waiting, self._leave)
             now = self._clock()
             to_ms = int(now * 1000)
             try:

@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from producer.runner import ProducerRunner, SourceConfigError
+from producer.scripts import ScriptingRefused
 from shared.logs import configure
 from shared.settings import Settings, fail, load_or_exit, redacted_url
 from shared.version import VERSION
@@ -36,10 +37,14 @@ def main(argv: list[str]) -> int:
     )
     parser.parse_args(argv)
     settings = load_or_exit()
+    if len(settings.tickers) > settings.max_watchlist:
+        fail(f"pricefeed producer: PRICEFEED_TICKERS lists {len(settings.tickers)} tickers, "
+             f"more than PRICEFEED_MAX_WATCHLIST={settings.max_watchlist}: shorten the list "
+             "or raise the cap")
     configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except SourceConfigError as e:
+    except (SourceConfigError, ScriptingRefused) as e:
         fail(f"pricefeed producer: {e}")
     return 0
 
@@ -51,7 +56,7 @@ def connect(settings: Settings) -> aioredis.Redis:
     """
     return aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0), **settings.redis_options,
     )
 
 

@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.state import Gateway
+from gateway.subscriber import FLAP_WINDOW_S
+from shared.models import OUT_OF_MEMORY_STATE
 from shared.status import SOURCE_DOWN, problem
 from shared.version import VERSION
 
@@ -25,10 +27,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "version": VERSION}
 
 
+# HEAD too, for uptime checks; a route of its own keeps the OpenAPI operation ids unique.
+router.add_api_route("/api/health", health, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when Redis answers, the producer's heartbeat is fresh, its price source produces
-    (a closed market counts: it is quiet, not broken) and prices are subscribed."""
+    """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, its
+    price source produces (a closed market counts: it is quiet, not broken) and prices are
+    subscribed (and the subscription is not dropping again and again)."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
@@ -43,6 +50,12 @@ async def ready(request: Request) -> JSONResponse:
     status = _producer_status(raw_status)
     if not heartbeat:
         return _not_ready("producer heartbeat missing (no live producer)", status)
+    if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
+        return _not_ready("Redis is out of memory: the producer's ticks are refused", status)
+    drops = gw.subscriber.flapping
+    if drops:
+        return _not_ready(f"subscription to the prices channel keeps dropping ({drops} losses "
+                          f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
     why = problem(status) if isinstance(status, dict) else None
@@ -62,12 +75,17 @@ def _not_ready(reason: str, producer: Any) -> JSONResponse:
 
 
 def _producer_status(raw: bytes | None) -> Any:
+    """The producer's status as the public may see it: without its ``id``, which names
+    its host and pid (operators read it from ``NS:producer`` in Redis)."""
     if raw is None:
         return None
     try:
-        return orjson.loads(raw)
+        status = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"unparsable": raw[:200].decode(errors="replace")}
+        return {"unparsable": True}
+    if isinstance(status, dict):
+        status.pop("id", None)
+    return status
 
 
 @router.get("/metrics", response_model=None)

@@ -8,6 +8,7 @@ several KB per connection against issue 3's 30 KB budget. Errors are still JSON 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator
 
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +18,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.access import Grant, Refused, read_grant, seconds_left
 from gateway.cache import CacheView, read_cache
+from gateway.headers import SECURITY_HEADERS
 from gateway.hub import Batch, Client, Item
 from gateway.notices import parse_kinds
 from gateway.sse import PING_FRAME, PriceStream
@@ -28,6 +31,9 @@ from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
 RETRY_FRAME = ServerSentEvent(retry=1000).encode()
+EXPIRED_FRAME = ServerSentEvent(
+    event="expired", data='{"detail": "the access token expired; reconnect with a new one"}'
+).encode()
 
 
 class BadRequest(Exception):
@@ -49,6 +55,20 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         raise BadRequest(f"tickers: {e}") from e
 
 
+def parse_max_hz(raw: str | None, *ceilings: float | None) -> float | None:
+    """The client's ``?max_hz=``, capped by the token's claim and ``PRICEFEED_MAX_HZ``."""
+    wanted: float | None = None
+    if raw is not None:
+        try:
+            wanted = float(raw)
+        except ValueError:
+            wanted = math.nan
+        if not (math.isfinite(wanted) and 0.1 <= wanted <= 1000):
+            raise BadRequest("max_hz: give events per second between 0.1 and 1000")
+    caps = [c for c in (wanted, *ceilings) if c is not None]
+    return min(caps) if caps else None
+
+
 def parse_bars(raw: str | None) -> str | None:
     """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
     if raw is None:
@@ -58,11 +78,21 @@ def parse_bars(raw: str | None) -> str | None:
     return raw
 
 
+_ASCII_DIGITS = frozenset("0123456789")
+
+
 def parse_event_id(raw: str | None) -> int | None:
-    """The resume point, or None when absent or unparsable (then: a full snapshot)."""
-    if raw is None or not raw.strip().isdigit() or len(raw) > 20:
+    """The resume point, or None when absent or unusable (then: a full snapshot).
+
+    ASCII digits only: ``str.isdigit`` is also true for "²" (which ``int`` refuses) and
+    ``int`` also reads Arabic-Indic digits; neither is an id this gateway sent.
+    """
+    if raw is None:
         return None
-    return int(raw.strip())
+    text = raw.strip()
+    if not text or len(text) > 20 or not _ASCII_DIGITS.issuperset(text):
+        return None
+    return int(text)
 
 
 def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | None) -> Batch | None:
@@ -80,9 +110,34 @@ def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | Non
     return Batch(items) if items else None
 
 
-async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenerator[bytes, None]:
+async def _events(
+    gw: Gateway, client: Client, after: int | None, grant: Grant, max_hz: float | None
+) -> AsyncGenerator[bytes, None]:
+    loop = asyncio.get_running_loop()
+    left = seconds_left(grant)
+    # One timer per stream for the token's expiry: nothing is checked per event.
+    timer = None if left is None else loop.call_later(max(left, 0.0), _expire, client)
+    try:
+        async for frame in _frames(gw, client, after, max_hz):
+            yield frame
+        if client.expired:
+            yield EXPIRED_FRAME
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(client: Client) -> None:
+    client.expired = client.closed = True
+    client.wake.set()
+
+
+async def _frames(
+    gw: Gateway, client: Client, after: int | None, max_hz: float | None
+) -> AsyncGenerator[bytes, None]:
     stats = gw.stats
     loop = asyncio.get_running_loop()
+    interval = 0.0 if max_hz is None else 1.0 / max_hz
     yield RETRY_FRAME
     # The snapshot is built in a helper so none of it stays referenced from this frame,
     # which lives as long as the stream (it was 40 KB per connection with 10 tickers).
@@ -92,13 +147,16 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
     del snapshot
     if client.notice_kinds is not None:  # what it asked for, as it is now
         for kind in sorted(client.notice_kinds):
-            if kind in gw.notices.frames:
-                yield gw.notices.frames[kind]
+            notice = gw.notices.frame_for(kind, client.entitled)
+            if notice is not None:
+                yield notice
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
         await wake.wait()
         wake.clear()
+        if interval:  # capped: wait out the interval while the hub keeps merging
+            await _hold(client, client.last_sent + interval)
         if client.closed:
             return
         if client.notices is not None:
@@ -126,6 +184,18 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
                 yield frame
 
 
+async def _hold(client: Client, until: float) -> None:
+    """Wait until loop time ``until`` or until the client closes, whichever is first."""
+    loop = asyncio.get_running_loop()
+    while not client.closed and (remaining := until - loop.time()) > 0:
+        client.wake.clear()  # the caller takes whatever is pending after this
+        try:
+            async with asyncio.timeout(remaining):
+                await client.wake.wait()
+        except TimeoutError:
+            return
+
+
 async def _snapshot_frame(gw: Gateway, client: Client, after: int | None) -> bytes:
     """The first event's frame (empty when there is nothing to send)."""
     view = await _snapshot_view(gw)
@@ -150,24 +220,41 @@ def respond(request: Request) -> Response:
     """Validate the request; the stream, or a JSON error."""
     gw: Gateway = request.app.state.gateway
     try:
-        wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
+        grant = read_grant(request, gw.settings, gw.verifier)
+        asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
+        max_hz = parse_max_hz(request.query_params.get("max_hz"), grant.max_hz,
+                              gw.settings.max_hz)
+    except Refused as e:
+        return _secured(e.response())
     except (BadRequest, ValueError) as e:
-        return JSONResponse({"detail": str(e)}, status_code=422)
+        return _secured(JSONResponse({"detail": str(e)}, status_code=422))
+    wanted = grant.narrow(asked)
+    if wanted is not None and not wanted:
+        return _secured(Refused(403, "the token covers none of the requested tickers",
+                                error="insufficient_scope").response())
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
-        return JSONResponse(
+        return _secured(JSONResponse(
             {"detail": "too many clients connected; retry shortly"},
             status_code=503,
             headers={"Retry-After": "5"},
-        )
+        ))
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_event_id(raw_id)
     # Registered before the snapshot read: no tick can fall in between.
     client = gw.hub.register(wanted, bars, kinds)
+    client.entitled = grant.tickers
     gw.stats.streams_opened += 1
-    return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
+    events = _events(gw, client, after, grant, max_hz)
+    return _secured(PriceStream(events, gw.hub, client, gw.stats, gw.watchdog))
+
+
+def _secured(response: Response) -> Response:
+    """``response`` with the security headers every other route gets from middleware."""
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
 
 
 class StreamEndpoint:

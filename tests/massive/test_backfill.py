@@ -139,7 +139,7 @@ async def test_a_rest_producer_backfills_at_start_through_its_shared_budget(
     massive_http.serve(snapshot_entry("AAPL", 190.0, time.time_ns()))
     settings = Settings(redis_url=redis_url, namespace=namespace, tickers=("AAPL",),
                         massive_api_key=Secret(API_KEY), massive_base_url=massive_http.url,
-                        poll_interval_s=1.0)
+                        poll_interval_s=1.0, massive_calls_per_minute=100)
     runner = ProducerRunner(settings, redis, owner_id="rest")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
@@ -157,3 +157,14 @@ async def test_a_rest_producer_backfills_at_start_through_its_shared_budget(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_the_backfill_leaves_the_poller_its_places_in_the_window() -> None:
+    budget = CallBudget(5, window_s=0.4)
+    for _ in range(2):
+        await budget.take()  # the poller's calls
+    started = time.monotonic()
+    await budget.take(leave=4)  # the backfill may use only the fifth place
+    assert time.monotonic() - started >= 0.35
+    await budget.take()  # the poller still gets its places at once
+    assert budget.wait_s() == 0.0

@@ -4,6 +4,7 @@ afterwards no Redis key or channel exists for them and no SSE frame was malforme
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from urllib.parse import quote
 
@@ -24,7 +25,20 @@ HOSTILE = [
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
 # What a valid system holds in its Redis, and nothing more.
-KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status"}
+KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "producer:lease",
+                "producer:status", "ticks", "epoch"}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _per_ticker_or_day(ns: str, key: str) -> bool:
+    """A bar key (``NS:bars:<interval>[:<ticker>]``, ``NS:forming:...``) of a real ticker,
+    or a day's reference hash (``NS:reference:<YYYY-MM-DD>``)."""
+    parts = key.split(":")
+    if parts[:2] == [ns, "forming"]:
+        return True
+    if parts[:2] == [ns, "reference"]:
+        return len(parts) == 3 and DAY.fullmatch(parts[2]) is not None
+    return parts[:2] == [ns, "bars"] and (len(parts) == 3 or parts[3:] in ([t] for t in TICKERS))
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
@@ -101,8 +115,10 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         watchlist = {m.decode() for m in client.smembers(sys.keys.watchlist)}
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
     ns = sys.keys.namespace
-    assert keys <= {f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
-    assert channels <= {sys.keys.prices, sys.keys.control}, channels
+    assert {k for k in keys if not _per_ticker_or_day(ns, k)} <= {
+        f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
+    assert {c for c in channels if not _per_ticker_or_day(ns, c)} <= {
+        sys.keys.prices, sys.keys.control}, channels
     assert watchlist == latest == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
