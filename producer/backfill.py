@@ -50,6 +50,11 @@ class CallBudget:
             return 0.0
         return self._made[len(self._made) - allowed] + self.window_s - now
 
+    def note(self) -> None:
+        """Count a call made without waiting (the poller, paced by its own interval)."""
+        self.wait_s()  # drops what left the window
+        self._made.append(self.clock())
+
     async def take(self, on_wait: Callable[[float], None] | None = None, leave: int = 0) -> None:
         """Wait for a place that leaves ``leave`` places of the window to others, then count
         one call (``on_wait(seconds)`` before a wait)."""
@@ -146,7 +151,13 @@ class Backfill:
     async def _one(self, executor: ThreadPoolExecutor, fetcher: AggsFetcher, ticker: str,
                    done: int, total: int) -> int | None:
         """Bars added for ``ticker``; None when Massive refuses the data (stop)."""
+        said = False
+
         def waiting(seconds: float) -> None:
+            nonlocal said
+            if said:
+                return
+            said = True
             log.info("Massive backfill: waiting %.0f s for the %d calls a minute allowed "
                      "(%d of %d tickers done)", seconds, self._budget.calls, done, total)
 

@@ -130,7 +130,7 @@ class MassiveRestSource(MarketDataSource):
         if not tickers:
             return self._poll_interval_s
         if self.budget is not None:
-            await self.budget.take()
+            self.budget.note()  # paced by the poll interval; the backfill gets what is left
         try:
             document = await self._fetch(tickers)
             snapshot = parse_snapshot(document, tickers)

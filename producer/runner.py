@@ -146,6 +146,11 @@ class ProducerRunner:
             # The poller's calls come first: the backfill only takes what they leave
             # (the free tier's 5 a minute with 15 s polls leaves it 1 a minute).
             polls = math.ceil(budget.window_s / self.settings.poll_interval_s)
+            if polls >= budget.calls:
+                log.warning("no 1 min backfill: the snapshot polls alone make %d calls a minute "
+                            "and PRICEFEED_MASSIVE_CALLS_PER_MINUTE is %d; raise it to your "
+                            "plan's limit", polls, budget.calls)
+                await asyncio.Event().wait()
             backfill = Backfill(lambda: AggsClient(key.get(), base_url), budget,
                                 self.publisher.write_backfill,
                                 leave=min(budget.calls - 1, polls))
