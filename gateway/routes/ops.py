@@ -48,7 +48,10 @@ async def ready(request: Request) -> JSONResponse:
     except (RedisError, OSError, TimeoutError) as e:
         return _not_ready(f"redis unavailable: {type(e).__name__}", None)
     status = _producer_status(raw_status)
+    why = problem(status) if isinstance(status, dict) else None
     if not heartbeat:
+        if why is not None:  # the lease holder's source has produced no tick yet
+            return _not_ready(f"{SOURCE_DOWN}: {why}", status)
         return _not_ready("producer heartbeat missing (no live producer)", status)
     if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
         return _not_ready("Redis is out of memory: the producer's ticks are refused", status)
@@ -58,7 +61,6 @@ async def ready(request: Request) -> JSONResponse:
                           f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
-    why = problem(status) if isinstance(status, dict) else None
     if why is not None:
         return _not_ready(f"{SOURCE_DOWN}: {why}", status)
     body: dict[str, Any] = {"status": "ready"}

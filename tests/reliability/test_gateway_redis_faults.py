@@ -220,3 +220,20 @@ async def test_injected_invalid_watchlist_members_are_hidden_and_deletable(setti
                 assert deleted.status_code == 204, (raw, deleted.text)
             assert (await http.delete("/api/watchlist/nothing here")).status_code == 404
     assert {m.decode() for m in await aredis.smembers(keys.watchlist)} == {"MSFT"}
+
+
+async def test_a_source_that_never_ticked_is_named_by_readiness_without_a_heartbeat(
+    settings, aredis
+):
+    # What a producer holding the lease writes while its source gives nothing: the
+    # status, but no heartbeat (that needs a tick that landed).
+    status = {"source": "massive-rest", "state": "unreachable", "detail": None}
+    await aredis.set(settings.keys.producer_status, orjson.dumps(status), ex=30)
+    async with served(settings) as (url, _app):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            ready = await http.get("/api/ready")
+            assert ready.status_code == 503
+            assert ready.json()["reason"] == "price source not producing: source unreachable"
+            await aredis.delete(settings.keys.producer_status)
+            gone = await http.get("/api/ready")
+            assert gone.json()["reason"] == "producer heartbeat missing (no live producer)"
