@@ -49,8 +49,9 @@ class Batch:
 class Client:
     """One SSE stream's state in the hub: its filter and at most one pending batch."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "last_sent",
-                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "expiry", "last_sent",
+                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake",
+                 "wanted")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
@@ -58,12 +59,14 @@ class Client:
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
         self.entitled: frozenset[str] | None = None  # the access token's tickers; None: all
+        self.wanted = tickers  # what a delayed stream serves (its `tickers` is empty)
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
         self.closed = False
         self.expired = False  # closed because the client's access token expired
+        self.expiry: asyncio.TimerHandle | None = None  # the timer that will expire it
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
@@ -123,8 +126,11 @@ class Hub:
         return client
 
     def unregister(self, client: Client) -> None:
-        """Forget ``client`` (idempotent)."""
+        """Forget ``client`` (idempotent), and its expiry timer."""
         self.clients.discard(client)
+        if client.expiry is not None:
+            client.expiry.cancel()
+            client.expiry = None
 
     def publish(self, tick: Mapping[str, Item]) -> None:
         """Mark one tick on every client; drop updates no newer than the hub has seen."""

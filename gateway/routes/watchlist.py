@@ -10,6 +10,7 @@ left out of the list, and DELETE removes them by their exact text.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.access import ReadGrant, WriteGrant, writer
 from gateway.cache import read_one
+from gateway.delayed import state_at
 from gateway.state import Gateway
 from shared.codec import decode_update, encode_control
 from shared.errors import CodecError
@@ -70,6 +72,11 @@ async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, A
     raw_members = await gw.redis.smembers(keys.watchlist)
     texts = (m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in raw_members)
     members = sorted(t for t in texts if is_valid_ticker(t) and grant.allows(t))
+    if grant.delay_s:
+        cutoff = int((time.time() - grant.delay_s) * 1000)
+        delayed, _ = await state_at(gw.redis, keys, cutoff, frozenset(members))
+        return [{"ticker": t, "price": _price(delayed[t][1] if t in delayed else None)}
+                for t in members]
     prices: list[bytes | str | None] = await gw.redis.hmget(keys.latest, members) if members else []
     return [{"ticker": t, "price": _price(raw)} for t, raw in zip(members, prices, strict=True)]
 
@@ -88,7 +95,8 @@ async def add_ticker(
                       args=[symbol, cap, keys.control, encode_control("add", symbol)])
     if added == -1:
         raise HTTPException(422, f"watchlist is full: at most {cap} tickers")
-    update = await read_one(gw.redis, keys, symbol) if grant.allows(symbol) else None
+    shown = grant.allows(symbol) and not grant.delay_s  # the cache is real time
+    update = await read_one(gw.redis, keys, symbol) if shown else None
     return {"ticker": symbol, "price": None if update is None else update.price}
 
 
