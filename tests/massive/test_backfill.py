@@ -54,8 +54,13 @@ def serve_day(server: FakeMassiveHTTP, now: float) -> int:
     return minute
 
 
-def backfill(server: FakeMassiveHTTP, pub: Publisher, budget: CallBudget) -> Backfill:
-    return Backfill(lambda: AggsClient(API_KEY, server.url), budget, pub.write_backfill)
+def backfill(server: FakeMassiveHTTP, pub: Publisher, budget: CallBudget,
+             now: float | None = None) -> Backfill:
+    """A backfill whose clock stays at ``now``: a retry's wait cannot carry the run into
+    the next minute, which would close the minute that was forming when it was served."""
+    clock = time.time if now is None else (lambda: now)
+    return Backfill(lambda: AggsClient(API_KEY, server.url), budget, pub.write_backfill,
+                    clock=clock)
 
 
 async def stored(redis: aioredis.Redis, keys: Keys, ticker: str) -> list[Bar]:
@@ -66,8 +71,9 @@ async def test_the_last_day_of_closed_minutes_is_stored_with_volume(
         massive_http, redis, namespace) -> None:
     keys = Keys(namespace)
     pub = await publisher(redis, keys)
-    minute = serve_day(massive_http, time.time())
-    await backfill(massive_http, pub, CallBudget(5)).run(TICKERS)
+    now = time.time()
+    minute = serve_day(massive_http, now)
+    await backfill(massive_http, pub, CallBudget(5), now).run(TICKERS)
     bars = await stored(redis, keys, "AAPL")
     assert [b.t for b in bars] == [minute - 60 * k for k in (4, 3, 2, 1)]  # not the forming
     assert bars[-1] == Bar(minute - 60, 101.0, 101.1, 100.9, 101.05, 17, 1200.0)
@@ -76,7 +82,7 @@ async def test_the_last_day_of_closed_minutes_is_stored_with_volume(
     first = requests[0].path.split("/")
     assert first[5:8] == ["range", "1", "minute"]
     assert int(first[9]) - int(first[8]) == 86_400_000  # one day, in ms
-    await backfill(massive_http, pub, CallBudget(5)).run(TICKERS)  # again: nothing doubles
+    await backfill(massive_http, pub, CallBudget(5), now).run(TICKERS)  # again: no doubles
     assert len(await stored(redis, keys, "AAPL")) == 4
 
 
@@ -84,10 +90,11 @@ async def test_minutes_the_producer_already_has_are_left_alone(
         massive_http, redis, namespace) -> None:
     keys = Keys(namespace)
     pub = await publisher(redis, keys)
-    minute = serve_day(massive_http, time.time())
+    now = time.time()
+    minute = serve_day(massive_http, now)
     own = b'{"t":%d,"o":5.0,"h":5.0,"l":5.0,"c":5.0,"n":3,"v":null}' % (minute - 60)
     await redis.zadd(keys.bars("1m", "AAPL"), {own: minute - 60})
-    await backfill(massive_http, pub, CallBudget(5)).run(["AAPL"])
+    await backfill(massive_http, pub, CallBudget(5), now).run(["AAPL"])
     bars = await stored(redis, keys, "AAPL")
     assert len(bars) == 4 and bars[-1].o == 5.0
 
@@ -96,9 +103,10 @@ async def test_the_budget_spaces_the_calls_and_says_so(
         massive_http, redis, namespace, caplog) -> None:
     keys = Keys(namespace)
     pub = await publisher(redis, keys)
-    serve_day(massive_http, time.time())
+    now = time.time()
+    serve_day(massive_http, now)
     budget = CallBudget(2, window_s=0.6)  # the free tier's 5 a minute, scaled down
-    await backfill(massive_http, pub, budget).run(TICKERS)
+    await backfill(massive_http, pub, budget, now).run(TICKERS)
     at = [r.at for r in massive_http.seen()]
     assert at[2] - at[0] >= 0.55  # the third call waited for the window
     waits = lines(caplog, logging.INFO, "waiting")
@@ -122,9 +130,10 @@ async def test_a_429_waits_for_retry_after_and_retries_the_same_ticker(
         massive_http, redis, namespace, caplog) -> None:
     keys = Keys(namespace)
     pub = await publisher(redis, keys)
-    serve_day(massive_http, time.time())
+    now = time.time()
+    serve_day(massive_http, now)
     massive_http.then(rate_limited("1"))
-    await backfill(massive_http, pub, CallBudget(5)).run(TICKERS)
+    await backfill(massive_http, pub, CallBudget(5), now).run(TICKERS)
     requests = massive_http.seen()
     assert [r.path.split("/")[4] for r in requests] == ["AAPL", "AAPL", "MSFT", "TSLA"]
     assert requests[1].at - requests[0].at >= 0.95
