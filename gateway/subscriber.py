@@ -6,6 +6,10 @@ ticks were lost, so the subscription's client is built with retries off
 surfaces here, the whole session is rebuilt with capped backoff, and the hub hands every
 client a fresh snapshot (issue 3, "Resilience"). A PING on the subscription connection
 when it has been quiet proves it is still alive; a missing PONG rebuilds it.
+
+A wiped Redis keeps the subscription but changes ``NS:epoch``: the epoch is read with
+every tick (one GET beside the ``NS:seq`` check, one round trip), and a new one gives
+every client `event: reset` and the new dataset's snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.cache import read_cache
+from gateway.cache import read_view
 from gateway.hub import Hub, Item
 from gateway.stats import Stats
 from gateway.throttle import LogThrottle
@@ -79,9 +83,7 @@ class Subscriber:
             await pubsub.subscribe(self.settings.keys.prices)
             # Subscribe first, then read the cache: nothing published in between is lost,
             # and the hub drops anything the snapshot already covers (by seq).
-            view = await read_cache(client, self.settings.keys)
-            self.hub.resync(view.items())
-            self._seq_bound = view.last_seq or 0
+            await self._resync(client)
             self._client = client
             self.connected = True
             self._backoff.reset()
@@ -93,6 +95,11 @@ class Subscriber:
             self._client = None
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
+
+    async def _resync(self, client: aioredis.Redis) -> None:
+        view = await read_view(client, self.settings.keys)
+        self.hub.resync(view.cache.items(), view.epoch, view.top)
+        self._seq_bound = view.cache.last_seq or 0
 
     async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -116,7 +123,8 @@ class Subscriber:
         """Decode one tick message (once, for every client) and hand it to the hub."""
         try:
             updates = decode_map(payload)
-            await self._check_seqs(updates)
+            if not await self._check(updates):
+                return
         except CodecError as e:
             self.stats.malformed += 1
             self._malformed_log.warning("skipping malformed message on prices channel: %s", e)
@@ -125,16 +133,30 @@ class Subscriber:
             return
         tick: dict[str, Item] = {t: (u.seq, encode_update(u)) for t, u in updates.items()}
         self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
-        self.hub.publish(tick)
+        self.hub.publish(tick, max(u.seq for u in updates.values()))
 
-    async def _check_seqs(self, updates: dict[str, PriceUpdate]) -> None:
-        """Refuse a seq no producer handed out: the producer takes seqs from ``NS:seq``
-        before it publishes them, so a larger one is forged, and the hub (which drops
-        anything older than what it holds) would otherwise show it and hide every real
-        update of that ticker after it. ``NS:seq`` is read once per block of seqs."""
+    async def _check(self, updates: dict[str, PriceUpdate]) -> bool:
+        """False when the epoch changed (the hub was resynced instead); raises `CodecError`
+        for a seq no producer handed out.
+
+        The producer takes seqs from ``NS:seq`` before it publishes them, so a larger one
+        is forged, and the hub (which drops ticks at or below the last position) would
+        otherwise show it and hide every real tick after it."""
+        client = self._client
+        if client is None:
+            return True
         top = max((u.seq for u in updates.values()), default=0)
-        if top > self._seq_bound and self._client is not None:
-            raw = await self._client.get(self.settings.keys.seq)
-            self._seq_bound = max(self._seq_bound, int(raw) if raw and raw.isdigit() else 0)
+        keys = self.settings.keys
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(keys.epoch)
+            pipe.get(keys.seq)
+            raw_epoch, raw_seq = await pipe.execute()
+        if raw_epoch is None or raw_epoch.decode(errors="replace") != self.hub.epoch:
+            log.warning("%s changed: Redis holds another dataset now; clients get a reset",
+                        keys.epoch)
+            await self._resync(client)
+            return False
+        self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)
         if top > self._seq_bound:
-            raise CodecError(f"seq {top} is beyond {self.settings.keys.seq} ({self._seq_bound})")
+            raise CodecError(f"seq {top} is beyond {keys.seq} ({self._seq_bound})")
+        return True

@@ -19,7 +19,6 @@ import asyncio
 import collections
 import logging
 import math
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
@@ -38,6 +37,7 @@ from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.settings import DEFAULT_HISTORY_LEN, DEFAULT_HISTORY_S
+from shared.ticklog import new_epoch
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ MIN_SEQ_BLOCK: Final[int] = 1024
 FAILURES = (RedisError, OSError, LeaseLost)
 LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
 EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
-
-
-def new_epoch() -> str:
-    """A random dataset id: 16 hex digits."""
-    return secrets.token_hex(8)
 
 
 def _now_ms() -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
@@ -17,11 +19,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.cache import CacheView, read_cache
-from gateway.hub import Batch, Client, Item
+from gateway.cache import StreamView, read_view
+from gateway.hub import RESET_FRAME, Batch, Client
+from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
-from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
@@ -47,38 +49,25 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         raise BadRequest(f"tickers: {e}") from e
 
 
-def parse_event_id(raw: str | None) -> int | None:
-    """The resume point, or None when absent or unparsable (then: a full snapshot)."""
-    if raw is None or not raw.strip().isdigit() or len(raw) > 20:
-        return None
-    return int(raw.strip())
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a stream starts: from scratch, from a resume point, or with a reset."""
+
+    last: EventId | None  # the client's resume point, when it gave a usable one
+    reset: bool  # it gave an id that cannot be resumed (or parsed)
+    replay_all: bool
 
 
-def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | None) -> Batch | None:
-    """The snapshot event: the requested tickers, only those newer than ``after`` on resume.
-
-    An id ahead of ``NS:seq`` means Redis was reset (seqs restart): send everything.
-    """
-    if after is not None and (view.last_seq is None or after > view.last_seq):
-        after = None
-    items: dict[str, Item] = {
-        t: (u.seq, encode_update(u))
-        for t, u in view.updates.items()
-        if (wanted is None or t in wanted) and (after is None or u.seq > after)
-    }
-    return Batch(items) if items else None
-
-
-async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenerator[bytes, None]:
+async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerator[bytes, None]:
     stats = gw.stats
+    hub = gw.hub
     loop = asyncio.get_running_loop()
     yield RETRY_FRAME
-    # The snapshot is built in a helper so none of it stays referenced from this frame,
-    # which lives as long as the stream (it was 40 KB per connection with 10 tickers).
-    snapshot = await _snapshot_frame(gw, client, after)
-    if snapshot:
-        yield snapshot
-    del snapshot
+    # The opening is built in a helper generator so none of it stays referenced from this
+    # frame, which lives as long as the stream (it was 40 KB per connection with 10 tickers).
+    async with aclosing(_opening(gw, client, opening)) as frames:
+        async for frame in frames:
+            yield frame
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
@@ -86,38 +75,80 @@ async def _events(gw: Gateway, client: Client, after: int | None) -> AsyncGenera
         wake.clear()
         if client.closed:
             return
-        taken = client.take()
+        batch = client.take()
         client.last_sent = loop.time()
-        if taken is None:
+        if batch is None:
             if client.ping:
                 client.ping = False
                 yield PING_FRAME
             continue
         client.ping = False
-        batch = taken if isinstance(taken, Batch) else Batch(taken)
+        if client.reset:
+            client.reset = False
+            yield RESET_FRAME
         stats.events_sent += 1
         stats.updates_sent += len(batch.items)
-        yield batch.frame()
+        frame = batch.frame(hub.epoch, client.last_pos)
+        client.last_pos = batch.pos
+        yield frame
 
 
-async def _snapshot_frame(gw: Gateway, client: Client, after: int | None) -> bytes:
-    """The first event's frame (empty when there is nothing to send)."""
-    view = await _snapshot_view(gw)
-    client.drop_older({t: u.seq for t, u in view.updates.items()})
-    first = first_batch(view, client.tickers, after)
-    if first is None:
-        return b""
-    gw.stats.events_sent += 1
-    gw.stats.updates_sent += len(first.items)
-    return first.frame()
-
-
-async def _snapshot_view(gw: Gateway) -> CacheView:
-    """The cache from Redis; during an outage nothing (the snapshot after recovery follows)."""
+async def _opening(
+    gw: Gateway, client: Client, opening: Opening
+) -> AsyncGenerator[bytes, None]:
+    """The first events: a snapshot, what the client missed, or a reset and a snapshot."""
+    view = await _stream_view(gw)
+    if view is None:
+        return  # Redis is down: the hub's snapshot after recovery comes next
+    last = opening.last
+    resume = last is not None and resumable(view, last, opening.replay_all)
+    if opening.reset or (last is not None and not resume):
+        gw.stats.resets += 1
+        yield RESET_FRAME
+        last = None
+    if last is None or not opening.replay_all:
+        after = last.pos if last is not None else 0
+        client.cover(view.top)  # before the first await below: no tick can slip between
+        client.last_pos = after  # nothing to send (nothing wanted changed): still true
+        first = changed_since(view, client.tickers, after)
+        if after == 0 or first.items:
+            yield _sent(gw, client, view.epoch, first)
+        return
+    client.last_pos = last.pos
+    batches = replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
     try:
-        return await read_cache(gw.redis, gw.settings.keys)
+        async with aclosing(batches):
+            async for batch in batches:
+                yield _sent(gw, client, view.epoch, batch)
+                gw.stats.replayed += len(batch.items)
     except (RedisError, OSError):
-        return CacheView({}, None)
+        return  # the hub's snapshot after recovery makes the client whole
+    client.cover(client.last_pos)
+
+
+def _sent(gw: Gateway, client: Client, epoch: str, batch: Batch) -> bytes:
+    gw.stats.events_sent += 1
+    gw.stats.updates_sent += len(batch.items)
+    frame = batch.frame(epoch, client.last_pos)
+    client.last_pos = batch.pos
+    return frame
+
+
+async def _stream_view(gw: Gateway) -> StreamView | None:
+    """The cache and the log's span from Redis; None during an outage."""
+    try:
+        return await read_view(gw.redis, gw.settings.keys)
+    except (RedisError, OSError):
+        return None
+
+
+def parse_replay(raw: str | None) -> bool:
+    """``?replay=all`` asks for every missed tick; absent, the default (latest values)."""
+    if raw is None:
+        return False
+    if raw != "all":
+        raise BadRequest("replay: the only value is 'all' (every missed tick, in order)")
+    return True
 
 
 def respond(request: Request) -> Response:
@@ -125,6 +156,7 @@ def respond(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
+        replay_all = parse_replay(request.query_params.get("replay"))
     except BadRequest as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     if len(gw.hub.clients) >= gw.settings.max_clients:
@@ -135,10 +167,11 @@ def respond(request: Request) -> Response:
             headers={"Retry-After": "5"},
         )
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    after = parse_event_id(raw_id)
+    last = parse_event_id(raw_id)
+    opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
     client = gw.hub.register(wanted)  # before the snapshot read: no tick can fall in between
     gw.stats.streams_opened += 1
-    return PriceStream(_events(gw, client, after), gw.hub, client, gw.stats, gw.watchdog)
+    return PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog)
 
 
 class StreamEndpoint:

@@ -8,6 +8,7 @@ import socket
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 
 from tests.gateway.support import wait_until
@@ -24,7 +25,7 @@ HOSTILE = [
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
 # What a valid system holds in its Redis, and nothing more.
-KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status"}
+KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status", "ticks", "epoch"}
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
@@ -100,10 +101,11 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         channels = {c.decode() for c in client.pubsub_channels()}
         watchlist = {m.decode() for m in client.smembers(sys.keys.watchlist)}
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
+        logged = {t for _, f in client.xrange(sys.keys.ticks) for t in orjson.loads(f[b"map"])}
     ns = sys.keys.namespace
     assert keys <= {f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
     assert channels <= {sys.keys.prices, sys.keys.control}, channels
-    assert watchlist == latest == set(TICKERS)
+    assert watchlist == latest == logged == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
     assert all(set(d) <= set(TICKERS) for d in data if d is not None)
