@@ -172,3 +172,19 @@ def test_page_asks_for_the_api_token_when_writes_need_one(page: Page, system: Ga
 
 def _price_pattern() -> re.Pattern[str]:
     return re.compile(r"^\d{1,3}(,\d{3})*\.\d{2}$")
+
+
+def test_a_wiped_dataset_shows_resynced_and_prices_go_on(page: Page, system: Gateway, sredis,
+                                                         namespace):
+    page.goto(system.url + "/")
+    expect(page.locator("#rows tr")).to_have_count(10)
+    wait_price_moves(page)
+    expect(page.locator("#resynced")).to_be_hidden()
+    for key in list(sredis.scan_iter(match=f"{namespace}:*")):  # the dataset is wiped
+        sredis.delete(key)
+    expect(page.locator("#resynced")).to_be_visible(timeout=15_000)
+    expect(page.locator("#resynced")).to_have_text("resynced")
+    assert page.evaluate("window.pricefeedResets") == 1
+    wait_price_moves(page)  # the new dataset's prices are shown
+    expect(page.locator("#resynced")).to_be_hidden(timeout=10_000)  # a short note
+    assert page.foreign == []
