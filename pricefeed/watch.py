@@ -48,7 +48,12 @@ class Board:
         self.connected = False
         self.updates = 0
 
-    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool) -> None:
+    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False) -> None:
+        if reset:  # Redis holds a new dataset: what we hold is not comparable with it
+            self.latest.clear()
+            self.history.clear()
+            self.moves.append(Text(f"{time.strftime('%H:%M:%S')} resynced: Redis started "
+                                   "a new dataset", style="cyan"))
         for ticker, update in updates.items():
             known = self.latest.get(ticker)
             if known is not None and known.seq >= update.seq:
@@ -194,7 +199,7 @@ async def _feed(client: aioredis.Redis, settings: Settings, tickers: Sequence[st
         batches = subscribe(client, settings.keys, tickers, on_state=on_state)
         async with aclosing(batches):
             async for batch in batches:
-                board.apply(dict(batch.updates), batch.snapshot)
+                board.apply(dict(batch.updates), batch.snapshot, batch.reset)
                 dirty.set()
 
     async def paint() -> None:

@@ -14,7 +14,9 @@
 `subscribe` subscribes to ``NS:prices`` *before* reading ``NS:latest``, so no tick falls
 between the two; updates already covered by the snapshot (by ``seq``) are dropped. After
 a lost connection it retries with capped backoff and yields a fresh snapshot batch
-(``snapshot=True``) once Redis answers again, so a consumer never misses a price.
+(``snapshot=True``) once Redis answers again, so a consumer never misses a price. When
+``NS:epoch`` changes (a wiped Redis: the seqs may start over), the next batch is a fresh
+snapshot with ``reset=True``: drop what you hold, it belongs to another dataset.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Updates keyed by ticker. ``snapshot`` is True for the full state read from the
-    cache (the first batch, and the first after every reconnect); False for a live tick."""
+    cache (the first batch, and the first after every reconnect); False for a live tick.
+    ``reset`` is True for the snapshot of a new dataset (``NS:epoch`` changed)."""
 
     updates: Mapping[str, PriceUpdate]
     snapshot: bool
+    reset: bool = False
 
 
 async def snapshot(
@@ -125,6 +129,7 @@ async def _session(
         await pubsub.subscribe(keys.prices)
         seen: dict[str, int] = {}
         confirmations = bad = 0
+        epoch: bytes | str | None = None
         while True:
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
@@ -134,11 +139,21 @@ async def _session(
                 # reconnected and re-subscribed on its own: ticks may have been missed,
                 # so read the cache again.
                 confirmations += 1
+                epoch = await redis.get(keys.epoch)
                 state = await snapshot(redis, keys, wanted)
                 seen = {t: u.seq for t, u in state.items()}
                 yield Batch(state, snapshot=True)
                 continue
             if message["type"] != "message" or confirmations == 0:
+                continue
+            current = await redis.get(keys.epoch)
+            if current != epoch:  # a wiped Redis: this tick is in the new snapshot
+                log.warning("%s changed: Redis holds a new dataset; taking its snapshot",
+                            keys.epoch)
+                reset, epoch = epoch is not None, current
+                state = await snapshot(redis, keys, wanted)
+                seen = {t: u.seq for t, u in state.items()}
+                yield Batch(state, snapshot=True, reset=reset)
                 continue
             try:
                 fresh = _fresh(message["data"], wanted, seen)
