@@ -15,7 +15,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY shared ./shared
 COPY producer ./producer
 COPY gateway ./gateway

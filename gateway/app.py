@@ -18,10 +18,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import unavailable
+from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
-from gateway.routes import ops, prices, static, stream, watchlist
+from gateway.routes import bars, ops, prices, static, stream, watchlist
 from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
@@ -70,6 +71,8 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                                             app.state.registry, watchdog)
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
+                feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
+                supervisor.start("bar-feed", feed.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
                 supervisor.start("exit-watcher", lambda: close_on_exit(hub))
                 log.info("gateway started (namespace %s)", settings.namespace)
@@ -84,7 +87,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     app.state.registry = registry_for(stats)
     app.state.hub = hub
     app.router.routes.append(stream.route)
-    for module in (prices, watchlist, ops, static):
+    for module in (prices, bars, watchlist, ops, static):
         app.include_router(module.router)
     unavailable.install(app)
     app.add_middleware(BodyLimit)

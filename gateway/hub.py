@@ -64,11 +64,13 @@ class Client:
     """One SSE stream's state in the hub: its filter, at most one pending batch, and the
     log position of the last event it was sent."""
 
-    __slots__ = ("closed", "floor", "last_pos", "last_sent", "pending", "pending_pos", "ping",
-                 "reset", "resync", "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "floor", "last_pos", "last_sent", "pending",
+                 "pending_pos", "ping", "reset", "resync", "tickers", "wake")
 
-    def __init__(self, tickers: frozenset[str] | None) -> None:
+    def __init__(self, tickers: frozenset[str] | None, bars: str | None = None) -> None:
         self.tickers = tickers
+        self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
+        self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
         self.pending: Batch | dict[str, Item] | None = None
         self.pending_pos = 0
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
@@ -89,6 +91,13 @@ class Client:
         if pending is None or isinstance(pending, Batch):
             return pending
         return Batch(pending, self.pending_pos)
+
+    def take_bars(self) -> list[bytes]:
+        """The bar frames to send now, oldest first."""
+        frames = self.bar_frames
+        if frames:
+            self.bar_frames = []
+        return frames
 
     def cover(self, pos: int) -> None:
         """Everything up to log position ``pos`` reached the client by other means (a
@@ -114,9 +123,9 @@ class Hub:
         self.pos = 0  # log position of the last tick marked (or of the last snapshot)
         self.closing = False
 
-    def register(self, tickers: frozenset[str] | None) -> Client:
+    def register(self, tickers: frozenset[str] | None, bars: str | None = None) -> Client:
         """A new client; updates are marked on it from now on."""
-        client = Client(tickers)
+        client = Client(tickers, bars)
         if self.closing:  # a stream opened during shutdown ends at once
             client.closed = True
             client.wake.set()
@@ -151,6 +160,42 @@ class Hub:
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 
+    def bar_wanted(self) -> dict[str, frozenset[str] | None]:
+        """Per interval some stream asked for, the tickers wanted (None: every ticker)."""
+        out: dict[str, frozenset[str] | None] = {}
+        for client in self.clients:
+            interval = client.bars
+            if interval is None:
+                continue
+            if interval not in out:
+                out[interval] = client.tickers
+            else:
+                have, more = out[interval], client.tickers
+                out[interval] = None if have is None or more is None else have | more
+        return out
+
+    def publish_bars(self, interval: str, bars: Mapping[str, bytes]) -> None:
+        """Queue one ``event: bar`` with ``bars`` ({ticker: bar JSON with "partial"}) on every
+        stream of ``interval``, narrowed to its tickers; a stream that has fallen
+        `MAX_BAR_FRAMES` behind loses its oldest bar frames."""
+        by_filter: dict[frozenset[str] | None, bytes | None] = {}
+        for client in self.clients:
+            if client.bars != interval:
+                continue
+            key = client.tickers
+            if key not in by_filter:
+                items = bars if key is None else {t: bars[t] for t in key if t in bars}
+                by_filter[key] = bar_frame(interval, items) if items else None
+            frame = by_filter[key]
+            if frame is None:
+                continue
+            frames = client.bar_frames
+            frames.append(frame)
+            if len(frames) > MAX_BAR_FRAMES:
+                del frames[0]
+                self.stats.conflated += 1
+            client.wake.set()
+
     def resync(self, snapshot: dict[str, Item], epoch: str, pos: int) -> None:
         """Replace the hub's view after (re)subscribing; every client gets this snapshot
         next. Under another epoch it comes after `event: reset` and follows nothing."""
@@ -183,6 +228,17 @@ class Hub:
         for client in self.clients:
             client.closed = True
             client.wake.set()
+
+
+MAX_BAR_FRAMES = 8  # ~4 s of closes and forming bars: a slower stream loses the oldest
+
+
+def bar_frame(interval: str, bars: Mapping[str, bytes]) -> bytes:
+    """``event: bar`` with ``{"interval": ..., "bars": {TICKER: bar}}``; no id, so a
+    resuming stream's Last-Event-ID stays the price seq."""
+    body = b",".join(b'"%s":%s' % (t.encode(), raw) for t, raw in bars.items())
+    data = b'{"interval":"%s","bars":{%s}}' % (interval.encode(), body)
+    return ServerSentEvent(data=data.decode(), event="bar").encode()
 
 
 def _offer(client: Client, batch: Batch) -> int:

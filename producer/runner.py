@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import LOG_SLACK, Publisher
+from producer.publisher import LOG_SLACK, BarOptions, Publisher
 from producer.scripts import LOG_IDS, Script
 from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
@@ -55,7 +55,8 @@ class ProducerRunner:
         self.lease = Lease(redis, self.keys, self.owner_id)
         self._log_ids = Script(redis, LOG_IDS)
         self.publisher = Publisher(
-            redis, self.keys, self.owner_id, settings.history_len, settings.history_s
+            redis, self.keys, self.owner_id, settings.history_len, settings.history_s,
+            bar_options(settings),
         )
         self.source: MarketDataSource | None = None
         self._last_tickers: list[str] = []
@@ -98,6 +99,7 @@ class ProducerRunner:
         tickers = await watchlist.load(fallback=self._last_tickers)
         cached = await self._cached(tickers)
         self.publisher.begin(tickers, cached, await self._logged())
+        await self.publisher.restore_bars(tickers)
         start_prices = {**self.publisher.last_prices(), **{t: u.price for t, u in cached.items()}}
         try:
             self.source = create_source(self.settings, self.publisher.publish)
@@ -112,6 +114,7 @@ class ProducerRunner:
         finally:
             self._last_tickers = list(watchlist.current)
             await self.source.stop()
+            await self.publisher.flush_bars()
             await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
@@ -188,6 +191,14 @@ class ProducerRunner:
         await stop_tasks([task])
         if done and not task.cancelled() and task.exception() is None and task.result():
             log.info("released the lease")
+
+
+def bar_options(settings: Settings) -> BarOptions | None:
+    """How the publisher keeps bars, or None when ``PRICEFEED_BARS=off``."""
+    if not settings.bars_enabled:
+        return None
+    return BarOptions({"1s": settings.bars_1s_retention_s, "1m": settings.bars_1m_retention_s},
+                      settings.bars_forming_interval_s)
 
 
 async def race(*aws: Awaitable[Any]) -> None:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import logging
 import signal
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -18,7 +17,8 @@ from redis.backoff import NoBackoff
 
 from producer.runner import ProducerRunner, SourceConfigError
 from shared.logs import configure
-from shared.settings import Settings, fail, load_or_exit
+from shared.settings import Settings, fail, load_or_exit, redacted_url
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +65,11 @@ async def serve(settings: Settings) -> None:
     try:
         runner = ProducerRunner(settings, redis)
         log.info(
-            "producer %s starting: Redis %s, namespace %r, tick %.3gs",
-            runner.owner_id, redacted(settings.redis_url), settings.namespace,
+            "producer %s (pricefeed %s) starting: Redis %s, namespace %r, tick %.3gs",
+            runner.owner_id, VERSION, redacted_url(settings.redis_url), settings.namespace,
             settings.tick_interval_s,
         )
         await runner.run(stop)
     finally:
         await redis.aclose()
         log.info("producer stopped")
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password (a Secret is never logged)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()

@@ -16,10 +16,12 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """A price observed at a time (float Unix seconds)."""
+    """A price observed at a time (float Unix seconds), with the traded size when the
+    source knows it (Massive's trades; summed into the bars' volume)."""
 
     price: float
     timestamp: float
+    size: float | None = None
 
 
 QuoteSink = Callable[[Mapping[str, Quote]], Awaitable[None]]

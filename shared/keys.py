@@ -74,3 +74,25 @@ class Keys:
     def producer_status(self) -> str:
         """String with TTL: JSON status of the live producer (source kind and state)."""
         return f"{self.namespace}:producer:status"
+
+    def bars(self, interval: str, ticker: str) -> str:
+        """Sorted set: the closed ``interval`` bars of ``ticker``, scored by start (seconds)."""
+        return f"{self.namespace}:bars:{interval}:{ticker}"
+
+    def bars_prefix(self, interval: str) -> str:
+        """Prefix of the closed-bar sorted sets of ``interval`` (the ticker follows)."""
+        return f"{self.namespace}:bars:{interval}:"
+
+    def forming(self, interval: str) -> str:
+        """Hash: ticker -> the ``interval`` bar still forming (bar JSON)."""
+        return f"{self.namespace}:forming:{interval}"
+
+    def bar_channel(self, interval: str) -> str:
+        """Channel: ``{TICKER: bar}`` of the ``interval`` bars that just closed."""
+        return f"{self.namespace}:bars:{interval}"
+
+    @property
+    def forming_seq(self) -> str:
+        """String: the last seq folded into the forming bars as stored (the tick log after
+        it is what a successor replays)."""
+        return f"{self.namespace}:forming:seq"

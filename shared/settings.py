@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import SettingsError
 from shared.keys import DEFAULT_NAMESPACE, Keys
@@ -84,6 +84,11 @@ class Settings:
     log_level: str = "INFO"
     history_len: int = DEFAULT_HISTORY_LEN
     history_s: float = DEFAULT_HISTORY_S
+    bars_enabled: bool = True
+    bars_1s_retention_s: int = 3600
+    bars_1m_retention_s: int = 86_400
+    bars_forming_interval_s: float = 0.25
+    massive_calls_per_minute: int = 5
 
     @property
     def keys(self) -> Keys:
@@ -143,6 +148,15 @@ class _Reader:
                                  DEFAULT_HISTORY_LEN),
             history_s=self.get("PRICEFEED_HISTORY_SECONDS", _interval(1, 7 * 86_400),
                                DEFAULT_HISTORY_S),
+            bars_enabled=self.get("PRICEFEED_BARS", _switch, True),
+            bars_1s_retention_s=self.get("PRICEFEED_BARS_1S_RETENTION", _int_range(60, 86_400),
+                                         3600),
+            bars_1m_retention_s=self.get("PRICEFEED_BARS_1M_RETENTION",
+                                         _int_range(3600, 30 * 86_400), 86_400),
+            bars_forming_interval_s=self.get("PRICEFEED_BARS_FORMING_INTERVAL",
+                                             _interval(0, 1), 0.25),
+            massive_calls_per_minute=self.get("PRICEFEED_MASSIVE_CALLS_PER_MINUTE",
+                                              _int_range(1, 10_000), 5),
         )
 
 
@@ -171,30 +185,54 @@ def _namespace(raw: str) -> str:
 
 
 def _tickers(raw: str) -> tuple[str, ...]:
-    out = tuple(dict.fromkeys(normalize_ticker(t) for t in raw.split(",") if t.strip()))
+    out: dict[str, None] = {}
+    for item in (t.strip() for t in raw.split(",")):
+        if not item:
+            continue
+        try:
+            out[normalize_ticker(item)] = None
+        except InvalidTicker as e:
+            raise ValueError(f"{item[:20]!r} is not a ticker ({e})") from None
     if not out:
         raise ValueError("give at least one ticker")
-    return out
+    return tuple(out)
 
 
 def _interval(low: float, high: float) -> Callable[[str], float]:
+    expected = f"expected a number of seconds between {low:g} and {high:g}"
+
     def parse(raw: str) -> float:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(expected) from None
         if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(f"expected seconds between {low} and {high}")
+            raise ValueError(expected)
         return value
 
     return parse
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
+    expected = f"expected a whole number between {low} and {high}"
+
     def parse(raw: str) -> int:
-        value = int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(expected) from None
         if not low <= value <= high:
-            raise ValueError(f"expected an integer between {low} and {high}")
+            raise ValueError(expected)
         return value
 
     return parse
+
+
+def _switch(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("expected on or off")
+    return value in ("on", "true", "1")
 
 
 def _host(raw: str) -> str:
@@ -234,6 +272,21 @@ def _choice(options: frozenset[str], upper: bool = False) -> Callable[[str], str
         return value
 
     return parse
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server bound to ``host`` is reachable from this machine only."""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:

@@ -91,6 +91,14 @@ async def fake_redis() -> aioredis.Redis:
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """The Chromium executable for playwright (tests/chromium.py says which, and why)."""
+    from tests.chromium import find_chromium
+
+    return find_chromium()
+
+
 @pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests write screenshots and logs worth keeping (tests/artifacts/)."""

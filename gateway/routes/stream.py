@@ -24,6 +24,7 @@ from gateway.hub import RESET_FRAME, Batch, Client
 from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
+from shared.bars import INTERVALS
 from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
@@ -47,6 +48,16 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         return frozenset(normalize_ticker(p) for p in parts)
     except InvalidTicker as e:
         raise BadRequest(f"tickers: {e}") from e
+
+
+def parse_bars(raw: str | None) -> str | None:
+    """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
+    if raw is None:
+        return None
+    if raw not in INTERVALS:
+        raise BadRequest(f"bars: expected one of {', '.join(INTERVALS)}")
+    return raw
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +87,14 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
         if client.closed:
             return
         batch = client.take()
+        bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
         if batch is None:
-            if client.ping:
+            if bar_frames:
+                client.ping = False
+                for frame in bar_frames:
+                    yield frame
+            elif client.ping:
                 client.ping = False
                 yield PING_FRAME
             continue
@@ -91,6 +107,9 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
         frame = batch.frame(hub.epoch, client.last_pos)
         client.last_pos = batch.pos
         yield frame
+        if bar_frames:
+            for frame in bar_frames:
+                yield frame
 
 
 async def _opening(
@@ -157,6 +176,7 @@ def respond(request: Request) -> Response:
     try:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         replay_all = parse_replay(request.query_params.get("replay"))
+        bars = parse_bars(request.query_params.get("bars"))
     except BadRequest as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     if len(gw.hub.clients) >= gw.settings.max_clients:
@@ -169,7 +189,7 @@ def respond(request: Request) -> Response:
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last = parse_event_id(raw_id)
     opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
-    client = gw.hub.register(wanted)  # before the snapshot read: no tick can fall in between
+    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick in between
     gw.stats.streams_opened += 1
     return PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog)
 

@@ -18,7 +18,8 @@ import pytest
 
 from bench.procs import ROOT
 
-pytestmark = pytest.mark.integration
+# e2e: it starts real gateway processes and takes ~25 s, too long for the fast subset.
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 GATEWAYS = ["ours", "pubsub", "polling"]
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
+import pytest
 
 from shared.codec import decode_control
-from shared.settings import Secret
+from shared.settings import Secret, Settings
+from shared.version import VERSION
 from tests.gateway.support import wait_until
 
 
@@ -135,7 +139,7 @@ async def test_ready_reports_producer_heartbeat_and_status(api, fake_producer):
         up = await client.get("/api/ready")
         assert up.status_code == 200
         assert up.json()["producer"] == {"source": "massive", "state": "auth_rejected"}
-        assert (await client.get("/api/health")).json() == {"status": "ok"}
+        assert (await client.get("/api/health")).json() == {"status": "ok", "version": VERSION}
 
 
 async def test_cors_only_for_configured_origins(api):
@@ -162,7 +166,7 @@ async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_prod
         "pricefeed_gateway_ticks_total 1.0",
         "pricefeed_gateway_open_streams 0.0",
         "pricefeed_gateway_hub_subscriptions 1.0",
-        "pricefeed_gateway_background_tasks 4.0",
+        "pricefeed_gateway_background_tasks 5.0",
         "pricefeed_gateway_events_sent_total",
         "pricefeed_gateway_updates_sent_total",
         "pricefeed_gateway_updates_conflated_total",
@@ -171,3 +175,21 @@ async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_prod
         "pricefeed_gateway_newest_update_age_seconds",
     ):
         assert name in text, name
+
+
+@pytest.mark.parametrize(
+    "host,token,warned",
+    [("0.0.0.0", "", True), ("::", "", True), ("192.0.2.7", "", True),
+     ("0.0.0.0", "tok-1", False), ("127.0.0.1", "", False), ("localhost", "", False),
+     ("::1", "", False)],
+)
+def test_binding_beyond_loopback_without_a_token_warns_once_and_names_the_token(
+        host, token, warned, caplog):
+    from gateway.server import warn_if_exposed
+
+    with caplog.at_level(logging.WARNING, logger="gateway.server"):
+        warn_if_exposed(Settings(host=host, api_token=Secret(token)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == int(warned), lines
+    if warned:
+        assert "PRICEFEED_API_TOKEN" in lines[0] and host in lines[0]

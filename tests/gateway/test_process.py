@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from shared.keys import Keys
+from shared.version import VERSION
 from tests.gateway.sse import open_stream
 from tests.gateway.support import FakeProducer, wait_until
 from tests.support import free_port, running
@@ -97,3 +98,17 @@ async def test_port_in_use_is_one_clear_line_and_nonzero_exit(
             assert gw.proc.returncode != 0
             errors = [line for line in gw.output().splitlines() if "ERROR" in line]
             assert len(errors) == 1 and f":{port}" in errors[0], gw.output()
+
+
+async def test_the_start_line_names_the_version_redis_and_namespace(
+    service_env, redis_url, namespace, artifacts_dir
+):
+    port = free_port()
+    log = artifacts_dir / f"gw-start-{namespace}.log"
+    with running(["gateway"], gateway_env(service_env, port), log) as gw:
+        await wait_serving(f"http://127.0.0.1:{port}", gw)
+        output = gw.output()
+    line = next(ln for ln in output.splitlines() if "listening on" in ln)
+    assert f"(pricefeed {VERSION})" in line
+    assert f"Redis {redis_url}, namespace {namespace!r}" in line
+    assert "PRICEFEED_API_TOKEN" not in output  # bound to 127.0.0.1: no warning

@@ -109,5 +109,5 @@ async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer
         await wait_until(lambda: not app.state.hub.clients, what="clients unregistered")
         metrics = (await client.get("/metrics")).text
         assert "pricefeed_gateway_open_streams 0.0" in metrics
-        assert "pricefeed_gateway_background_tasks 4.0" in metrics
+        assert "pricefeed_gateway_background_tasks 5.0" in metrics
         await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, what="tasks ended")

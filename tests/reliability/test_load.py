@@ -83,7 +83,13 @@ async def test_slow_readers_do_not_delay_readers_and_are_dropped(redis_url):
     assert after["pricefeed_gateway_open_streams"] == READERS
     growth = max(samples) - rss_before
     assert growth < 40, (rss_before, samples)
-    assert loaded <= 2 * alone, (alone, loaded)
+    # A gateway that waited on a stalled client would hold every reader for up to the send
+    # timeout (5 s) per stalled client. What the readers may see instead is scheduling
+    # noise: p99 was 4-18 ms alone and with the stalled clients on this 2-core machine,
+    # quiet and beside two CPU burners (docs/RELIABILITY.md), and a ratio of the two
+    # reached 2.4x on a busy run with no stall at all. So the bound is absolute: a tenth
+    # of one send timeout, still 25x the worst p99 measured.
+    assert loaded < 500, (alone, loaded)
     FIGURES["slow_readers"] = {"p99_alone_ms": alone, "p99_with_stalled_ms": loaded,
                                "rss_before_mb": rss_before, "rss_max_mb": max(samples),
                                "dropped": after["pricefeed_gateway_clients_dropped_slow_total"]}

@@ -168,6 +168,20 @@ def test_settings_error_names_the_variable(name: str, value: str) -> None:
     assert str(info.value).startswith(name) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "name,value,says",
+    [("PRICEFEED_TICKERS", "AAPL, 1bad ,MSFT", "'1bad' is not a ticker"),
+     ("PRICEFEED_TICK_INTERVAL", "fast", "expected a number of seconds between 0.01 and 60"),
+     ("PRICEFEED_PORT", "http", "expected a whole number between 1 and 65535")],
+)
+def test_settings_error_says_what_is_wrong_in_the_users_terms(
+        name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    assert says in str(info.value)
+    assert "convert" not in str(info.value) and "literal" not in str(info.value)
+
+
 def test_secrets_never_show_in_repr() -> None:
     s = Settings.from_env({"MASSIVE_API_KEY": "sk-live-123", "PRICEFEED_API_TOKEN": "tok-456"})
     assert s.use_massive and s.massive_api_key.get() == "sk-live-123"

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from pricefeed.localredis import embedded_redis, redact
+from pricefeed.localredis import embedded_redis, find_server, redact
 from tests.support import ROOT
 
 OTHER_PROCESS = """
@@ -46,3 +46,13 @@ def test_redact_hides_the_password_only():
     assert redact("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
     assert redact("redis://app:s3cret@db/1") == "redis://app:***@db/1"
     assert redact("redis://db:6379/0") == "redis://db:6379/0"
+
+
+def test_redis_server_on_path_comes_first(tmp_path):
+    exe = tmp_path / "redis-server"  # only looked up here, never run
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    found = find_server(str(tmp_path))
+    assert found is not None and found.path == str(exe), found
+    assert found.origin == f"redis-server from PATH ({exe})"
+

