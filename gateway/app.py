@@ -22,6 +22,7 @@ from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
+from gateway.notices import Notices
 from gateway.routes import bars, ops, prices, static, stream, watchlist
 from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
 from gateway.state import Gateway
@@ -54,7 +55,9 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quiet_uvicorn_drops()
         redis = make_redis(False)
-        subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True))
+        notices = Notices(redis, settings.keys, hub)
+        subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True),
+                                on_control=notices.watchlist_changed)
         watchdog = SendWatchdog(settings.send_timeout_s)
         try:
             async with Supervisor() as supervisor:
@@ -68,13 +71,15 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "open_fds": open_fds,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
-                                            app.state.registry, watchdog)
+                                            app.state.registry, watchdog, notices)
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
                 supervisor.start("bar-feed", feed.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
                 supervisor.start("exit-watcher", lambda: close_on_exit(hub))
+                supervisor.start("source-notices", notices.follow_source)
+                supervisor.start("watchlist-notices", notices.follow_watchlist)
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield

@@ -64,13 +64,17 @@ class Client:
     """One SSE stream's state in the hub: its filter, at most one pending batch, and the
     log position of the last event it was sent."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "floor", "last_pos", "last_sent", "pending",
-                 "pending_pos", "ping", "reset", "resync", "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "floor", "last_pos", "last_sent",
+                 "notice_kinds", "notices", "pending", "pending_pos", "ping", "reset", "resync",
+                 "tickers", "wake")
 
-    def __init__(self, tickers: frozenset[str] | None, bars: str | None = None) -> None:
+    def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
+                 notice_kinds: frozenset[str] | None = None) -> None:
         self.tickers = tickers
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
+        self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
+        self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
         self.pending_pos = 0
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
@@ -81,6 +85,11 @@ class Client:
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
+
+    def take_notices(self) -> list[bytes]:
+        """The named-event frames due, oldest kind first; empty when none."""
+        notices, self.notices = self.notices, None
+        return list(notices.values()) if notices else []
 
     def take(self) -> Batch | None:
         """What to send now: a fresh snapshot if one is due, else the pending updates."""
@@ -123,9 +132,10 @@ class Hub:
         self.pos = 0  # log position of the last tick marked (or of the last snapshot)
         self.closing = False
 
-    def register(self, tickers: frozenset[str] | None, bars: str | None = None) -> Client:
-        """A new client; updates are marked on it from now on."""
-        client = Client(tickers, bars)
+    def register(self, tickers: frozenset[str] | None, bars: str | None = None,
+                 notice_kinds: frozenset[str] | None = None) -> Client:
+        """A new client; updates (and the notices it asked for) are marked on it from now on."""
+        client = Client(tickers, bars, notice_kinds)
         if self.closing:  # a stream opened during shutdown ends at once
             client.closed = True
             client.wake.set()
@@ -214,6 +224,16 @@ class Hub:
                 client.reset = True
                 client.last_pos = 0
             client.wake.set()
+
+    def notify(self, kind: str, frame: bytes) -> None:
+        """Mark a named event on every client that asked for ``kind`` (latest one wins)."""
+        for client in self.clients:
+            kinds = client.notice_kinds
+            if kinds is not None and kind in kinds:
+                if client.notices is None:
+                    client.notices = {}
+                client.notices[kind] = frame
+                client.wake.set()
 
     def ping_idle(self, sent_before: float) -> None:
         """Mark a ping due on every client that sent nothing since ``sent_before``."""

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from gateway.hub import Hub
+from gateway.notices import Notices
 from gateway.sse import SendWatchdog
 from gateway.stats import Stats
 from gateway.subscriber import Subscriber
@@ -25,3 +26,4 @@ class Gateway:
     subscriber: Subscriber
     registry: CollectorRegistry
     watchdog: SendWatchdog
+    notices: Notices

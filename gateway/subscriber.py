@@ -49,6 +49,7 @@ class Subscriber:
         connect: Callable[[], aioredis.Redis],
         probe_after_s: float = 2.0,
         probe_timeout_s: float = 2.0,
+        on_control: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -56,6 +57,7 @@ class Subscriber:
         self.connect = connect
         self.probe_after_s = probe_after_s
         self.probe_timeout_s = probe_timeout_s
+        self.on_control = on_control  # told of each watchlist change (``NS:control``)
         self.connected = False
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
         self._malformed_log = LogThrottle(log, 10.0)
@@ -80,7 +82,9 @@ class Subscriber:
         client = self.connect()
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self.settings.keys.prices)
+            keys = self.settings.keys
+            await pubsub.subscribe(*((keys.prices, keys.control) if self.on_control
+                                     else (keys.prices,)))
             # Subscribe first, then read the cache: nothing published in between is lost,
             # and the hub drops anything the snapshot already covers (by seq).
             await self._resync(client)
@@ -90,6 +94,8 @@ class Subscriber:
             if after_failure:
                 self.stats.redis_reconnects += 1
                 log.info("Redis subscription re-established; clients get a fresh snapshot")
+            if self.on_control is not None:
+                self.on_control()  # changes made while it was down
             await self._consume(pubsub)
         finally:
             self._client = None
@@ -105,6 +111,7 @@ class Subscriber:
         loop = asyncio.get_running_loop()
         last_seen = loop.time()
         probe_sent: float | None = None
+        control = self.settings.keys.control.encode()
         while True:
             message = await pubsub.get_message(timeout=0.5)
             now = loop.time()
@@ -117,7 +124,10 @@ class Subscriber:
                 continue
             last_seen, probe_sent = now, None
             if message.get("type") == "message":
-                await self.on_prices(message["data"])
+                if message["channel"] == control and self.on_control is not None:
+                    self.on_control()
+                else:
+                    await self.on_prices(message["data"])
 
     async def on_prices(self, payload: bytes) -> None:
         """Decode one tick message (once, for every client) and hand it to the hub."""

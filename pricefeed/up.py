@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import shlex
 import shutil
 import signal
@@ -33,6 +34,7 @@ from pricefeed.localredis import (
 )
 from shared.errors import PricefeedError
 from shared.settings import Settings, child_environ, is_set, load_or_exit
+from shared.status import SOURCE_DOWN, describe, problem
 from shared.subscriber import CONNECTION_ERRORS
 
 READY_TIMEOUT_S = 30.0
@@ -93,6 +95,7 @@ async def _run(settings: Settings, verbose: bool, stop: asyncio.Event) -> None:
                 return
             print(f"pricefeed is up: open {_page_url(settings)}  (Redis: {redact(url)}; "
                   f"Ctrl+C to stop)", flush=True)
+            await _say_source(settings, url)
             _print_export_line(url)
             for child in children:
                 child.release()
@@ -116,6 +119,21 @@ def _redis(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
          "using an emulated Redis in this process (fine for trying pricefeed, not for "
          "production)")
     return embedded_redis()
+
+
+async def _say_source(settings: Settings, url: str) -> None:
+    """One line naming the price source; a warning too when it produces nothing."""
+    status = None
+    async with _client(url) as client:
+        with contextlib.suppress(*CONNECTION_ERRORS, ValueError):
+            raw = await client.get(settings.keys.producer_status)
+            status = json.loads(raw) if raw else None
+    status = status if isinstance(status, dict) else None
+    print(f"prices: {describe(status)}", flush=True)
+    why = problem(status)
+    if why is not None:
+        _say(f"pricefeed up: the price source produces nothing yet: {why}; the page shows "
+             f"its state (uv run pricefeed up -v for every log line)")
 
 
 def _print_export_line(url: str) -> None:
@@ -224,8 +242,8 @@ async def _ready(settings: Settings, client: aioredis.Redis) -> tuple[bool, str]
     producer heartbeat."""
     host = _probe_host(settings)
     status, body = await _http_get(host, settings.port, "/api/ready")
-    if status == 200:
-        return True, ""
+    if status == 200 or (status == 503 and f'"reason":"{SOURCE_DOWN}' in body):
+        return True, ""  # a source that produces nothing is said once up, not waited for
     if status == 404:
         health, _ = await _http_get(host, settings.port, "/api/health")
         try:

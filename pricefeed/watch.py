@@ -1,7 +1,10 @@
 """`pricefeed watch`: a live terminal dashboard that reads Redis directly.
 
 It is the worked example of "another service subscribing to Redis": the snapshot from
-``NS:latest``, then every tick from ``NS:prices``, through `shared.subscriber`.
+``NS:latest``, then every tick from ``NS:prices``, through `shared.subscriber`. Every
+`CONTEXT_POLL_S` it also reads the watchlist and the producer's status, to say why a
+ticker has no price and what the prices are (simulated, delayed, the source's state).
+Problems show in the dashboard's status line, not as log lines scrolling above it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -20,20 +24,22 @@ from contextlib import aclosing
 import redis.asyncio as aioredis
 from rich.console import Console, Group
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from pricefeed.localredis import ping, redact
+from shared.keys import Keys
 from shared.models import InvalidTicker, PriceUpdate, normalize_ticker
 from shared.settings import Settings, load_or_exit
-from shared.subscriber import subscribe
+from shared.status import describe, problem
+from shared.subscriber import CONNECTION_ERRORS, subscribe
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 40
 LOG_LINES = 8
 REFRESH_S = 0.25
+CONTEXT_POLL_S = 2.0
 
 
 class Board:
@@ -45,8 +51,13 @@ class Board:
         self.latest: dict[str, PriceUpdate] = {}
         self.history: dict[str, collections.deque[float]] = {}
         self.moves: collections.deque[Text] = collections.deque(maxlen=LOG_LINES)
-        self.connected = False
+        self.connected: bool | None = None  # None until the first answer
         self.updates = 0
+        self.watchlist: frozenset[str] | None = None  # None until read
+        self.status: dict[str, object] | None = None  # the producer's, None when none
+        self.producer_alive: bool | None = None
+        self.problem: str | None = None  # the last warning, shown until Redis is back
+        self.down_since: float | None = None
 
     def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False) -> None:
         if reset:  # Redis holds a new dataset: what we hold is not comparable with it
@@ -76,29 +87,83 @@ class Board:
         for ticker in self.only or sorted(self.latest):
             update = self.latest.get(ticker)
             if update is None:
-                table.add_row(ticker, "—", "", "", "", Text("waiting", style="dim"))
+                table.add_row(ticker, "—", "", "", "", Text(self.why_no_price(ticker), style="dim"))
                 continue
             style = _STYLE[update.direction]
+            change, percent, moved = _day_change(update)
+            day_style = _STYLE[moved]
             table.add_row(
                 ticker, f"{update.price:,.2f}", Text(_ARROW[update.direction], style=style),
-                Text(f"{update.change:+,.2f}", style=style),
-                Text(f"{update.change_percent:+.3f}%", style=style),
+                Text(change, style=day_style), Text(percent, style=day_style),
                 Text(sparkline(self.history.get(ticker, ())), style=style),
             )
         log = Text("\n").join(self.moves) if self.moves else Text("none yet", style="dim")
         title = f"Moves of {self.threshold_pct:g}% or more in one tick"
         moves = Panel(log, title=title, title_align="left", expand=False)
-        return Group(self._title(), table, moves)
+        return Group(self._title(), self._source(), table, moves)
+
+    def why_no_price(self, ticker: str) -> str:
+        """What a ticker without a price is waiting for, in a few words."""
+        if self.watchlist is not None and ticker not in self.watchlist:
+            return "not on the watchlist: add it on the page or POST /api/watchlist"
+        if self.producer_alive is False:
+            return "waiting: no producer is running"
+        why = problem(self.status)
+        return f"waiting: {why}" if why else "waiting for its first price"
 
     def _title(self) -> Text:
-        state = (Text("● live", style="green") if self.connected
-                 else Text("● Redis unreachable — reconnecting", style="yellow"))
-        return Text.assemble("pricefeed watch  ", state, f"  {self.updates} updates",
-                             ("  Ctrl+C to quit", "dim"))
+        if self.connected:
+            state = Text("● live", style="green")
+        elif self.connected is None:
+            state = Text("● connecting…", style="dim")
+        else:
+            since = (time.strftime(" since %H:%M:%S", time.localtime(self.down_since))
+                     if self.down_since else "")
+            state = Text(f"● Redis unreachable{since} — reconnecting", style="yellow")
+        parts: list[str | Text | tuple[str, str]] = [
+            "pricefeed watch  ", state, f"  {self.updates} updates", ("  Ctrl+C to quit", "dim")]
+        if self.problem:
+            parts += ["\n", (self.problem, "yellow")]
+        return Text.assemble(*parts)
+
+    def _source(self) -> Text:
+        if self.producer_alive is None:
+            return Text("prices: …", style="dim")
+        if not self.producer_alive:
+            return Text("prices: no producer is running", style="red")
+        style = "red" if problem(self.status) else "dim"
+        reference = self.status.get("reference") if self.status else None
+        since = f"; Change since the {reference}" if isinstance(reference, str) else ""
+        return Text(f"prices: {describe(self.status)}{since}", style=style)
 
 
 _ARROW = {"up": "▲", "down": "▼", "flat": "•"}
 _STYLE = {"up": "green", "down": "red", "flat": "dim"}
+
+
+def _day_change(update: PriceUpdate) -> tuple[str, str, str]:
+    """Change and Change % since the update's reference, and their direction; dashes
+    for an update without a reference (from an older producer)."""
+    ref, pct = update.reference_price, update.day_change_percent
+    if ref is None or pct is None:
+        return "—", "—", "flat"
+    moved = "up" if pct > 0 else "down" if pct < 0 else "flat"
+    return f"{update.price - ref:+,.2f}", f"{pct:+.2f}%", moved
+
+
+class BoardLog(logging.Handler):
+    """Log records of WARNING and above go to the board's status line, not the screen:
+    printed above a live display they piled up, one per outage."""
+
+    def __init__(self, board: Board) -> None:
+        super().__init__(logging.WARNING)
+        self.board = board
+        self.changed: asyncio.Event | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.board.problem = record.getMessage()[:200]
+        if self.changed is not None:
+            self.changed.set()
 
 
 def sparkline(values: Sequence[float] | collections.deque[float]) -> str:
@@ -134,11 +199,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = load_or_exit()
     console = Console()
-    # Log lines (e.g. "lost Redis ...; retrying") print above the live table, not into it.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True,
-                        handlers=[RichHandler(console=console, show_path=False)])
+    board = Board(args.tickers, args.threshold)
+    logging.basicConfig(level=logging.WARNING, force=True, handlers=[BoardLog(board)])
     try:
-        return asyncio.run(watch(settings, args.tickers, args.threshold, console))
+        return asyncio.run(watch(settings, board, console))
     except KeyboardInterrupt:
         return 0
 
@@ -153,9 +217,7 @@ def _ticker_list(raw: str) -> tuple[str, ...]:
     return tickers
 
 
-async def watch(
-    settings: Settings, tickers: Sequence[str] | None, threshold_pct: float, console: Console
-) -> int:
+async def watch(settings: Settings, board: Board, console: Console) -> int:
     """Run the dashboard until Ctrl+C or SIGTERM; 1 when Redis cannot be reached at start."""
     reason = await ping(settings.redis_url)
     if reason is not None:
@@ -166,13 +228,12 @@ async def watch(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    board = Board(tickers, threshold_pct)
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
                                health_check_interval=10)
     try:
         with Live(board.render(), console=console, auto_refresh=False,
                   redirect_stderr=False) as live:
-            feed = asyncio.create_task(_feed(client, settings, tickers, board, live))
+            feed = asyncio.create_task(_feed(client, settings, board, live))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([feed, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in (feed, stopping):
@@ -186,17 +247,23 @@ async def watch(
     return 0
 
 
-async def _feed(client: aioredis.Redis, settings: Settings, tickers: Sequence[str] | None,
-                board: Board, live: Live) -> None:
+async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: Live) -> None:
     """Apply batches to the board as they come; repaint at most every REFRESH_S."""
     dirty = asyncio.Event()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BoardLog):
+            handler.changed = dirty
 
     def on_state(up: bool) -> None:
         board.connected = up
+        if up:
+            board.problem, board.down_since = None, None
+        elif board.down_since is None:
+            board.down_since = time.time()
         dirty.set()
 
     async def consume() -> None:
-        batches = subscribe(client, settings.keys, tickers, on_state=on_state)
+        batches = subscribe(client, settings.keys, board.only, on_state=on_state)
         async with aclosing(batches):
             async for batch in batches:
                 board.apply(dict(batch.updates), batch.snapshot, batch.reset)
@@ -209,6 +276,35 @@ async def _feed(client: aioredis.Redis, settings: Settings, tickers: Sequence[st
             live.update(board.render(), refresh=True)
             await asyncio.sleep(REFRESH_S)  # a frame budget, not a wait for an event
 
+    async def context() -> None:
+        while True:
+            if await _read_context(client, settings.keys, board):
+                dirty.set()
+            await asyncio.sleep(CONTEXT_POLL_S)
+
     async with asyncio.TaskGroup() as group:
         group.create_task(consume())
         group.create_task(paint())
+        group.create_task(context())
+
+
+async def _read_context(client: aioredis.Redis, keys: Keys, board: Board) -> bool:
+    """Read the watchlist and the producer's status into ``board``; True when it changed.
+    During an outage it keeps what it had: the subscription already shows the outage."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.watchlist)
+            pipe.exists(keys.producer)
+            pipe.get(keys.producer_status)
+            members, alive, raw = await pipe.execute()
+    except CONNECTION_ERRORS:
+        return False
+    try:
+        status = json.loads(raw) if raw else None
+    except ValueError:
+        status = None
+    before = (board.watchlist, board.producer_alive, board.status)
+    board.watchlist = frozenset(m.decode(errors="replace") for m in members)
+    board.producer_alive = bool(alive)
+    board.status = status if isinstance(status, dict) else None
+    return before != (board.watchlist, board.producer_alive, board.status)

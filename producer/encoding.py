@@ -40,26 +40,37 @@ def encode_tick(
     previous: np.ndarray,
     timestamps: Sequence[float],
     first_seq: int,
+    references: np.ndarray | None = None,
 ) -> list[bytes]:
     """One PriceUpdate JSON per ticker, with seqs ``first_seq, first_seq + 1, ...``.
 
-    ``prices`` and ``previous`` are already rounded to cents and positive.
+    ``prices``, ``previous`` and ``references`` (when given) are already rounded to cents
+    and positive.
     """
     if len(tickers) == 0:
         return []
     change = round4(prices - previous)
     percent = round4(change / previous * 100)
     direction = _DIRECTIONS[np.sign(prices - previous).astype(np.int8) + 1].tolist()
-    objs = [
-        {
-            "ticker": t, "price": p, "previous_price": q, "timestamp": ts,
-            "change": c, "change_percent": cp, "direction": d, "seq": s,
-        }
-        for t, p, q, ts, c, cp, d, s in zip(
-            tickers, prices.tolist(), previous.tolist(), timestamps, change.tolist(),
-            percent.tolist(), direction, range(first_seq, first_seq + len(tickers)), strict=True,
-        )
-    ]
+    seqs = range(first_seq, first_seq + len(tickers))
+    columns = (tickers, prices.tolist(), previous.tolist(), timestamps, change.tolist(),
+               percent.tolist(), direction, seqs)
+    objs: list[dict[str, object]]
+    if references is None:
+        objs = [
+            {"ticker": t, "price": p, "previous_price": q, "timestamp": ts,
+             "change": c, "change_percent": cp, "direction": d, "seq": s}
+            for t, p, q, ts, c, cp, d, s in zip(*columns, strict=True)
+        ]
+    else:
+        day = round4((prices - references) / references * 100).tolist()
+        objs = [
+            {"ticker": t, "price": p, "previous_price": q, "timestamp": ts,
+             "change": c, "change_percent": cp, "direction": d, "seq": s,
+             "reference_price": r, "day_change_percent": dp}
+            for t, p, q, ts, c, cp, d, s, r, dp in zip(
+                *columns, references.tolist(), day, strict=True)
+        ]
     return [b"{%b}" % body for body in orjson.dumps(objs)[2:-2].split(b"},{")]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from producer.massive_rest import Failure, SnapshotClient, classify, parse_snaps
 from producer.source import MarketDataSource, Quote, QuoteSink
 from shared.backoff import Backoff
 from shared.settings import MASSIVE_MODES, Settings
+from shared.status import QUIET_AFTER_S, feed_of_lag
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ class MassiveRestSource(MarketDataSource):
     """Polls one snapshot of every ticker per interval and sends what changed.
 
     A ticker is sent only when its price or trade time moved, so a closed market is
-    quiet. Failures set `state` and back off (Retry-After honoured, capped); a
+    quiet; with no trade for `QUIET_AFTER_S` the state says ``market_closed``. Failures
+    set `state` and back off (Retry-After honoured, capped); a
     rejected key is retried every ``auth_retry_s``.
     """
 
@@ -57,6 +60,8 @@ class MassiveRestSource(MarketDataSource):
         self._reported: set[tuple[str, str]] = set()
         self._state = "starting"
         self._problem: str | None = None
+        self._last_trade: float | None = None
+        self._feed: str | None = None
         self._fetcher: Fetcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +73,10 @@ class MassiveRestSource(MarketDataSource):
     @property
     def state(self) -> str:
         return self._state
+
+    def details(self) -> dict[str, object]:
+        return {"feed": self._feed, "reference": "previous close", "detail": self._problem,
+                "last_trade": self._last_trade}
 
     def get_tickers(self) -> list[str]:
         return list(self._tickers)
@@ -124,7 +133,7 @@ class MassiveRestSource(MarketDataSource):
             raise
         except Exception as e:
             return self._failed(classify(e), e)
-        self._recovered()
+        self._recovered(snapshot.quotes)
         self._report_skipped(snapshot.skipped, tickers, snapshot.quotes)
         await self._send(snapshot.quotes)
         return self._poll_interval_s
@@ -173,12 +182,20 @@ class MassiveRestSource(MarketDataSource):
         self._state = failure.state
         return delay
 
-    def _recovered(self) -> None:
+    def _recovered(self, quotes: Mapping[str, Quote]) -> None:
         if self._problem is not None:
             log.info("Massive snapshots are flowing again (after: %s)", self._problem)
         self._problem = None
         self._backoff.reset()
-        self._state = "ok"
+        newest = max((q.timestamp for q in quotes.values()), default=None)
+        if newest is not None and (self._last_trade is None or newest > self._last_trade):
+            self._last_trade = newest
+        lag = None if self._last_trade is None else time.time() - self._last_trade
+        self._feed = (feed_of_lag(lag) if lag is not None else None) or self._feed
+        quiet = lag is not None and lag > QUIET_AFTER_S
+        if quiet and self._state != "market_closed":
+            log.info("no trade on Massive for %d min: the market is closed", QUIET_AFTER_S // 60)
+        self._state = "market_closed" if quiet else "ok"
 
     def _report_skipped(self, skipped: Mapping[str, str], tickers: Sequence[str],
                         quotes: Mapping[str, Quote]) -> None:

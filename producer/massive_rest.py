@@ -124,7 +124,8 @@ def _price(value: object) -> float | None:
 
 
 def quote_of(snapshot: TickerSnapshot) -> Quote | None:
-    """Price of the last trade at its SIP time (else the snapshot's ``updated``)."""
+    """Price of the last trade at its SIP time (else the snapshot's ``updated``), with the
+    previous day's close as the reference of the day's change (else the day's open)."""
     trade = snapshot.last_trade
     if trade is None:
         return None
@@ -132,7 +133,15 @@ def quote_of(snapshot: TickerSnapshot) -> Quote | None:
     timestamp = to_seconds(trade.sip_timestamp) or to_seconds(snapshot.updated)
     if price is None or timestamp is None:
         return None
-    return Quote(price, timestamp)
+    return Quote(price, timestamp, reference=_reference(snapshot))
+
+
+def _reference(snapshot: TickerSnapshot) -> float | None:
+    for bar, field in ((snapshot.prev_day, "close"), (snapshot.day, "open")):
+        value = _price(getattr(bar, field, None)) if bar is not None else None
+        if value is not None:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from producer.massive_rest import to_seconds
 from producer.source import MarketDataSource, Quote, QuoteSink
 from shared.backoff import Backoff
 from shared.settings import Settings
+from shared.status import QUIET_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,23 @@ _WIRE_LOG = logging.getLogger(f"{__name__}.wire")
 _WIRE_LOG.setLevel(logging.INFO)
 
 _OK_STATUSES = frozenset({"connected", "auth_success", "success"})
+# websockets retries a failed connect inside the SDK's `connect` and logs each attempt at
+# INFO: a dead feed was silent under `pricefeed up`. One WARNING per this many seconds.
+CONNECT_WARNING_EVERY_S = 60.0
+
+
+class _ConnectFailures(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger handed to websockets: its "connect failed" lines go to ``on_failure``."""
+
+    def __init__(self, on_failure: Callable[[str], None]) -> None:
+        super().__init__(_WIRE_LOG, {})
+        self._on_failure = on_failure
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith("connect failed"):
+            self._on_failure(str(args[-1]) if args else "")
+            return
+        super().log(level, msg, *args, **kwargs)
 
 ClientFactory = Callable[[list[str]], WebSocketClient]
 
@@ -65,6 +83,13 @@ class MassiveStreamSource(MarketDataSource):
         self._connecting_since = time.monotonic()
         self._reported: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._wire_log = _ConnectFailures(self._connect_failed)
+        self._failures = 0  # failed connects since the last WARNING about them
+        self._warned_at: float | None = None
+        self._detail: str | None = None
+        self._last_trade: float | None = None
+        self._since = time.time()  # the stream's start, for a market quiet since then
+        self.feed = "real time"
 
     @property
     def kind(self) -> str:
@@ -73,6 +98,10 @@ class MassiveStreamSource(MarketDataSource):
     @property
     def state(self) -> str:
         return self._state
+
+    def details(self) -> dict[str, object]:
+        return {"feed": self.feed, "reference": "first trade of the UTC day",
+                "detail": self._detail, "last_trade": self._last_trade}
 
     def get_tickers(self) -> list[str]:
         return list(self._tickers)
@@ -113,10 +142,11 @@ class MassiveStreamSource(MarketDataSource):
             self._client = client
             self._set_connecting()
             try:
-                await client.connect(self._on_message, logger=_WIRE_LOG)
+                await client.connect(self._on_message, logger=self._wire_log)
                 ending = "closed by the server"
             except AuthError:
                 self._state = "auth_rejected"
+                self._detail = "the API key was rejected on the websocket"
                 log.error("Massive rejected the API key on the websocket; streaming stopped "
                           "(check MASSIVE_API_KEY and that the plan includes websockets)")
                 return
@@ -134,11 +164,27 @@ class MassiveStreamSource(MarketDataSource):
             self._connecting_since = time.monotonic()
         self._state = "connecting"
 
+    def _connect_failed(self, reason: str) -> None:
+        """websockets could not connect and retries: the feed is unreachable. One WARNING
+        at the first failure, then at most one per `CONNECT_WARNING_EVERY_S` with a count."""
+        self._state = "unreachable"
+        self._detail = f"cannot connect to the Massive websocket ({reason[:120]})"
+        self._failures += 1
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < CONNECT_WARNING_EVERY_S:
+            return
+        again = "" if self._warned_at is None else f" ({self._failures} attempts failed)"
+        log.warning("%s; retrying%s", self._detail, again)
+        self._warned_at, self._failures = now, 0
+
     async def _on_message(self, raw: str | bytes) -> None:
         """Every frame after a successful auth (the SDK runs in raw mode). Never raises:
         the SDK would drop the connection for it."""
-        if self._state != "ok":
+        if self._state not in ("ok", "market_closed"):
+            if self._warned_at is not None:
+                log.info("connected to the Massive websocket again")
             self._state = "ok"
+            self._detail, self._warned_at, self._failures = None, None, 0
             self._backoff.reset()
             self._reported = {r for r in self._reported if not r.startswith("ending:")}
             log.info("Massive websocket streaming %d tickers", len(self._tickers))
@@ -174,6 +220,8 @@ class MassiveStreamSource(MarketDataSource):
         held = self._pending.get(symbol)
         if held is None or timestamp >= held.timestamp:  # trades may arrive out of order
             self._pending[symbol] = Quote(float(price), timestamp)
+        if self._last_trade is None or timestamp > self._last_trade:
+            self._last_trade = timestamp
 
     async def _flush(self) -> None:
         """Every tick, send the latest trade of each ticker that traded."""
@@ -182,6 +230,8 @@ class MassiveStreamSource(MarketDataSource):
             if (self._state == "connecting"
                     and time.monotonic() - self._connecting_since > self._connect_grace_s):
                 self._state = "unreachable"
+                self._detail = "no answer from the Massive websocket"
+            self._check_quiet()
             batch = {t: q for t, q in self._pending.items() if t in self._tickers}
             self._pending = {}
             if not batch:
@@ -190,6 +240,13 @@ class MassiveStreamSource(MarketDataSource):
                 await self._sink(batch)
             except Exception:
                 log.exception("publishing %d Massive trades failed; dropped them", len(batch))
+
+    def _check_quiet(self) -> None:
+        """Connected, but no trade for `QUIET_AFTER_S` (or none since the start): closed."""
+        if self._state not in ("ok", "market_closed"):
+            return
+        newest = self._last_trade if self._last_trade is not None else self._since
+        self._state = "market_closed" if time.time() - newest > QUIET_AFTER_S else "ok"
 
     def _problem(self, line: str, key: str | None = None) -> None:
         """Log ``line`` once per kind of problem (``key``), then only at DEBUG."""
@@ -218,4 +275,6 @@ def create_stream_source(settings: Settings, sink: QuoteSink) -> MassiveStreamSo
         return WebSocketClient(api_key=key.get(), feed=feed, secure=secure, market="stocks",
                                raw=True, subscriptions=subscriptions, max_reconnects=0)
 
-    return MassiveStreamSource(client, sink, tick_interval_s=settings.tick_interval_s)
+    source = MassiveStreamSource(client, sink, tick_interval_s=settings.tick_interval_s)
+    source.feed = "delayed 15 min" if feed.startswith("delayed") else "real time"
+    return source

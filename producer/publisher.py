@@ -41,6 +41,7 @@ from producer.bar_store import (
 from producer.bars import EMPTY, BarBook, Bars, merge_folds
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
+from producer.reference import DayReferences
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
 from producer.source import PriceBatch, Quote
 from producer.tasks import stop_tasks
@@ -85,6 +86,7 @@ class Publisher:
         self._forming_seq = 0  # the last seq folded into the bars
         self._reserve = Script(redis, RESERVE_SEQ)
         self._write = Script(redis, PUBLISH_TICK)
+        self._references = DayReferences(redis, keys, owner_id)
         self._lock = asyncio.Lock()
         self._allowed: set[str] = set()
         self._previous: dict[str, float] = {}
@@ -125,6 +127,7 @@ class Publisher:
         self._forget(set(self._previous) - self._allowed)
         self._seq_next = self._seq_end + 1  # the rest of an old block is never used
         self._rewrite = True
+        self._references.reset()
         self.failure = asyncio.get_running_loop().create_future()
 
     async def restore_bars(self, tickers: Sequence[str]) -> None:
@@ -247,8 +250,9 @@ class Publisher:
         if not tickers and not self._rewrite:
             return
         first = await self._take_seq(len(tickers))
+        references = await self._references.of(tickers, prices, stamps.tolist(), quotes)
         payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices),
-                               stamps.tolist(), first)
+                               stamps.tolist(), first, references)
         entry_id, min_id = self._log_entry(first + len(tickers) - 1) if tickers else ("", "")
         args: list[str | bytes | int] = [
             self.owner_id, self.keys.price_prefix, self.keys.prices,

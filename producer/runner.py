@@ -124,6 +124,7 @@ class ProducerRunner:
             "source": source.kind if source else None,
             "state": source.state if source else "starting",
             "tick_interval_s": self.settings.tick_interval_s,
+            **(source.details() if source else {}),
         }
 
     async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:

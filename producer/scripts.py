@@ -29,6 +29,21 @@ end
 return last
 """
 
+# KEYS: lease, the day's reference hash. ARGV: owner id, TTL in s, then ticker/price
+# pairs. Keeps the first price of the day per ticker (HSETNX, so a restarted producer and
+# its predecessor agree) and returns the stored value of each; nil when the lease is not
+# ours.
+SET_REFERENCES: Final[str] = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local out = {}
+for i = 3, #ARGV, 2 do
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return out
+"""
+
 # KEYS: lease, latest, ticks, epoch. ARGV: owner id, channel prefix, map channel, tick map,
 # number of published pairs, log entry id ('' = no entry), log MAXLEN, log MINID ('' = no
 # age trim), epoch candidate, then ticker/payload pairs (the published ones first, then

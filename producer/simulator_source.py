@@ -35,6 +35,9 @@ class SimulatorSource(MarketDataSource):
     def kind(self) -> str:
         return "simulator"
 
+    def details(self) -> dict[str, object]:
+        return {"feed": "simulated", "reference": "first price of the UTC day"}
+
     async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
         await self.stop()
         self._sim = GBMSimulator(

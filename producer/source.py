@@ -17,11 +17,13 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class Quote:
     """A price observed at a time (float Unix seconds), with the traded size when the
-    source knows it (Massive's trades; summed into the bars' volume)."""
+    source knows it (Massive's trades; summed into the bars' volume), and the source's own
+    reference price for the day's change (Massive's previous close) when it has one."""
 
     price: float
     timestamp: float
     size: float | None = None
+    reference: float | None = None
 
 
 QuoteSink = Callable[[Mapping[str, Quote]], Awaitable[None]]
@@ -90,3 +92,7 @@ class MarketDataSource(ABC):
     def state(self) -> str:
         """Health of the source: ``ok``, or a short reason such as ``auth_rejected``."""
         return "ok"
+
+    def details(self) -> dict[str, object]:
+        """What the status shows besides kind and state (``shared.status`` names the keys)."""
+        return {}

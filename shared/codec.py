@@ -73,7 +73,19 @@ def update_from_obj(obj: Any) -> PriceUpdate:
     _number(obj, "change_percent")
     if obj.get("direction") not in _DIRECTIONS:
         raise CodecError(f"{ticker}: field 'direction' must be up, down or flat")
-    return PriceUpdate(ticker, price, previous, timestamp, seq)
+    return PriceUpdate(ticker, price, previous, timestamp, seq, _reference(obj, ticker))
+
+
+def _reference(obj: Mapping[str, Any], ticker: str) -> float | None:
+    """The optional ``reference_price`` (with its ``day_change_percent``): absent in
+    updates written before the field existed, so absent or null means none."""
+    if obj.get("reference_price") is None:
+        return None
+    reference = _number(obj, "reference_price")
+    if not is_positive_finite(reference):
+        raise CodecError(f"{ticker}: field 'reference_price' must be finite and positive")
+    _number(obj, "day_change_percent")
+    return reference
 
 
 def decode_update(payload: bytes | str) -> PriceUpdate:

@@ -55,6 +55,11 @@ class Keys:
         """String: the top of the seqs reserved so far (producers reserve blocks ahead)."""
         return f"{self.namespace}:seq"
 
+    def reference(self, day: str) -> str:
+        """Hash: ticker -> the first price the producer published on UTC ``day``
+        (``YYYY-MM-DD``), the reference of ``day_change_percent`` where the source has none."""
+        return f"{self.namespace}:reference:{day}"
+
     @property
     def ticks(self) -> str:
         """Stream: the tick log, one entry ``<last seq>-<ms>`` -> ``map`` per tick."""

@@ -41,7 +41,10 @@ def normalize_ticker(raw: object) -> str:
 class PriceUpdate:
     """One price of one ticker, as stored in the cache and sent on every channel.
 
-    ``change``, ``change_percent`` and ``direction`` are derived, never stored.
+    ``change``, ``change_percent`` and ``direction`` are derived, never stored; so is
+    ``day_change_percent``, the change since ``reference_price`` (the previous close for
+    Massive, the first price of the UTC day for the simulator: README, "The Redis
+    contract"). An update without a reference (written by an older producer) has neither.
     """
 
     ticker: str
@@ -49,6 +52,7 @@ class PriceUpdate:
     previous_price: float
     timestamp: float
     seq: int
+    reference_price: float | None = None
 
     @property
     def change(self) -> float:
@@ -71,9 +75,17 @@ class PriceUpdate:
             return "down"
         return "flat"
 
+    @property
+    def day_change_percent(self) -> float | None:
+        """Change since ``reference_price`` in percent, rounded to 4 decimals; None without one."""
+        ref = self.reference_price
+        if ref is None or ref == 0:
+            return None
+        return round((self.price - ref) / ref * 100, 4)
+
     def to_dict(self) -> dict[str, Any]:
-        """The wire form, keys in the order of the spec."""
-        return {
+        """The wire form, keys in the order of the contract (the reference pair last)."""
+        out: dict[str, Any] = {
             "ticker": self.ticker,
             "price": self.price,
             "previous_price": self.previous_price,
@@ -83,15 +95,21 @@ class PriceUpdate:
             "direction": self.direction,
             "seq": self.seq,
         }
+        if self.reference_price is not None:
+            out["reference_price"] = self.reference_price
+            out["day_change_percent"] = self.day_change_percent
+        return out
 
     @classmethod
     def create(
-        cls, ticker: str, price: float, previous_price: float | None, timestamp: float, seq: int
+        cls, ticker: str, price: float, previous_price: float | None, timestamp: float, seq: int,
+        reference_price: float | None = None,
     ) -> PriceUpdate:
-        """Build an update with the spec's rounding; the first update of a ticker is flat."""
+        """Build an update with the contract's rounding; the first update of a ticker is flat."""
         rounded = round(price, 2)
         prev = rounded if previous_price is None else round(previous_price, 2)
-        return cls(ticker, rounded, prev, timestamp, seq)
+        ref = None if reference_price is None else round(reference_price, 2)
+        return cls(ticker, rounded, prev, timestamp, seq, ref)
 
 
 def is_positive_finite(value: float) -> bool:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.state import Gateway
+from shared.status import SOURCE_DOWN, problem
 from shared.version import VERSION
 
 router = APIRouter()
@@ -26,7 +27,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when Redis answers, the producer's heartbeat is fresh and prices are subscribed."""
+    """200 when Redis answers, the producer's heartbeat is fresh, its price source produces
+    (a closed market counts: it is quiet, not broken) and prices are subscribed."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
@@ -43,6 +45,9 @@ async def ready(request: Request) -> JSONResponse:
         return _not_ready("producer heartbeat missing (no live producer)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
+    why = problem(status) if isinstance(status, dict) else None
+    if why is not None:
+        return _not_ready(f"{SOURCE_DOWN}: {why}", status)
     body: dict[str, Any] = {"status": "ready"}
     if status is not None:
         body["producer"] = status

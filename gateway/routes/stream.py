@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import StreamView, read_view
 from gateway.hub import RESET_FRAME, Batch, Client
+from gateway.notices import parse_kinds
 from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
@@ -79,6 +80,10 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
     async with aclosing(_opening(gw, client, opening)) as frames:
         async for frame in frames:
             yield frame
+    if client.notice_kinds is not None:  # what it asked for, as it is now
+        for kind in sorted(client.notice_kinds):
+            if kind in gw.notices.frames:
+                yield gw.notices.frames[kind]
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
@@ -86,6 +91,9 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
         wake.clear()
         if client.closed:
             return
+        if client.notices is not None:
+            for notice in client.take_notices():
+                yield notice
         batch = client.take()
         bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
@@ -177,7 +185,8 @@ def respond(request: Request) -> Response:
         wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         replay_all = parse_replay(request.query_params.get("replay"))
         bars = parse_bars(request.query_params.get("bars"))
-    except BadRequest as e:
+        kinds = parse_kinds(request.query_params.get("events"))
+    except (BadRequest, ValueError) as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
@@ -189,7 +198,8 @@ def respond(request: Request) -> Response:
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last = parse_event_id(raw_id)
     opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
-    client = gw.hub.register(wanted, bars)  # before the snapshot read: no tick in between
+    # Registered before the snapshot read: no tick can fall in between.
+    client = gw.hub.register(wanted, bars, kinds)
     gw.stats.streams_opened += 1
     return PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog)
 

@@ -29,7 +29,7 @@ def _symbol(raw: str, status_code: int) -> str:
     try:
         return normalize_ticker(raw)
     except InvalidTicker as e:
-        raise HTTPException(status_code, f"ticker: {e}") from e
+        raise HTTPException(status_code, str(e)) from e
 
 
 def _price(raw: bytes | str | None) -> float | None:

@@ -1,6 +1,8 @@
 // pricefeed's live page. No build step, no dependency, nothing from another host.
 //
-// The watchlist comes from the REST API; prices come from the SSE stream. The connection
+// The watchlist comes from the REST API when the stream opens, then from the stream's
+// `watchlist` events; prices come from the stream, the source's state from its `source`
+// events (source.js). The connection
 // dot follows EventSource's own reconnection: green while open, yellow while the browser
 // retries, red once it has been failing for DOWN_AFTER_MS (or the browser gave up).
 //
@@ -10,12 +12,11 @@
 // to another dataset: we drop it, take the snapshot that follows and say "resynced".
 "use strict";
 
-const STREAM_URL = "/api/stream/prices";
+const STREAM_URL = "/api/stream/prices?events=source,watchlist";
 const WATCHLIST_URL = "/api/watchlist";
 const SPARK_POINTS = 120;       // prices kept per ticker for the sparkline
 const DOWN_AFTER_MS = 3000;     // retrying this long without success shows "down"
 const REOPEN_MAX_MS = 10000;    // backoff cap when the browser has given up (CLOSED)
-const WATCHLIST_REFRESH_MS = 15000;
 const RESYNCED_NOTE_MS = 5000;  // how long the "resynced" note stays up
 
 const state = {
@@ -64,18 +65,20 @@ function clearTimer(name) {
 function openStream() {
   clearTimer("reopenTimer");
   if (state.source) state.source.close();
-  const url = state.lastId ? `${STREAM_URL}?last_event_id=${encodeURIComponent(state.lastId)}` : STREAM_URL;
+  const url = state.lastId ? `${STREAM_URL}&last_event_id=${encodeURIComponent(state.lastId)}` : STREAM_URL;
   const source = new EventSource(url);
   state.source = source;
   source.onopen = () => {
     clearTimer("downTimer");
     state.failingSince = null;
     state.reopenDelay = 1000;
-    setStatus("connected", "live");
+    setStatus("connected", "connected");   // the source pill says whether prices flow
     loadWatchlist();                  // catch up on changes made while we were away
   };
   source.onmessage = (event) => onEvent(event);
   source.addEventListener("reset", onReset);
+  source.addEventListener("source", (event) => onNamed(event, window.pricefeedShowSource));
+  source.addEventListener("watchlist", (event) => onNamed(event, (w) => applyWatchlist(w.tickers)));
   source.onerror = () => onStreamError(source);
 }
 
@@ -108,6 +111,17 @@ function onReset() {
   state.resyncedTimer = setTimeout(() => { note.hidden = true; state.resyncedTimer = null; },
     RESYNCED_NOTE_MS);
   window.pricefeedResets = (window.pricefeedResets || 0) + 1;
+}
+
+function onNamed(event, show) {
+  let data;
+  try {
+    data = JSON.parse(event.data);
+  } catch (err) {
+    console.warn(`pricefeed: ignoring a malformed ${event.type} event`, err);
+    return;
+  }
+  show(data);
 }
 
 function onStreamError(source) {
@@ -159,21 +173,37 @@ function onPrices(data) {
 }
 
 function showPrice(row, update, previous) {
-  row.priceCell.textContent = priceFmt.format(update.price);
-  row.changeCell.textContent = formatPercent(update.change_percent);
-  row.changeCell.dataset.direction = update.direction;
+  const shown = row.priceCell.textContent;
+  const text = priceFmt.format(update.price);
+  row.priceCell.textContent = text;
+  showDayChange(row.changeCell, update);
   const last = row.history.length ? row.history[row.history.length - 1] : null;
   row.history.push(update.price);
   if (row.history.length > SPARK_POINTS) row.history.shift();
   drawSparkline(row);
+  // Only a price that changed on screen flashes, and only its own cell.
   const moved = previous ? update.price - previous.price : last === null ? 0 : update.price - last;
-  if (moved !== 0) flash(row.tr, moved > 0 ? "flash-up" : "flash-down");
+  if (moved !== 0 && text !== shown) flash(row.priceCell, moved > 0 ? "flash-up" : "flash-down");
 }
 
-function flash(tr, cls) {
-  tr.classList.remove("flash-up", "flash-down");
-  void tr.offsetWidth;                // restart the animation
-  tr.classList.add(cls);
+// "Change %" is the change since the day's reference (README, "The Redis contract"); an
+// update from a producer older than that field has none, and shows a dash.
+function showDayChange(cell, update) {
+  const pct = update.day_change_percent;
+  if (typeof pct !== "number") {
+    cell.textContent = "—";
+    delete cell.dataset.direction;
+    return;
+  }
+  cell.textContent = formatPercent(pct);
+  cell.dataset.direction = pct > 0 ? "up" : pct < 0 ? "down" : "flat";
+  cell.title = `since ${priceFmt.format(update.reference_price)}`;
+}
+
+function flash(el, cls) {
+  el.classList.remove("flash-up", "flash-down");
+  void el.offsetWidth;                // restart the animation
+  el.classList.add(cls);
 }
 
 function drawSparkline(row) {
@@ -199,7 +229,7 @@ function addRow(ticker, price) {
   tr.dataset.ticker = ticker;
   tr.querySelector(".ticker").textContent = ticker;
   tr.querySelector(".remove").addEventListener("click", () => removeTicker(ticker));
-  tr.addEventListener("animationend", () => tr.classList.remove("flash-up", "flash-down"));
+  tr.addEventListener("animationend", (e) => e.target.classList.remove("flash-up", "flash-down", "found"));
   const row = {
     tr,
     priceCell: tr.querySelector(".price"),
@@ -271,48 +301,95 @@ async function loadWatchlist() {
     const response = await fetch(WATCHLIST_URL);
     if (!response.ok) return;
     const items = await response.json();
-    const wanted = new Set(items.map((item) => item.ticker));
-    for (const item of items) addRow(item.ticker, item.price);
-    for (const ticker of [...state.rows.keys()]) if (!wanted.has(ticker)) dropRow(ticker);
-    $("empty").hidden = state.rows.size > 0;
+    applyWatchlist(items.map((item) => item.ticker), items);
   } catch (_) {
     // The stream's status dot already tells the user the gateway is unreachable.
   }
 }
 
+// The whole watchlist, from the REST API or a `watchlist` event: rows follow it exactly.
+function applyWatchlist(tickers, items = []) {
+  if (!Array.isArray(tickers)) return;
+  const wanted = new Set(tickers);
+  const prices = new Map(items.map((item) => [item.ticker, item.price]));
+  for (const ticker of tickers) addRow(ticker, prices.get(ticker));
+  for (const ticker of [...state.rows.keys()]) if (!wanted.has(ticker)) dropRow(ticker);
+  $("empty").hidden = state.rows.size > 0;
+}
+
 function showFormError(text) {
   $("form-error").textContent = text;
+  if (text) $("form-note").textContent = "";
+}
+
+function showFormNote(text) {
+  $("form-note").textContent = text;
+  if (text) $("form-error").textContent = "";
+}
+
+// Client-side checks mirror the server's rule only to explain; the server decides.
+function checkBeforeAdd(raw) {
+  const symbol = raw.trim().toUpperCase();
+  if (!symbol) return { error: "type a ticker symbol, e.g. PYPL" };
+  const row = state.rows.get(symbol);
+  if (row) return { known: symbol, row };
+  return { symbol };
 }
 
 async function onAdd(event) {
   event.preventDefault();
   const input = $("ticker-input");
-  const raw = input.value;
-  if (!raw.trim()) return;
   showFormError("");
+  showFormNote("");
+  const check = checkBeforeAdd(input.value);
+  if (check.error) {
+    showFormError(check.error);
+    return;
+  }
+  if (check.known) {
+    showFormNote(`${check.known} is already on the watchlist`);
+    check.row.tr.scrollIntoView({ block: "nearest" });
+    flash(check.row.tr, "found");
+    input.select();
+    return;
+  }
   $("add-button").disabled = true;
   try {
-    const response = await writeRequest("POST", WATCHLIST_URL, { ticker: raw });
-    if (!response.ok) {
-      showFormError(await errorMessage(response));
-      return;
-    }
-    const item = await response.json();
-    addRow(item.ticker, item.price);
-    input.value = "";
-  } catch (_) {
-    showFormError("the gateway cannot be reached");
+    const added = await addTicker(input.value);
+    if (added) input.value = "";
   } finally {
     $("add-button").disabled = false;
   }
 }
 
+// POST a ticker; true when it is on the watchlist afterwards (errors are shown).
+async function addTicker(raw) {
+  try {
+    const response = await writeRequest("POST", WATCHLIST_URL, { ticker: raw });
+    if (!response.ok) {
+      showFormError(await errorMessage(response));
+      return false;
+    }
+    const item = await response.json();
+    addRow(item.ticker, item.price);
+    return true;
+  } catch (_) {
+    showFormError("the gateway cannot be reached");
+    return false;
+  }
+}
+
 async function removeTicker(ticker) {
   showFormError("");
+  showFormNote("");
   try {
     const response = await writeRequest("DELETE", `${WATCHLIST_URL}/${encodeURIComponent(ticker)}`);
-    if (response.ok || response.status === 404) dropRow(ticker);
-    else showFormError(await errorMessage(response));
+    if (response.ok || response.status === 404) {
+      dropRow(ticker);
+      if (response.ok) window.pricefeedOfferUndo(ticker, () => addTicker(ticker));
+    } else {
+      showFormError(await errorMessage(response));
+    }
   } catch (_) {
     showFormError("the gateway cannot be reached");
   }
@@ -323,5 +400,4 @@ document.addEventListener("DOMContentLoaded", () => {
   $("add-form").addEventListener("submit", onAdd);
   loadWatchlist();
   openStream();
-  setInterval(loadWatchlist, WATCHLIST_REFRESH_MS);
 });

@@ -135,11 +135,28 @@ async def test_ready_reports_producer_heartbeat_and_status(api, fake_producer):
         down = await client.get("/api/ready")
         assert down.status_code == 503
         assert "producer" in down.json()["reason"]
-        await fake_producer.heartbeat(orjson.dumps({"source": "massive", "state": "auth_rejected"}))
+        await fake_producer.heartbeat(orjson.dumps({"source": "massive-rest", "state": "ok"}))
         up = await client.get("/api/ready")
         assert up.status_code == 200
-        assert up.json()["producer"] == {"source": "massive", "state": "auth_rejected"}
+        assert up.json()["producer"] == {"source": "massive-rest", "state": "ok"}
         assert (await client.get("/api/health")).json() == {"status": "ok", "version": VERSION}
+
+
+@pytest.mark.parametrize("state,detail,code,reason", [
+    ("auth_rejected", "Massive rejected the API key (HTTP 401)", 503,
+     "price source not producing: key rejected (Massive rejected the API key (HTTP 401))"),
+    ("unreachable", None, 503, "price source not producing: source unreachable"),
+    ("starting", None, 503, "price source not producing: starting"),
+    ("market_closed", None, 200, None),  # quiet, not broken
+])
+async def test_ready_says_so_when_the_price_source_produces_nothing(
+        api, fake_producer, state, detail, code, reason):
+    async with api() as (client, _):
+        status = {"source": "massive-rest", "state": state, "detail": detail}
+        await fake_producer.heartbeat(orjson.dumps(status))
+        answer = await client.get("/api/ready")
+        assert answer.status_code == code
+        assert answer.json().get("reason") == reason and answer.json()["producer"] == status
 
 
 async def test_cors_only_for_configured_origins(api):
@@ -166,7 +183,7 @@ async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_prod
         "pricefeed_gateway_ticks_total 1.0",
         "pricefeed_gateway_open_streams 0.0",
         "pricefeed_gateway_hub_subscriptions 1.0",
-        "pricefeed_gateway_background_tasks 5.0",
+        "pricefeed_gateway_background_tasks 7.0",
         "pricefeed_gateway_events_sent_total",
         "pricefeed_gateway_updates_sent_total",
         "pricefeed_gateway_updates_conflated_total",

@@ -109,5 +109,55 @@ async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer
         await wait_until(lambda: not app.state.hub.clients, what="clients unregistered")
         metrics = (await client.get("/metrics")).text
         assert "pricefeed_gateway_open_streams 0.0" in metrics
-        assert "pricefeed_gateway_background_tasks 5.0" in metrics
+        assert "pricefeed_gateway_background_tasks 7.0" in metrics
         await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, what="tasks ended")
+
+
+async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_changes(
+        settings, producer, aredis):
+    keys = Keys(settings.namespace)
+    await aredis.sadd(keys.watchlist, "AAPL", "MSFT")
+    await producer.heartbeat(b'{"source": "simulator", "state": "ok", "feed": "simulated"}')
+    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM, {"events": "source,watchlist"}) as sse:
+            snapshot = await sse.event()
+            assert snapshot.event is None and set(snapshot.json()) == {"AAPL", "MSFT"}
+            source, watchlist = await sse.event(), await sse.event()
+            assert (source.event, source.id) == ("source", None)  # no id: resume stays a seq
+            assert source.json() == {"source": "simulator", "state": "ok", "feed": "simulated",
+                                     "reference": None, "detail": None, "last_trade": None}
+            assert (watchlist.event, watchlist.json()) == ("watchlist",
+                                                           {"tickers": ["AAPL", "MSFT"]})
+
+            added = await client.post("/api/watchlist", json={"ticker": "pypl"})
+            assert added.status_code == 201
+            change = await sse.event(timeout_s=5)  # pushed, not polled
+            assert (change.event, change.json()) == (
+                "watchlist", {"tickers": ["AAPL", "MSFT", "PYPL"]})
+            assert (await client.delete("/api/watchlist/AAPL")).status_code == 204
+            change = await sse.event(timeout_s=5)
+            assert change.json() == {"tickers": ["MSFT", "PYPL"]}
+
+            await producer.heartbeat(b'{"source": "massive-rest", "state": "auth_rejected", '
+                                     b'"detail": "Massive rejected the API key (HTTP 401)"}')
+            change = await sse.event(timeout_s=5)
+            assert change.event == "source" and change.json()["state"] == "auth_rejected"
+            await aredis.delete(keys.producer)  # the producer is gone
+            change = await sse.event(timeout_s=5)
+            assert change.event == "source" and change.json()["state"] == "no_producer"
+
+
+async def test_a_stream_that_asks_for_no_events_gets_prices_only(settings, producer):
+    await producer.heartbeat(b'{"source": "simulator", "state": "ok"}')
+    await producer.tick({"AAPL": 190.0})
+    async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with open_stream(client, STREAM) as sse:
+            assert (await sse.event()).event is None  # the snapshot
+            assert (await client.post("/api/watchlist", json={"ticker": "PYPL"})).is_success
+            await producer.heartbeat(b'{"source": "simulator", "state": "stopped"}')
+            later = await producer.tick({"AAPL": 191.0})
+            nxt = await sse.event()
+            assert nxt.event is None and nxt.json() == {"AAPL": later["AAPL"].to_dict()}
+        bad = await client.get(STREAM, params={"events": "source,gossip"})
+        assert bad.status_code == 422 and "events" in bad.json()["detail"]

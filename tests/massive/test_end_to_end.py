@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,16 @@ from tests.support import Service, running, wait_for
 
 pytestmark = [pytest.mark.massive, pytest.mark.e2e, pytest.mark.integration]
 
-T0_NS = 1_732_540_000_123_456_789
-T0_MS = 1_732_540_000_123
+# Recent trade times (the market is open): in ns as the REST API sends them, ms on the
+# feed; set per test, as a value taken at collection would be long past when it runs.
+T0_NS = T0_MS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_NS, T0_MS
+    T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
+    T0_MS = T0_NS // 10**6
 
 
 def latest(client: redis.Redis, keys: Keys) -> dict[str, PriceUpdate]:
@@ -63,8 +72,11 @@ def test_producer_fills_the_cache_from_the_rest_snapshot(
         assert (cache["AAPL"].price, cache["MSFT"].price) == (190.12, 420.5)
         assert cache["AAPL"].timestamp == pytest.approx(T0_NS / 1e9, abs=1e-6)
         assert cache["MSFT"].timestamp == pytest.approx(T0_NS / 1e9 + 1, abs=1e-6)
+        # The day's change is measured from the previous close in the snapshot.
+        assert cache["AAPL"].reference_price == round(190.12 - 1.25, 2)
         wait_for(lambda: status(sredis, keys).get("state") == "ok", what="state ok")
         assert status(sredis, keys)["source"] == "massive-rest"
+        assert status(sredis, keys)["feed"] == "real time"
 
         massive_http.serve(snapshot_entry("AAPL", 191.0, T0_NS + 3 * 10**9))
         sredis.sadd(keys.watchlist, "TSLA")
@@ -100,6 +112,11 @@ async def test_producer_streams_trades_from_the_websocket(
         assert cache["AAPL"].price == 190.5
         assert cache["AAPL"].timestamp == pytest.approx((T0_MS + 7) / 1000)
         assert cache["MSFT"].price == 420.25
+        # The reference is the first trade published today (190.0, or 190.5 when both
+        # trades fell into one tick), kept in Redis for a restart.
+        day = time.strftime("%Y-%m-%d", time.gmtime(cache["AAPL"].timestamp))
+        kept = float(sredis.hget(keys.reference(day), "AAPL"))
+        assert cache["AAPL"].reference_price == kept and kept in (190.0, 190.5)
         await eventually(lambda: status(sredis, keys).get("state") == "ok", what="state ok")
         assert status(sredis, keys)["source"] == "massive-websocket"
 

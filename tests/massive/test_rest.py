@@ -32,7 +32,20 @@ from tests.massive.fakes import (
 
 pytestmark = pytest.mark.massive
 
-T0_NS = 1_732_540_000_123_456_789  # a trade time in nanoseconds, as the API sends it
+# A trade time in nanoseconds, as the API sends it: recent, so the market is open (set
+# per test: a value taken at collection would be long past when a full suite reaches it).
+T0_NS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_NS
+    T0_NS = (int(time.time()) - 5) * 10**9 + 123_456_789
+
+
+def quote(price: float, timestamp: float) -> Quote:
+    """What the poller makes of `snapshot_entry`: its previous close is the reference."""
+    return Quote(price, timestamp, reference=price - 1.25)
 
 
 def rest_source(server: FakeMassiveHTTP, sink: Batches, **options: Any) -> MassiveRestSource:
@@ -62,7 +75,7 @@ async def test_first_poll_sends_served_prices_with_their_trade_times(
     async with started(create_massive_source(settings, batches), ["AAPL", "MSFT"]) as source:
         got = await batches.wait_for(lambda b: len(b) >= 1)
         assert source.kind == "massive-rest" and source.state == "ok"
-    assert got[0] == {"AAPL": Quote(190.12, T0_NS / 1e9), "MSFT": Quote(420.5, T0_NS / 1e9 + 2)}
+    assert got[0] == {"AAPL": quote(190.12, T0_NS / 1e9), "MSFT": quote(420.5, T0_NS / 1e9 + 2)}
     request = massive_http.seen()[0]
     assert request.path == SNAPSHOT_PATH  # the string "stocks", not the enum, in the path
     assert request.tickers == ["AAPL", "MSFT"]  # the whole watchlist in one call
@@ -78,7 +91,7 @@ async def test_unchanged_snapshot_is_not_sent_again(
         assert len(batches.batches) == 1  # a closed market stays quiet
         massive_http.serve(snapshot_entry("AAPL", 190.5, T0_NS + 10**9))
         got = await batches.wait_for(lambda b: len(b) == 2)
-    assert got[1] == {"AAPL": Quote(190.5, T0_NS / 1e9 + 1)}
+    assert got[1] == {"AAPL": quote(190.5, T0_NS / 1e9 + 1)}
 
 
 async def test_new_trade_time_at_the_same_price_is_sent(
@@ -109,7 +122,7 @@ async def test_trade_without_time_falls_back_to_snapshot_updated(
     massive_http.serve(snapshot_entry("AAPL", 191.0, None, updated=1_732_540_000_250))  # ms
     async with started(rest_source(massive_http, batches), ["AAPL"]):
         got = await batches.wait_for(lambda b: len(b) == 1)
-    assert got[0] == {"AAPL": Quote(191.0, 1_732_540_000.25)}
+    assert got[0] == {"AAPL": quote(191.0, 1_732_540_000.25)}
 
 
 async def test_bad_ticker_entries_are_skipped_alone(
@@ -127,7 +140,7 @@ async def test_bad_ticker_entries_are_skipped_alone(
         await batches.wait_for(lambda b: len(b) == 1)
         await eventually(lambda: len(massive_http.seen()) >= 4, what="four polls")
         assert source.state == "ok"
-    assert batches.batches == [{"AAPL": Quote(190.0, T0_NS / 1e9)}]
+    assert batches.batches == [{"AAPL": quote(190.0, T0_NS / 1e9)}]
     for ticker in ("GOOGL", "NFLX", "TSLA", "META", "V"):  # one line each, not one per poll
         assert len(lines(caplog, logging.WARNING, f"snapshot of {ticker} skipped")) == 1
 
@@ -139,13 +152,13 @@ async def test_added_ticker_is_priced_at_the_next_poll_and_removed_one_stops(
         await batches.wait_for(lambda b: len(b) == 1)
         await source.add_ticker("TSLA")
         got = await batches.wait_for(lambda b: any("TSLA" in batch for batch in b))
-        assert got[-1] == {"TSLA": Quote(250.0, T0_NS / 1e9)}
+        assert got[-1] == {"TSLA": quote(250.0, T0_NS / 1e9)}
         await source.remove_ticker("AAPL")
         assert source.get_tickers() == ["TSLA"]
         asked = len(massive_http.seen())
         massive_http.serve(snapshot_entry("AAPL", 195.0, T0_NS + 10**9),
                            snapshot_entry("TSLA", 251.0, T0_NS + 10**9))
-        got = await batches.wait_for(lambda b: b[-1].get("TSLA") == Quote(251.0, T0_NS / 1e9 + 1))
+        got = await batches.wait_for(lambda b: b[-1].get("TSLA") == quote(251.0, T0_NS / 1e9 + 1))
     assert all(request.tickers == ["TSLA"] for request in massive_http.seen()[asked + 1:])
     assert "AAPL" not in got[-1]
 
@@ -160,7 +173,7 @@ async def test_rejected_key_is_one_line_a_visible_state_and_retried(
         assert source.state == "auth_rejected"
         got = await batches.wait_for(lambda b: len(b) == 1)  # the key is accepted again
         assert source.state == "ok"
-    assert got[0] == {"AAPL": Quote(190.0, T0_NS / 1e9)}
+    assert got[0] == {"AAPL": quote(190.0, T0_NS / 1e9)}
     rejected = lines(caplog, logging.ERROR, "rejected the API key")
     assert len(rejected) == 1 and "MASSIVE_API_KEY" in rejected[0]
     assert lines(caplog, logging.INFO, "flowing again")
@@ -306,3 +319,21 @@ async def test_stop_ends_polling_even_when_the_answer_lands_at_the_same_moment(
             await source.stop()
         # a lost cancel shows as a second poll (a later one's cancel then ends the loop)
         assert len(massive_http.seen()) == attempt + 1
+
+
+@pytest.mark.parametrize("age_s,state,feed", [
+    (3.0, "ok", "real time"), (15 * 60.0, "ok", "delayed 15 min"),
+    (5 * 3600.0, "market_closed", None),
+])
+async def test_the_status_tells_the_feed_and_a_closed_market_from_the_trade_times(
+        massive_http: FakeMassiveHTTP, batches: Batches, age_s: float, state: str,
+        feed: str | None) -> None:
+    traded = time.time() - age_s
+    massive_http.serve(snapshot_entry("AAPL", 190.0, int(traded * 1e9)))
+    async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
+        await batches.wait_for(lambda b: len(b) >= 1)
+        assert source.state == state
+        details = source.details()
+    assert details["feed"] == feed and details["reference"] == "previous close"
+    assert details["last_trade"] == pytest.approx(traded, abs=1e-3)
+    assert details["detail"] is None

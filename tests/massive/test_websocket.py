@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,15 @@ from tests.massive.fakes import API_KEY, FakeMassiveWS, trade
 
 pytestmark = pytest.mark.massive
 
-T0_MS = 1_732_540_000_123  # trade times on the feed are milliseconds
+# Trade times on the feed are milliseconds; recent, so the market counts as open (set per
+# test: a value taken at collection would be long past when a full suite reaches it).
+T0_MS = 0
+
+
+@pytest.fixture(autouse=True)
+def _recent_trade_time() -> None:
+    global T0_MS
+    T0_MS = (int(time.time()) - 5) * 1000 + 123
 
 
 def stream_settings(server: FakeMassiveWS) -> Settings:
@@ -166,6 +175,27 @@ async def test_unreachable_feed_shows_in_the_state(batches: Batches) -> None:
     try:
         assert source.state in ("starting", "connecting")
         await eventually(lambda: source.state == "unreachable", what="unreachable state")
+        await eventually(lambda: source.details()["detail"] is not None, what="a detail")
+        assert "cannot connect to the Massive websocket" in source.details()["detail"]
     finally:
         await source.stop()
     assert source.state == "stopped" and batches.batches == []
+
+
+async def test_connect_failures_are_warnings_throttled_not_info_lines(
+        batches: Batches, caplog: pytest.LogCaptureFixture) -> None:
+    """websockets retries a failed connect itself and reports each attempt on the logger
+    it is given, at INFO: `pricefeed up` (which shows warnings only) showed nothing."""
+    source = MassiveStreamSource(lambda subs: WebSocketClient(api_key="k", raw=True),
+                                 batches, tick_interval_s=0.05)
+    caplog.set_level(logging.DEBUG)
+    wire = source._wire_log  # the logger the SDK passes on to websockets
+    for _ in range(5):
+        wire.info("connect failed; reconnecting in %.1f seconds: %s", 3.1,
+                  "ConnectionRefusedError: [Errno 111] Connect call failed")
+    warned = lines(caplog, logging.WARNING, "cannot connect to the Massive websocket")
+    assert len(warned) == 1 and "ConnectionRefusedError" in warned[0]
+    assert not lines(caplog, logging.INFO, "connect failed")
+    assert source.state == "unreachable"
+    wire.info("connection open")  # anything else still reaches the wire logger
+    assert lines(caplog, logging.INFO, "connection open")

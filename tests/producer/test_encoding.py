@@ -38,3 +38,19 @@ def test_empty_and_single_ticks() -> None:
     (one,) = encode_tick(["V"], np.array([280.0]), np.array([280.0]), [2.0], 9)
     assert decode_update(one) == PriceUpdate("V", 280.0, 280.0, 2.0, 9)
     assert b'"direction":"flat"' in one
+
+
+def test_with_references_matches_the_codec_and_keeps_the_old_keys_first() -> None:
+    rng = np.random.default_rng(2)
+    n = 20_000
+    prices = np.round(rng.uniform(0.01, 5000, n), 2)
+    previous = np.maximum(np.round(prices * np.exp(rng.normal(0, 0.01, n)), 2), 0.01)
+    references = np.maximum(np.round(prices * np.exp(rng.normal(0, 0.03, n)), 2), 0.01)
+    tickers = [f"T{i}" for i in range(n)]
+    payloads = encode_tick(tickers, prices, previous, [5.0] * n, 1, references)
+    for i in range(n):
+        expected = PriceUpdate(tickers[i], float(prices[i]), float(previous[i]), 5.0, 1 + i,
+                               float(references[i]))
+        assert payloads[i] == encode_update(expected), i
+        assert decode_update(payloads[i]) == expected
+    assert payloads[0].index(b'"seq"') < payloads[0].index(b'"reference_price"')

@@ -72,6 +72,7 @@ def test_sigterm_stops_within_a_second_and_releases_the_lease(
         assert orjson.loads(status) == {
             "id": sredis.get(keys.producer).decode(), "source": "simulator", "state": "ok",
             "tick_interval_s": 0.5, "updated": pytest.approx(time.time(), abs=5),
+            "feed": "simulated", "reference": "first price of the UTC day",
         }
         started = time.monotonic()
         svc.signal(signal.SIGTERM)

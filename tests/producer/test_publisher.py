@@ -59,8 +59,9 @@ async def test_a_tick_writes_cache_channels_and_map(fake_redis, publisher) -> No
     messages = await drain(pubsub)
     assert [ch for ch, _ in messages] == ["unit:price:AAPL", "unit:price:MSFT", "unit:prices"]
     aapl, msft = decode_update(messages[0][1]), decode_update(messages[1][1])
-    assert aapl == PriceUpdate("AAPL", 190.0, 190.0, 10.0, 1)  # first update is flat
-    assert msft == PriceUpdate("MSFT", 420.5, 420.5, 10.0, 2)
+    # The first update is flat, and its price is the day's reference.
+    assert aapl == PriceUpdate("AAPL", 190.0, 190.0, 10.0, 1, 190.0)
+    assert msft == PriceUpdate("MSFT", 420.5, 420.5, 10.0, 2, 420.5)
     assert decode_map(messages[2][1]) == {"AAPL": aapl, "MSFT": msft}
     assert await cache(fake_redis) == {"AAPL": aapl, "MSFT": msft}
     assert int(await fake_redis.get(KEYS.seq)) >= 2  # a block is reserved ahead
@@ -195,3 +196,51 @@ async def test_scripts_are_loaded_again_after_redis_forgot_them(fake_redis, publ
     await publish(publisher, {"AAPL": Quote(191.0, 2.0)})
     assert not publisher.failure.done()
     assert (await cache(fake_redis))["AAPL"].price == 191.0
+
+
+DAY1 = 1_764_633_600.0  # 2025-12-02 00:00 UTC
+DAY2 = DAY1 + 86_400
+
+
+async def test_the_day_change_is_since_the_first_price_of_the_utc_day(fake_redis, publisher):
+    await publish(publisher, {"AAPL": Quote(200.0, DAY1 + 60)})
+    await publish(publisher, {"AAPL": Quote(210.0, DAY1 + 61)})
+    update = (await cache(fake_redis))["AAPL"]
+    assert (update.reference_price, update.day_change_percent) == (200.0, 5.0)
+    assert update.change_percent == 5.0  # the tick's own change still beside it
+    await publish(publisher, {"AAPL": Quote(189.0, DAY1 + 62)})
+    update = (await cache(fake_redis))["AAPL"]
+    assert (update.reference_price, update.day_change_percent) == (200.0, -5.5)
+    await publish(publisher, {"AAPL": Quote(180.0, DAY2 + 1)})  # a new UTC day starts
+    update = (await cache(fake_redis))["AAPL"]
+    assert (update.reference_price, update.day_change_percent) == (180.0, 0.0)
+
+
+async def test_a_restarted_producer_keeps_the_days_reference(fake_redis, publisher):
+    await publish(publisher, {"AAPL": Quote(200.0, DAY1 + 60)})
+    await publish(publisher, {"AAPL": Quote(201.0, DAY1 + 61)})
+    restarted = Publisher(fake_redis, KEYS, OWNER)  # a new process, same Redis
+    restarted.begin(["AAPL", "MSFT"], await cache(fake_redis))
+    await publish(restarted, {"AAPL": Quote(202.0, DAY1 + 900), "MSFT": Quote(400.0, DAY1 + 900)})
+    after = await cache(fake_redis)
+    assert after["AAPL"].reference_price == 200.0 and after["AAPL"].day_change_percent == 1.0
+    assert after["MSFT"].reference_price == 400.0  # first seen by the new process
+    assert await fake_redis.ttl(KEYS.reference("2025-12-02")) > 86_400
+
+
+async def test_a_reference_from_the_source_wins_over_the_first_price(fake_redis, publisher):
+    await publish(publisher, {"AAPL": Quote(200.0, DAY1 + 60, reference=190.0),
+                              "MSFT": Quote(400.0, DAY1 + 60)})
+    after = await cache(fake_redis)
+    assert after["AAPL"].reference_price == 190.0
+    assert after["AAPL"].day_change_percent == round(10 / 190 * 100, 4)
+    assert after["MSFT"].reference_price == 400.0
+    assert not await fake_redis.hexists(KEYS.reference("2025-12-02"), "AAPL")
+
+
+async def test_no_reference_is_written_after_the_lease_is_lost(fake_redis, publisher):
+    await fake_redis.set(KEYS.producer, "someone-else")
+    await publisher.publish({"AAPL": Quote(200.0, DAY1 + 60)})
+    with pytest.raises(LeaseLost):
+        await publisher.failure
+    assert not await fake_redis.exists(KEYS.reference("2025-12-02"))

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 # Every variable shared/settings.py reads, found in its source: a setting added later
 # without an entry below fails `test_every_setting_has_an_invalid_value_here`.
-VARIABLES = set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z_]+|REDIS_URL)"',
+VARIABLES = set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z0-9_]+|REDIS_URL)"',
                            (ROOT / "shared" / "settings.py").read_text()))
 SECRET = "S3cr3t-Value"
 INVALID = {
@@ -45,6 +45,11 @@ INVALID = {
     "PRICEFEED_LOG_LEVEL": "LOUD",
     "PRICEFEED_HISTORY_LEN": "-1",
     "PRICEFEED_HISTORY_SECONDS": "0",
+    "PRICEFEED_BARS": "maybe",
+    "PRICEFEED_BARS_1S_RETENTION": "10",
+    "PRICEFEED_BARS_1M_RETENTION": "60",
+    "PRICEFEED_BARS_FORMING_INTERVAL": "5",
+    "PRICEFEED_MASSIVE_CALLS_PER_MINUTE": "0",
 }
 
 
@@ -78,6 +83,7 @@ def _verdict(role: str, name: str, value: str) -> tuple[str, str, str] | None:
     return None
 
 
+@pytest.mark.timeout(300)  # ~60 process starts of ~1 s CPU each; a busy 2-core machine halves that
 def test_each_invalid_setting_stops_both_services_with_one_line():
     # Each process spends its ~1 s importing; a few at a time keep both cores busy.
     runs = [(role, name, value) for role in ("producer", "gateway")

@@ -188,3 +188,32 @@ def test_secrets_never_show_in_repr() -> None:
     text = repr(s) + str(s.api_token) + f"{s.massive_api_key}"
     assert "sk-live-123" not in text and "tok-456" not in text
     assert repr(Secret("")) == "Secret('')"
+
+
+def test_the_reference_pair_comes_last_and_readers_of_old_updates_keep_working() -> None:
+    u = PriceUpdate.create("AAPL", 191.0, 190.0, 1.0, 3, reference_price=189.004)
+    wire = orjson.loads(encode_update(u))
+    assert list(wire) == [*KEY_ORDER, "reference_price", "day_change_percent"]
+    assert wire["reference_price"] == 189.0
+    assert wire["day_change_percent"] == round(2.0 / 189.0 * 100, 4)
+    assert decode_update(encode_update(u)) == u
+    old = PriceUpdate.create("AAPL", 191.0, 190.0, 1.0, 3)  # from a producer before the field
+    assert list(old.to_dict()) == KEY_ORDER and old.day_change_percent is None
+    assert decode_update(encode_update(old)).reference_price is None
+    assert decode_update(orjson.dumps({**old.to_dict(), "reference_price": None})) == old
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.update(reference_price=0), lambda d: d.update(reference_price="1"),
+    lambda d: d.update(reference_price=-3.0), lambda d: d.pop("day_change_percent"),
+    lambda d: d.update(day_change_percent="1%"),
+])
+def test_decode_rejects_a_malformed_reference(mutate) -> None:
+    d = PriceUpdate.create("AAPL", 191.0, 190.0, 1.0, 3, reference_price=189.0).to_dict()
+    mutate(d)
+    with pytest.raises(CodecError):
+        decode_update(orjson.dumps(d))
+
+
+def test_reference_key_is_namespaced_per_utc_day() -> None:
+    assert Keys("ns").reference("2026-12-02") == "ns:reference:2026-12-02"

@@ -18,10 +18,12 @@ class TickWriter:
     """Writes ticks of ``prices`` into Redis: the log entry, the cache hash and the
     channels, under the dataset's epoch."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, prices: Mapping[str, float]) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, prices: Mapping[str, float],
+                 references: Mapping[str, float] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.prices = dict(prices)
+        self.references = dict(references or {})  # the day's reference per ticker, if any
         self.seq = 0
 
     def tick(
@@ -33,7 +35,8 @@ class TickWriter:
             factor = (moves or {}).get(ticker, 1.001)
             self.seq += 1
             updates[ticker] = PriceUpdate.create(
-                ticker, previous * factor, previous, time.time(), self.seq)
+                ticker, previous * factor, previous, time.time(), self.seq,
+                self.references.get(ticker))
             self.prices[ticker] = updates[ticker].price
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.keys.ticks, {"map": encode_map(updates.values())},

@@ -103,7 +103,7 @@ def test_live_page_add_remove_and_reconnect(page: Page, system: Gateway, artifac
         expect(page.locator(f'#rows tr[data-ticker="{ticker}"] .price')).to_have_text(
             _price_pattern())
     wait_price_moves(page)
-    page.wait_for_selector("#rows tr.flash-up, #rows tr.flash-down", timeout=10_000)
+    page.wait_for_selector("#rows .price.flash-up, #rows .price.flash-down", timeout=10_000)
     page.wait_for_function(  # sparklines drawn from the stream since page load
         "() => [...document.querySelectorAll('#rows polyline')].every("
         "  (p) => p.getAttribute('points').split(' ').length >= 3)", timeout=15_000)

@@ -103,10 +103,12 @@ def assert_serves_prices(url_line: str) -> str:
 def test_up_runs_redis_producer_gateway_and_stops_on_sigterm_within_3s(up_factory):
     up = up_factory({"PRICEFEED_PORT": str(free_port())})
     line = up.wait_url()
-    export = wait_for(lambda: up.stdout().count("\n") >= 2 and up.stdout().splitlines()[1],
-                      5, 0.05, "the export line")
-    # Two lines on stdout: the URL, then the REDIS_URL to paste into another terminal.
-    assert up.stdout().splitlines() == [line, export]
+    # On stdout: the URL, the price source (named so nobody takes it for the market), then
+    # the REDIS_URL to paste into another terminal.
+    export = wait_for(lambda: up.stdout().count("\n") >= 3 and up.stdout().splitlines()[2],
+                      10, 0.05, "the export line")
+    assert up.stdout().splitlines() == [
+        line, "prices: simulator (simulated prices, not market data)", export]
     redis_url = export_redis_url(export)
     assert redis_url in line and redis.Redis.from_url(redis_url).hlen("pricefeed:latest") > 0
     assert "listening on" not in up.stderr()  # INFO lines are hidden by default
@@ -193,6 +195,22 @@ def test_up_uses_the_redis_in_redis_url(up_factory, redis_url, namespace, sredis
     assert_serves_prices(line)
     assert sredis.hlen(f"{namespace}:latest") == 10  # written into the Redis we named
     assert not any("redis-server" in p.name() for p in up.descendants())
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait_exit(10)[0] == 0
+    assert up.orphans() == []
+
+
+def test_up_comes_up_and_says_so_when_the_massive_source_is_unreachable(up_factory):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    up = up_factory({"PRICEFEED_PORT": str(free_port()), "MASSIVE_API_KEY": "k-unused",
+                     "PRICEFEED_MASSIVE_BASE_URL": nowhere})
+    up.wait_url(30)
+    wait_for(lambda: "prices:" in up.stdout(), 10, 0.05, "the prices line")
+    (source,) = [ln for ln in up.stdout().splitlines() if ln.startswith("prices:")]
+    assert source.startswith("prices: Massive REST, source unreachable (cannot reach Massive")
+    warning = [ln for ln in up.stderr().splitlines() if "produces nothing" in ln]
+    assert len(warning) == 1 and "source unreachable" in warning[0], up.stderr()
+    assert "k-unused" not in up.stdout() + up.stderr()
     up.proc.send_signal(signal.SIGTERM)
     assert up.wait_exit(10)[0] == 0
     assert up.orphans() == []

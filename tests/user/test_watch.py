@@ -15,16 +15,18 @@ from tests.user.terminal import Terminal
 pytestmark = pytest.mark.integration
 
 PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0, "NVDA": 800.0}
+REFERENCES = {"AAPL": 180.0, "MSFT": 400.0, "TSLA": 250.0, "NVDA": 800.0}
 
 
 def test_watch_renders_the_tickers_and_logs_big_moves_then_quits_on_ctrl_c(
         sredis, redis_url, namespace):
-    writer = TickWriter(sredis, Keys(namespace), PRICES)
+    writer = TickWriter(sredis, Keys(namespace), PRICES, REFERENCES)
     writer.tick()
     term = Terminal(["watch", "--tickers", "aapl,TSLA"],
                     {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
     try:
-        screen = term.wait_for_text("AAPL", "TSLA", "190.19", "live")
+        # Change and Change % since the reference (180.00), not since the last tick.
+        screen = term.wait_for_text("AAPL", "TSLA", "190.19", "live", "+10.19", "+5.66%")
         assert "MSFT" not in screen and "NVDA" not in screen  # --tickers narrows
         term.mark()
         writer.tick({"TSLA": 1.03})  # a 3 % move: the log must show it
@@ -58,12 +60,16 @@ def test_watch_shows_a_lost_redis_and_catches_up_when_it_returns(
         term.wait_for_text("AAPL", "190.19", "live")
         term.mark()
         server.stop()
-        term.wait_for_text("Redis unreachable")
+        # The outage shows in the dashboard's status line, with why and since when.
+        term.wait_for_text("Redis unreachable since", "lost Redis")
         server.start()
         writer.tick(publish=False)  # only a fresh snapshot can show this price
-        term.mark()
         term.wait_for_text("live", "190.38")
-        assert term.text().count("lost Redis") == 1  # one line for the outage, no flood
+        term.mark()
+        writer.tick()  # the next frame: the outage's line is gone with the outage
+        term.wait_for_text("190.57")
+        assert "lost Redis" not in term.text()[term.mark_at:]
+        assert "WARNING" not in term.text()  # no log line printed above the dashboard
         term.press_ctrl_c()
         assert term.wait_exit() == 0
     finally:
@@ -82,6 +88,34 @@ def test_watch_says_resynced_when_the_dataset_is_wiped(sredis, redis_url, namesp
         term.mark()
         TickWriter(sredis, keys, {"AAPL": 50.0}).tick()  # seqs start over at 1
         term.wait_for_text("resynced", "50.05")
+        term.press_ctrl_c()
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+def test_watch_says_why_a_ticker_has_no_price_and_names_the_source(
+        sredis, redis_url, namespace):
+    keys = Keys(namespace)
+    sredis.sadd(keys.watchlist, "AAPL", "MSFT")
+    TickWriter(sredis, keys, {"AAPL": 190.0}).tick()
+    term = Terminal(["watch", "--tickers", "AAPL,MSFT,ZZZZ"],
+                    {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
+    try:
+        # No producer runs: MSFT (watched) waits for it; ZZZZ is not watched at all.
+        screen = term.wait_for_text("no producer is running", "not on the watchlist")
+        assert "ZZZZ" in screen and "waiting: no producer is running" in screen
+        term.mark()
+        sredis.set(keys.producer, "a-producer")
+        sredis.set(keys.producer_status, b'{"source": "simulator", "state": "ok", '
+                   b'"feed": "simulated", "reference": "first price of the UTC day"}')
+        term.wait_for_text("prices: simulator (simulated prices, not market data); "
+                           "Change since the first price of the UTC day",
+                           "waiting for its first price")
+        term.mark()
+        sredis.set(keys.producer_status, b'{"source": "massive-rest", "state": '
+                   b'"auth_rejected", "detail": "Massive rejected the API key (HTTP 401)"}')
+        term.wait_for_text("waiting: key rejected (Massive rejected the API key (HTTP 401))")
         term.press_ctrl_c()
         assert term.wait_exit() == 0
     finally:
