@@ -244,6 +244,9 @@ async def consume(
             retry.reset()
             await durable.run(block_ms, claim_idle_ms)
         except CONNECTION_ERRORS as e:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from e  # a cancel must still end us
             if not down:
                 log.warning("lost Redis (%s); retrying with backoff", e or type(e).__name__)
                 down = True
@@ -299,8 +302,13 @@ class _Durable:
                                               claim_idle_ms, "0-0", count=self.count)
         await self._drain(claimed[1])
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         while True:
             entries = await self._read(">", block_ms)
+            if task is not None and task.cancelling():
+                # redis-py's retry can swallow a cancel that lands in a blocking read
+                # (measured: XREADGROUP BLOCK read again after task.cancel()).
+                raise asyncio.CancelledError
             if loop.time() - self._checked > self.CHECK_EVERY_S:
                 await self.check()
             await self._drain(entries)

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from shared.bars import INTERVALS
 from tests.gateway.support import wait_until
 from tests.reliability.harness import TICKERS, check_frame, split_frames, system
 
@@ -24,7 +25,8 @@ HOSTILE = [
     "..", "%0D%0A", "%2A", "AAPL%00", "%41%41PL%0A", "A/B", "A\\B", "A\tB", "{AAPL}",
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
-# What a valid system holds in its Redis, and nothing more.
+# Redis names of a valid system that carry no ticker; those that do (bars) must carry one
+# of the watched tickers.
 KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status", "ticks", "epoch"}
 
 
@@ -103,8 +105,13 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
         logged = {t for _, f in client.xrange(sys.keys.ticks) for t in orjson.loads(f[b"map"])}
     ns = sys.keys.namespace
-    assert keys <= {f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
-    assert channels <= {sys.keys.prices, sys.keys.control}, channels
+    fixed = {f"{ns}:{s}" for s in KEY_SUFFIXES}
+    assert {sys.keys.latest, sys.keys.ticks, sys.keys.epoch} <= keys <= fixed | {
+        k for k in keys if k.startswith(f"{ns}:") and not k.startswith(f"{ns}:bars:")} | {
+        sys.keys.bars(i, t) for i in INTERVALS for t in TICKERS}, keys
+    assert not {k for k in keys if any(bad in k for bad in HOSTILE if len(bad) > 1)}
+    assert channels <= {sys.keys.prices, sys.keys.control} | {
+        sys.keys.bar_channel(i) for i in INTERVALS}, channels
     assert watchlist == latest == logged == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
