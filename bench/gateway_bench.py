@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import report
+from bench import cloadgen, report
 from bench.procs import (
     CORE_GATEWAY,
     CORE_REST,
@@ -47,6 +48,9 @@ from shared.keys import Keys
 from shared.seed import DEFAULT_TICKERS
 
 GATEWAYS = ("ours", "pubsub", "polling")
+# Ours with uvicorn's stock protocols instead of the guarded one (bench/gateway_variants.py).
+VARIANTS = ("ours-httptools", "ours-h11")
+LOADGENS = ("c", "python")
 STREAM_PATH = "/api/stream/prices"
 
 
@@ -136,10 +140,18 @@ def loadgen(
     window_s: float,
     sampler: TreeSampler,
     grace_s: float | None = None,
+    kind: str = "c",
+    profile: Path | None = None,
 ) -> dict[str, object]:
-    """Run the load generator on core 1; sample the gateway over its window."""
+    """Run the load generator on core 1; sample the gateway over its window.
+
+    ``kind``: the C generator (bench/sse_loadgen.c) or the Python one; both take the same
+    flags and print the same JSON lines. ``profile``: record the gateway with py-spy over
+    the window into this file.
+    """
     grace = args.grace if grace_s is None else grace_s
-    argv = [sys.executable, "-m", "bench.sse_loadgen", "--url",
+    exe = [str(args.c_loadgen)] if kind == "c" else [sys.executable, "-m", "bench.sse_loadgen"]
+    argv = [*exe, "--url",
             f"http://127.0.0.1:{port}{STREAM_PATH}", "--clients", str(clients),
             "--window", str(window_s), "--settle", str(args.settle), "--grace", str(grace),
             "--batch", str(args.batch), "--batch-timeout", str(args.batch_timeout),
@@ -153,7 +165,7 @@ def loadgen(
     watchdog = threading.Timer(limit_s, proc.kill)
     watchdog.start()
     try:
-        result = read_progress(proc, sampler)
+        result = read_progress(proc, sampler, profile, window_s)
         if proc.wait() != 0 or "connected" not in result:
             raise RuntimeError(
                 f"load generator failed (status {proc.returncode}); see loadgen-{namespace}.log"
@@ -164,26 +176,76 @@ def loadgen(
         procs.stop(proc)
 
 
-def read_progress(proc: subprocess.Popen[bytes], sampler: TreeSampler) -> dict[str, object]:
-    """Follow the load generator's JSON lines; sample the gateway (and it) over the window."""
+def read_progress(
+    proc: subprocess.Popen[bytes], sampler: TreeSampler, profile: Path | None, window_s: float
+) -> dict[str, object]:
+    """Follow the load generator's JSON lines; sample the gateway (and it) over the window.
+
+    CPU per event = CPU seconds over the window ÷ SSE events the clients received in it
+    (each generator reports its running event count at the window's start and end).
+    """
     result: dict[str, object] = {}
     own = TreeSampler(proc.pid)  # is the load generator itself saturated?
+    spy: subprocess.Popen[bytes] | None = None
+    events0 = 0
     assert proc.stdout is not None
-    for line in proc.stdout:
-        msg = json.loads(line)
-        if msg["event"] == "window_start":
-            sampler.begin()
-            own.begin()
-        elif msg["event"] == "window_end":
-            gw, lg = sampler.end(), own.end()
-            result.update(
-                gateway_cpu_pct=gw["cpu_pct"], gateway_wait_pct=gw["wait_pct"],
-                rss_bytes=gw["rss_bytes"], core_busy_pct=gw["core_busy_pct"],
-                loadgen_cpu_pct=lg["cpu_pct"], loadgen_wait_pct=lg["wait_pct"],
-            )  # fmt: skip
-        elif msg["event"] == "result":
-            result.update({k: v for k, v in msg.items() if k not in ("event", "t")})
+    try:
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if msg["event"] == "window_start":
+                sampler.begin()
+                own.begin()
+                events0 = int(msg.get("events", 0))
+                if profile is not None:
+                    spy = start_profile(sampler.pid, window_s, profile)
+            elif msg["event"] == "window_end":
+                gw, lg = sampler.end(), own.end()
+                events = int(msg.get("events", 0)) - events0
+                result.update(
+                    gateway_cpu_pct=gw["cpu_pct"], gateway_wait_pct=gw["wait_pct"],
+                    rss_bytes=gw["rss_bytes"], core_busy_pct=gw["core_busy_pct"],
+                    loadgen_cpu_pct=lg["cpu_pct"], loadgen_wait_pct=lg["wait_pct"],
+                    window_events=events,
+                    gateway_us_per_event=per_event_us(gw["cpu_s"], events),
+                    loadgen_us_per_event=per_event_us(lg["cpu_s"], events),
+                )  # fmt: skip
+            elif msg["event"] == "result":
+                result.update({k: v for k, v in msg.items() if k not in ("event", "t")})
+    finally:
+        if spy is not None:
+            stop_profile(spy)
     return result
+
+
+def per_event_us(cpu_s: object, events: int) -> float | None:
+    return round(float(cpu_s) * 1e6 / events, 2) if events > 0 else None  # type: ignore[arg-type]
+
+
+def start_profile(pid: int, window_s: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the gateway's tree for the window, as collapsed stacks (``--format
+    raw``: one line per stack with its sample count). Non-blocking: py-spy reads the
+    process's memory without pausing it, so the gateway runs at its own pace."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("py-spy is not on PATH (uv sync installs it with the dev group)")
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(window_s))),
+            "--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw",
+            "--output", str(out)]  # fmt: skip
+    log = open(out.with_suffix(".log"), "ab")
+    try:
+        return subprocess.Popen(
+            ["taskset", "-c", CORE_REST, *argv], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+    finally:
+        log.close()
+
+
+def stop_profile(spy: subprocess.Popen[bytes]) -> None:
+    try:
+        spy.wait(30)  # it stops by itself after its duration and writes the file
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
 
 
 class Results:
@@ -220,16 +282,20 @@ def run_load(
     """One load scenario: the publisher runs; each gateway in turn under C clients."""
     namespace, clients = f"bench{len(results.rows)}", args.clients or sc.clients
 
-    def measure(name: str) -> dict[str, object]:
+    def measure(name: str, kind: str) -> dict[str, object]:
+        profile = results.run_dir / f"profile-{sc.name}-{name}-{kind}.txt"
         with gateway(procs, name, redis.url, namespace) as sampler:
             row = loadgen(
-                procs, args, sampler.port, clients, redis.url, namespace, args.window, sampler
-            )
-        return {"tickers": sc.tickers, "rate_hz": round(1 / sc.interval_s, 2), **row}
+                procs, args, sampler.port, clients, redis.url, namespace, args.window, sampler,
+                kind=kind, profile=profile if args.profile else None,
+            )  # fmt: skip
+        return {"loadgen": kind, "tickers": sc.tickers, "rate_hz": round(1 / sc.interval_s, 2),
+                **row}  # fmt: skip
 
     with publishing(procs, args, sc, redis.url, namespace):
         for name in args.gateways:
-            results.add(sc.name, name, lambda: measure(name))  # noqa: B023 - called at once
+            for kind in args.loadgen:
+                results.add(sc.name, name, lambda: measure(name, kind))  # noqa: B023 - at once
 
 
 def run_idle(
@@ -238,18 +304,22 @@ def run_idle(
     """Memory per idle connection: RSS after N quiet connections, minus before, over N."""
     namespace, clients = f"bench{len(results.rows)}", args.idle_clients or sc.clients
 
+    kind = args.loadgen[0]
+
     def measure(name: str) -> dict[str, object]:
         with gateway(procs, name, redis.url, namespace) as sampler:
             # Warm up (first-request allocations), then N connections held a while.
-            loadgen(procs, args, sampler.port, 20, None, namespace, 0.1, sampler, 0.0)
+            loadgen(procs, args, sampler.port, 20, None, namespace, 0.1, sampler, 0.0, kind)
             before = sampler.rss()
             row = loadgen(
-                procs, args, sampler.port, clients, None, namespace, args.idle_hold, sampler, 0.0
-            )
+                procs, args, sampler.port, clients, None, namespace, args.idle_hold, sampler,
+                0.0, kind,
+            )  # fmt: skip
         after = int(row["rss_bytes"])  # type: ignore[call-overload]
         per = (after - before) / max(1, int(row["connected"]))  # type: ignore[call-overload]
-        return {"clients": clients, "connected": row["connected"], "failed": row["failed"],
-                "errors": row["errors"], "rss_before_bytes": before, "rss_after_bytes": after,
+        return {"loadgen": kind, "clients": clients, "connected": row["connected"],
+                "failed": row["failed"], "errors": row["errors"],
+                "rss_before_bytes": before, "rss_after_bytes": after,
                 "bytes_per_connection": round(per)}  # fmt: skip
 
     with publishing(procs, args, sc, redis.url, namespace):
@@ -264,7 +334,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", default=DEFAULT_SCENARIOS, help=f"comma list of {', '.join(SCENARIOS)}"
     )
     p.add_argument(
-        "--gateways", default=",".join(GATEWAYS), help="comma list of ours, pubsub, polling"
+        "--gateways", default=",".join(GATEWAYS),
+        help="comma list of ours, pubsub, polling, ours-httptools, ours-h11"
+    )
+    p.add_argument(
+        "--loadgen",
+        default="c",
+        help="c (bench/sse_loadgen.c, built with gcc) or python (bench/sse_loadgen.py); "
+        "a comma list measures each gateway with each, in turn",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record each gateway with py-spy over the window (profile-*.txt in the run dir)",
     )
     p.add_argument("--clients", type=int, help="override every load scenario's client count")
     p.add_argument("--idle-clients", type=int, help="override the idle scenario's count")
@@ -299,7 +381,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.gateways = [g.strip() for g in args.gateways.split(",") if g.strip()]
     bad = [s for s in args.scenarios if s not in SCENARIOS]
-    bad += [g for g in args.gateways if g not in GATEWAYS]
+    bad += [g for g in args.gateways if g not in (*GATEWAYS, *VARIANTS)]
+    args.loadgen = [k.strip() for k in args.loadgen.split(",") if k.strip()]
+    bad += [k for k in args.loadgen if k not in LOADGENS] or ([] if args.loadgen else ["--loadgen"])
     if bad:
         p.error(f"unknown scenario or gateway: {', '.join(bad)}")
     if "ours" in args.gateways and not module_available("gateway.server"):
@@ -315,6 +399,7 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.c_loadgen = cloadgen.build() if "c" in args.loadgen else None
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGHUP, on_sigterm)
@@ -328,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "uptime_start": uptime(),
         "cores": cpu_cores(),
         "publisher": args.publisher,
+        "loadgen": ",".join(args.loadgen),
         "window_s": args.window,
         "nofile": hard,
         "command": " ".join(["python", "-m", "bench.gateway_bench", *(argv or sys.argv[1:])]),

@@ -240,6 +240,8 @@ def gateway_argv(
     env.update(PRICEFEED_HOST="127.0.0.1", PRICEFEED_PORT=str(port), PRICEFEED_MAX_CLIENTS="20000")
     if name == "ours":
         return [sys.executable, "-m", "pricefeed", "gateway"], env
+    if name.startswith("ours-"):  # ours on uvicorn's stock protocol: bench/gateway_variants.py
+        return [sys.executable, "-m", "bench.gateway_variants", name.removeprefix("ours-")], env
     return [
         sys.executable,
         "-m",

@@ -10,6 +10,7 @@ Row = Mapping[str, Any]
 LOAD_COLUMNS = (
     ("scenario", "scenario"),
     ("gateway", "gateway"),
+    ("loadgen", "loadgen"),
     ("connected", "clients ok"),
     ("failed", "failed"),
     ("delivered_per_s", "delivered upd/s"),
@@ -20,7 +21,9 @@ LOAD_COLUMNS = (
     ("gateway_cpu_pct", "gw CPU %"),
     ("gateway_wait_pct", "gw wait %"),
     ("rss_mb", "gw RSS MB"),
+    ("gateway_us_per_event", "gw µs/event"),
     ("loadgen_cpu_pct", "loadgen CPU %"),
+    ("loadgen_us_per_event", "loadgen µs/event"),
     ("loadgen_wait_pct", "loadgen wait %"),
     ("ref_p99_ms", "ref p99 ms"),
     ("core_busy_pct", "cores busy %"),

@@ -73,6 +73,7 @@ class TreeSampler:
             for a, b in zip(self._cores0, _busy_per_core(), strict=True)
         ]
         return {
+            "cpu_s": round(cpu, 4),
             "cpu_pct": round(100 * cpu / wall, 1),
             "wait_pct": round(100 * wait / wall, 1),
             "rss_bytes": self.rss(),

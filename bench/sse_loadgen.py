@@ -187,9 +187,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.sleep(args.settle)
         window.start = time.time()
         window.end = window.start + args.window
-        emit("window_start")
+        emit("window_start", events=sum(c.events for c in clients))
         await asyncio.sleep(args.window)
-        emit("window_end")
+        emit("window_end", events=sum(c.events for c in clients))
         await asyncio.sleep(args.grace)  # updates stamped inside the window, still in flight
         if ref is not None and task.done() and task.exception() is not None:
             raise RuntimeError(f"reference subscriber failed: {task.exception()}")

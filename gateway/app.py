@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from gateway import unavailable
 from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
+from gateway.headers import HostCheck, SecurityHeaders
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.notices import Notices
@@ -96,6 +97,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
         app.include_router(module.router)
     unavailable.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/headers.py)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:
         app.add_middleware(
@@ -104,4 +106,5 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # outermost
     return app

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app
+from gateway.protocol import HttpLimits, guarded_protocol
 from shared.logs import configure
 from shared.settings import Settings, is_loopback, load_or_exit, redacted_url
 from shared.version import VERSION
@@ -79,9 +80,12 @@ def main(argv: list[str]) -> int:
         return 1
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
+    limits = HttpLimits(head_timeout_s=settings.request_timeout_s,
+                        body_timeout_s=settings.request_timeout_s)
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, backlog=BACKLOG,
+        http=guarded_protocol(limits),
     )
     server = GatewayServer(config, app)
     log.info("gateway (pricefeed %s) listening on http://%s:%d: Redis %s, namespace %r",

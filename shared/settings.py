@@ -25,6 +25,8 @@ T = TypeVar("T")
 DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
 MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+# The Host names a gateway bound to a loopback address accepts unless told otherwise.
+LOOPBACK_HOSTS: Final[tuple[str, ...]] = ("localhost", "127.0.0.1", "::1")
 # The tick log's caps (README "The tick log"): 3,600 ticks are 30 minutes at the default
 # 2 ticks/s, the age cap 30 minutes; 0 entries turns the log off.
 DEFAULT_HISTORY_LEN: Final[int] = 3_600
@@ -74,6 +76,8 @@ class Settings:
     max_stream_tickers: int = 100
     max_watchlist: int = 1_000
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    request_timeout_s: float = 10.0
     api_token: Secret = field(default_factory=lambda: Secret(""))
     massive_api_key: Secret = field(default_factory=lambda: Secret(""))
     massive_base_url: str | None = None
@@ -123,6 +127,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         d = Settings()
+        host = self.get("PRICEFEED_HOST", _host, d.host)
         return Settings(
             redis_url=self.get("REDIS_URL", _redis_url, d.redis_url),
             namespace=self.get("PRICEFEED_NAMESPACE", _namespace, d.namespace),
@@ -130,12 +135,14 @@ class _Reader:
             tick_interval_s=self.get("PRICEFEED_TICK_INTERVAL", _interval(0.01, 60), 0.5),
             poll_interval_s=self.get("PRICEFEED_POLL_INTERVAL", _interval(1, 3600), 15.0),
             seed=self.get("PRICEFEED_SEED", _int_range(0, 2**63 - 1), None),
-            host=self.get("PRICEFEED_HOST", _host, d.host),
+            host=host,
             port=self.get("PRICEFEED_PORT", _int_range(1, 65535), d.port),
             max_clients=self.get("PRICEFEED_MAX_CLIENTS", _int_range(1, 1_000_000), 20_000),
             max_stream_tickers=self.get("PRICEFEED_MAX_STREAM_TICKERS", _int_range(1, 10_000), 100),
             max_watchlist=self.get("PRICEFEED_MAX_WATCHLIST", _int_range(1, 100_000), 1_000),
             cors_origins=self.get("PRICEFEED_CORS_ORIGINS", _origins, ()),
+            allowed_hosts=self.get("PRICEFEED_ALLOWED_HOSTS", _hosts, _default_hosts(host)),
+            request_timeout_s=self.get("PRICEFEED_REQUEST_TIMEOUT", _interval(0.1, 300), 10.0),
             api_token=self.get("PRICEFEED_API_TOKEN", _secret, Secret("")),
             massive_api_key=self.get("MASSIVE_API_KEY", _secret, Secret("")),
             massive_base_url=self.get("PRICEFEED_MASSIVE_BASE_URL", _http_url, None),
@@ -239,6 +246,26 @@ def _host(raw: str) -> str:
     if len(raw) > 253 or any(c.isspace() or c in "/@?#" for c in raw):
         raise ValueError("expected a host name or IP address")
     return raw
+
+
+def _default_hosts(bind: str) -> tuple[str, ...]:
+    """Localhost names when bound to loopback; any name otherwise (the operator knows the
+    public names, PRICEFEED_ALLOWED_HOSTS lists them)."""
+    return LOOPBACK_HOSTS if is_loopback(bind.strip("[]")) else ("*",)
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    """Host names (``localhost``), IPs (``::1``), ``.example.com`` for a domain with its
+    subdomains, or ``*`` for any; lower-case, without port."""
+    out = tuple(h.strip().lower().removesuffix(".") for h in raw.split(",") if h.strip())
+    if not out:
+        raise ValueError("give at least one host name, or *")
+    for name in out:
+        bare = name.removeprefix("*.").removeprefix(".").strip("[]")
+        bad = not bare or name.count(":") == 1 or any(c.isspace() or c in "/@?#*" for c in bare)
+        if name != "*" and bad:
+            raise ValueError(f"{name[:40]!r} is not a host name (without port), *, or .domain")
+    return tuple(h.strip("[]") for h in out)
 
 
 def _origins(raw: str) -> tuple[str, ...]:

@@ -25,6 +25,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "version": VERSION}
 
 
+# HEAD too, for uptime checks; a route of its own keeps the OpenAPI operation ids unique.
+router.add_api_route("/api/health", health, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
     """200 when Redis answers, the producer's heartbeat is fresh, its price source produces
@@ -62,12 +66,17 @@ def _not_ready(reason: str, producer: Any) -> JSONResponse:
 
 
 def _producer_status(raw: bytes | None) -> Any:
+    """The producer's status as the public may see it: without its ``id``, which names
+    its host and pid (operators read it from ``NS:producer`` in Redis)."""
     if raw is None:
         return None
     try:
-        return orjson.loads(raw)
+        status = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"unparsable": raw[:200].decode(errors="replace")}
+        return {"unparsable": True}
+    if isinstance(status, dict):
+        status.pop("id", None)
+    return status
 
 
 @router.get("/metrics", response_model=None)

@@ -19,13 +19,14 @@ def _file(relative: str) -> FileResponse:
     return FileResponse(path)
 
 
-@router.get("/", include_in_schema=False)
+# HEAD too: uptime checks often use it (FileResponse sends the headers only).
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def index() -> FileResponse:
     """The live page."""
     return _file("index.html")
 
 
-@router.get("/static/{relative:path}", include_in_schema=False)
+@router.api_route("/static/{relative:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def static_file(relative: str) -> FileResponse:
     """A file of the page (scripts, styles)."""
     return _file(relative)

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import StreamView, read_view
+from gateway.headers import SECURITY_HEADERS
 from gateway.hub import RESET_FRAME, Batch, Client
 from gateway.notices import parse_kinds
 from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
@@ -187,21 +188,28 @@ def respond(request: Request) -> Response:
         bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
     except (BadRequest, ValueError) as e:
-        return JSONResponse({"detail": str(e)}, status_code=422)
+        return _secured(JSONResponse({"detail": str(e)}, status_code=422))
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
-        return JSONResponse(
+        return _secured(JSONResponse(
             {"detail": "too many clients connected; retry shortly"},
             status_code=503,
             headers={"Retry-After": "5"},
-        )
+        ))
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last = parse_event_id(raw_id)
     opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
     # Registered before the snapshot read: no tick can fall in between.
     client = gw.hub.register(wanted, bars, kinds)
     gw.stats.streams_opened += 1
-    return PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog)
+    return _secured(
+        PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog))
+
+
+def _secured(response: Response) -> Response:
+    """``response`` with the security headers every other route gets from middleware."""
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
 
 
 class StreamEndpoint:

@@ -26,8 +26,8 @@ GATEWAYS = ["ours", "pubsub", "polling"]
 
 def run_bench(out: Path) -> dict:
     cmd = [sys.executable, "-m", "bench.gateway_bench", "--scenarios", "smoke,idle",
-           "--gateways", ",".join(GATEWAYS), "--window", "1", "--settle", "0.2",
-           "--grace", "0.3", "--idle-clients", "20", "--idle-hold", "0.3",
+           "--gateways", ",".join(GATEWAYS), "--loadgen", "python", "--window", "1",
+           "--settle", "0.2", "--grace", "0.3", "--idle-clients", "20", "--idle-hold", "0.3",
            "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip

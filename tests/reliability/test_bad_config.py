@@ -35,6 +35,8 @@ INVALID = {
     "PRICEFEED_MAX_STREAM_TICKERS": "1e3",
     "PRICEFEED_MAX_WATCHLIST": "-5",
     "PRICEFEED_CORS_ORIGINS": "ftp://example.com",
+    "PRICEFEED_ALLOWED_HOSTS": "example.com:8000",
+    "PRICEFEED_REQUEST_TIMEOUT": "0",
     "PRICEFEED_API_TOKEN": f"{SECRET} with spaces",
     "MASSIVE_API_KEY": f"{SECRET}\x01",
     "PRICEFEED_MASSIVE_BASE_URL": "not-a-url",

@@ -49,12 +49,24 @@ def test_services_run_hardened_and_wait_for_a_healthy_redis(name):
     assert passed >= set(VARIABLES) - {"REDIS_URL", "PRICEFEED_HOST", "PRICEFEED_PORT"}
 
 
-def test_only_the_gateway_publishes_a_port_and_it_is_8000():
+def test_only_the_nginx_proxy_publishes_ports_8000_and_8443():
     services = load()["services"]
-    assert [n for n, s in services.items() if "ports" in s] == ["gateway"]
-    (mapping,) = services["gateway"]["ports"]
-    assert str(mapping).endswith(":8000")
+    assert [n for n, s in services.items() if "ports" in s] == ["proxy"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")  # the official image
+    assert [str(m).rsplit(":", 1)[1] for m in proxy["ports"]] == ["8080", "8443"]
+    assert str(proxy["ports"][0]).startswith("${PRICEFEED_PUBLISH_PORT:-8000}")
+    assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
     assert "/api/health" in " ".join(services["gateway"]["healthcheck"]["test"])
+    for mount in proxy["volumes"]:  # the config it runs is the one in the repo
+        assert (ROOT / mount.split(":")[0]).exists(), mount
+
+
+def test_compose_gateway_answers_only_localhost_names_unless_told():
+    gateway = load()["services"]["gateway"]
+    assert environment(gateway, {})["PRICEFEED_ALLOWED_HOSTS"] == "localhost,127.0.0.1,::1"
+    given = {"PRICEFEED_ALLOWED_HOSTS": "prices.example"}
+    assert environment(gateway, given)["PRICEFEED_ALLOWED_HOSTS"] == "prices.example"
 
 
 def test_the_image_is_multi_stage_uv_locked_and_non_root():

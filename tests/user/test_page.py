@@ -187,3 +187,26 @@ def test_a_wiped_dataset_shows_resynced_and_prices_go_on(page: Page, system: Gat
     wait_price_moves(page)  # the new dataset's prices are shown
     expect(page.locator("#resynced")).to_be_hidden(timeout=10_000)  # a short note
     assert page.foreign == []
+
+
+def test_the_page_runs_under_its_csp_and_refuses_to_be_framed(page: Page, system: Gateway):
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    page.goto(system.url + "/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#rows tr")).to_have_count(10)
+    assert violations == []
+    # A hostile page framing ours (clickjacking the ✕ buttons): the browser refuses it.
+    # Framed even by a page of its own origin, which browsers otherwise allow: a foreign
+    # one may be kept out by the browser for other reasons (private network access),
+    # which would hide what the headers do.
+    hostile = f"{system.url}/hostile"
+    page.route(hostile, lambda route: route.fulfill(
+        content_type="text/html", body=f'<iframe src="{system.url}/"></iframe>'))
+    with page.expect_event("framenavigated", predicate=lambda f: f.parent_frame is not None) \
+            as navigated:
+        page.goto(hostile)
+    frame = navigated.value
+    frame.wait_for_load_state()
+    assert frame.locator("#rows").count() == 0, "the page rendered inside a foreign frame"
