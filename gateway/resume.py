@@ -14,6 +14,7 @@ which is at least the number of updates), else a reset; it holds one chunk of at
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 from collections.abc import AsyncGenerator
@@ -28,7 +29,7 @@ from gateway.throttle import LogThrottle
 from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
-from shared.ticklog import decode_entry
+from shared.ticklog import MAP_FIELD, decode_entry
 
 log = logging.getLogger(__name__)
 _bad_entry_log = LogThrottle(log, 10.0)
@@ -105,17 +106,53 @@ async def replay(
         del chunk
 
 
+class EntryCache:
+    """Log entries already validated and split into hub items, shared by every replaying
+    client: clients resuming together read the same entries, and the check and split cost
+    ~0.15 ms per 10-ticker entry (measured: 90 ms per client 600 entries behind without
+    it). Bounded by `CACHE_BYTES` of tick maps; keyed by the entry id and its bytes, so a
+    new dataset reusing an id is never mistaken for the old one."""
+
+    def __init__(self, most_bytes: int) -> None:
+        self.most_bytes = most_bytes
+        self.bytes = 0
+        self._items: collections.OrderedDict[tuple[bytes, bytes], Batch]
+        self._items = collections.OrderedDict()
+
+    def get(self, entry_id: bytes, raw: bytes) -> Batch | None:
+        """The whole entry as a batch (its frame shared too); None for a malformed one."""
+        key = (entry_id, raw)
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+            return hit
+        try:
+            entry = decode_entry(entry_id, {MAP_FIELD: raw})
+        except CodecError as e:
+            _bad_entry_log.warning("skipping malformed tick log entry %r: %s", entry_id[:40], e)
+            return None
+        value = Batch({t: (u.seq, encode_update(u)) for t, u in entry.updates.items()}, entry.seq)
+        self._items[key] = value
+        self.bytes += len(raw)
+        while self.bytes > self.most_bytes:
+            (_, old), _ = self._items.popitem(last=False)
+            self.bytes -= len(old)
+        return value
+
+
+CACHE_BYTES: Final[int] = 16 * 1024 * 1024  # ~8,000 ticks of 10 tickers
+_cache = EntryCache(CACHE_BYTES)
+
+
 def _entry_batch(entry_id: Any, fields: Any, wanted: frozenset[str] | None) -> Batch | None:
-    try:
-        entry = decode_entry(entry_id, fields)
-    except CodecError as e:
-        _bad_entry_log.warning("skipping malformed tick log entry %r: %s", entry_id[:40], e)
+    raw = fields.get(MAP_FIELD) if isinstance(fields, dict) else None
+    if not isinstance(entry_id, bytes) or not isinstance(raw, bytes):
+        _bad_entry_log.warning("skipping a tick log entry without a map: %r", entry_id)
         return None
-    updates = entry.updates
-    items: dict[str, Item] = {
-        t: (u.seq, encode_update(u)) for t, u in updates.items() if wanted is None or t in wanted
-    }
-    return Batch(items, entry.seq)
+    whole = _cache.get(entry_id, raw)
+    if whole is None or wanted is None:
+        return whole
+    return Batch({t: i for t, i in whole.items.items() if t in wanted}, whole.pos)
 
 
 def _seq_of(entry_id: Any, default: int) -> int:

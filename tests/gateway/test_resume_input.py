@@ -88,7 +88,7 @@ async def test_a_replay_client_that_never_reads_is_dropped(settings, producer):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
         sock.connect((host, int(port)))
-        sock.sendall(f"GET {STREAM}?replay=all HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(f"GET {STREAM}?replay=all HTTP/1.1\r\nHost: {host}:{port}\r\n"
                      f"Last-Event-ID: {epoch}-{start}-0\r\n\r\n".encode())
         stats = app.state.gateway.stats
         await wait_until(lambda: stats.dropped_slow == 1, timeout_s=15, what="dropped")
