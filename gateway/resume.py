@@ -14,6 +14,7 @@ which is at least the number of updates), else a reset; it holds one chunk of at
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import re
@@ -93,7 +94,9 @@ async def replay(
     count = max(1, min(100, REPLAY_CHUNK_BYTES // (UPDATE_BYTES * max(1, tickers_hint))))
     start, limit = after, after + REPLAY_MAX_UPDATES
     while start < limit:
-        chunk: Any = await redis.xrange(keys.ticks, min=str(start + 1), max="+", count=count)
+        async with _readers:  # many replays at once queue here, not for a pool connection
+            chunk: Any = await redis.xrange(keys.ticks, min=str(start + 1), max="+",
+                                            count=count)
         if not chunk:
             return
         for entry_id, fields in chunk:
@@ -141,6 +144,11 @@ class EntryCache:
 
 
 CACHE_BYTES: Final[int] = 16 * 1024 * 1024  # ~8,000 ticks of 10 tickers
+# Replay reads in flight at once: fewer than the gateway's pool (`gateway.connections`),
+# so 1,000 clients resuming together wait here in turn instead of timing out on the pool
+# (measured: their reads timed out after 5 s and the replays stopped).
+REPLAY_READERS: Final[int] = 4
+_readers = asyncio.Semaphore(REPLAY_READERS)
 _cache = EntryCache(CACHE_BYTES)
 
 

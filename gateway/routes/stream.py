@@ -81,6 +81,8 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
     async with aclosing(_opening(gw, client, opening)) as frames:
         async for frame in frames:
             yield frame
+    if client.closed:
+        return
     if client.notice_kinds is not None:  # what it asked for, as it is now
         for kind in sorted(client.notice_kinds):
             if kind in gw.notices.frames:
@@ -150,7 +152,10 @@ async def _opening(
                 yield _sent(gw, client, view.epoch, batch)
                 gw.stats.replayed += len(batch.items)
     except (RedisError, OSError):
-        return  # the hub's snapshot after recovery makes the client whole
+        # Ending the stream is the honest answer: the client resumes from its last id
+        # (EventSource does so by itself); going on live would leave a gap.
+        client.closed = True
+        return
     client.cover(client.last_pos)
 
 
