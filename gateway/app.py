@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import unavailable
+from gateway.access import Refused, refused_handler
 from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
 from gateway.headers import HostCheck, SecurityHeaders
@@ -51,6 +52,11 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     stats = Stats()
     hub = Hub(stats)
     make_redis = connect or redis_factory(settings)
+    verifier = None
+    if settings.read_auth == "jwt":
+        from gateway.verifier import Verifier  # PyJWT: loaded only when it is used
+
+        verifier = Verifier(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,7 +78,8 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "open_fds": open_fds,
                 })
                 app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
-                                            app.state.registry, watchdog, notices)
+                                            app.state.registry, watchdog, notices,
+                                            verifier)
                 supervisor.start("subscriber", subscriber.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
@@ -96,6 +103,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     for module in (prices, bars, watchlist, ops, static):
         app.include_router(module.router)
     unavailable.install(app)
+    app.add_exception_handler(Refused, refused_handler)
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/headers.py)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it

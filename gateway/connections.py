@@ -29,11 +29,11 @@ def redis_factory(settings: Settings) -> RedisFactory:
         if for_subscription:
             return aioredis.from_url(
                 settings.redis_url, retry=Retry(NoBackoff(), 0),
-                socket_connect_timeout=2.0, socket_timeout=5.0,
+                socket_connect_timeout=2.0, socket_timeout=5.0, **settings.redis_options,
             )
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=POOL_SIZE, timeout=5.0,
-            socket_connect_timeout=2.0, socket_timeout=5.0,
+            socket_connect_timeout=2.0, socket_timeout=5.0, **settings.redis_options,
         )
         return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 

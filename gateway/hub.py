@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sse_starlette import ServerSentEvent
 
@@ -64,15 +64,16 @@ class Client:
     """One SSE stream's state in the hub: its filter, at most one pending batch, and the
     log position of the last event it was sent."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "floor", "last_pos", "last_sent",
-                 "notice_kinds", "notices", "pending", "pending_pos", "ping", "reset", "resync",
-                 "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "floor", "last_pos",
+                 "last_sent", "notice_kinds", "notices", "pending", "pending_pos", "ping",
+                 "reset", "resync", "tickers", "wake")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
         self.tickers = tickers
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
+        self.entitled: frozenset[str] | None = None  # the access token's tickers; None: all
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
@@ -82,6 +83,7 @@ class Client:
         self.floor = 0  # ticks at or below this position are already covered
         self.last_pos = 0
         self.closed = False
+        self.expired = False  # closed because the client's access token expired
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
@@ -225,14 +227,21 @@ class Hub:
                 client.last_pos = 0
             client.wake.set()
 
-    def notify(self, kind: str, frame: bytes) -> None:
-        """Mark a named event on every client that asked for ``kind`` (latest one wins)."""
+    def notify(self, kind: str, frame: bytes,
+               narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:
+        """Mark a named event on every client that asked for ``kind`` (latest one wins);
+        a client entitled to some tickers only gets ``narrow(entitled)`` when given."""
+        narrowed: dict[frozenset[str], bytes] = {}
         for client in self.clients:
             kinds = client.notice_kinds
             if kinds is not None and kind in kinds:
+                data = frame
+                if narrow is not None and client.entitled is not None:
+                    data = narrowed.get(client.entitled) or narrowed.setdefault(
+                        client.entitled, narrow(client.entitled))
                 if client.notices is None:
                     client.notices = {}
-                client.notices[kind] = frame
+                client.notices[kind] = data
                 client.wake.set()
 
     def ping_idle(self, sent_before: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -118,9 +119,20 @@ class Notices:
             tickers = sorted(t for t in names if is_valid_ticker(t))
             if tickers != self._tickers:
                 self._tickers = tickers
-                self._set("watchlist", {"tickers": tickers})
+                self._set("watchlist", {"tickers": tickers}, self._watchlist_for)
 
-    def _set(self, kind: str, payload: Any) -> None:
+    def frame_for(self, kind: str, entitled: frozenset[str] | None) -> bytes | None:
+        """The latest frame of ``kind`` as a client entitled to ``entitled`` may see it."""
+        if kind == "watchlist" and entitled is not None and self._tickers is not None:
+            return self._watchlist_for(entitled)
+        return self.frames.get(kind)
+
+    def _watchlist_for(self, entitled: frozenset[str]) -> bytes:
+        """The watchlist cut to an access token's tickers (docs/ACCESS.md)."""
+        return frame("watchlist", {"tickers": [t for t in self._tickers or () if t in entitled]})
+
+    def _set(self, kind: str, payload: Any,
+             narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:
         data = frame(kind, payload)
         self.frames[kind] = data
-        self.hub.notify(kind, data)
+        self.hub.notify(kind, data, narrow)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+
+if TYPE_CHECKING:
+    from gateway.verifier import Verifier
 
 from gateway.hub import Hub
 from gateway.notices import Notices
@@ -27,3 +31,4 @@ class Gateway:
     registry: CollectorRegistry
     watchdog: SendWatchdog
     notices: Notices
+    verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)

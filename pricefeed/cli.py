@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producer.service", "run the producer: prices into Redis"),
     "gateway": ("gateway.server", "run the gateway: Redis to browsers over SSE"),
     "watch": ("pricefeed.watch", "a live terminal dashboard reading Redis directly"),
+    "token": ("pricefeed.token", "mint a read-access token (JWT) for testing"),
 }
 
 

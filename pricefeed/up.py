@@ -242,8 +242,13 @@ async def _ready(settings: Settings, client: aioredis.Redis) -> tuple[bool, str]
     producer heartbeat."""
     host = _probe_host(settings)
     status, body = await _http_get(host, settings.port, "/api/ready")
-    if status == 200 or (status == 503 and f'"reason":"{SOURCE_DOWN}' in body):
-        return True, ""  # a source that produces nothing is said once up, not waited for
+    if status == 503 and f'"reason":"{SOURCE_DOWN}' in body:
+        # A source that produces nothing is said once up, not waited for; one still
+        # starting or connecting is given the time to succeed or fail first.
+        settling = any(f"{SOURCE_DOWN}: {s}" in body for s in ("starting", "connecting"))
+        return not settling, "the price source is starting"
+    if status == 200:
+        return True, ""
     if status == 404:
         health, _ = await _http_get(host, settings.port, "/api/health")
         try:

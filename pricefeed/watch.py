@@ -229,7 +229,7 @@ async def watch(settings: Settings, board: Board, console: Console) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
-                               health_check_interval=10)
+                               health_check_interval=10, **settings.redis_options)
     try:
         with Live(board.render(), console=console, auto_refresh=False,
                   redirect_stderr=False) as live:

@@ -162,7 +162,7 @@ class MassiveRestSource(MarketDataSource):
         self._sent.update(changed)
 
     def _failed(self, failure: Failure, error: BaseException) -> float:
-        if failure.state == "auth_rejected":
+        if failure.state in ("auth_rejected", "plan_missing"):
             delay = self._auth_retry_s
         else:
             delay = self._backoff.next_delay()
@@ -171,7 +171,7 @@ class MassiveRestSource(MarketDataSource):
             delay = min(delay, self._max_backoff_s)
         if failure.detail != self._problem:  # one line per problem, not one per retry
             self._problem = failure.detail
-            serious = failure.state in ("auth_rejected", "error")
+            serious = failure.state in ("auth_rejected", "plan_missing", "error")
             level = logging.ERROR if serious else logging.WARNING
             hint = "; check MASSIVE_API_KEY" if failure.state == "auth_rejected" else ""
             log.log(level, "%s; retrying in %.1f s%s", failure.detail, delay, hint)

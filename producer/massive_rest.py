@@ -34,10 +34,12 @@ class MalformedSnapshot(ValueError):
 class StatusError(MaxRetryError):
     """An HTTP error status from Massive, with its Retry-After in seconds when given."""
 
-    def __init__(self, pool: Any, url: str | None, status: int, retry_after_s: float | None):
+    def __init__(self, pool: Any, url: str | None, status: int, retry_after_s: float | None,
+                 code: str | None = None):
         super().__init__(pool, url, ResponseError(f"HTTP {status}"))
         self.status = status
         self.retry_after_s = retry_after_s
+        self.code = code  # the answer's "status" field, e.g. NOT_AUTHORIZED
 
 
 class NoRetry(Retry):
@@ -58,8 +60,24 @@ class NoRetry(Retry):
                   response: Any = None, error: Exception | None = None, _pool: Any = None,
                   _stacktrace: Any = None) -> NoRetry:
         if response is not None and error is None and response.status >= 400:
-            raise StatusError(_pool, url, response.status, _retry_after_s(self, response))
+            raise StatusError(_pool, url, response.status, _retry_after_s(self, response),
+                              _error_code(response))
         return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _error_code(response: Any) -> str | None:
+    """The ``"status"`` word of an error answer (``NOT_AUTHORIZED``), when it has one.
+
+    Only that word is kept: the rest of the body is never logged.
+    """
+    try:
+        document = json.loads(response.data[:4096])
+    except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
+        return None
+    code = document.get("status") if isinstance(document, dict) else None
+    if isinstance(code, str) and len(code) <= 40 and code.replace("_", "").isalpha():
+        return code.upper()
+    return None
 
 
 def _retry_after_s(retry: Retry, response: Any) -> float | None:
@@ -212,8 +230,19 @@ def classify(error: BaseException) -> Failure:
     return Failure("error", f"unexpected {type(error).__name__}")
 
 
+# What a plan without the snapshot endpoint still allows (massive.com/pricing).
+PLAN_HINT: Final = (
+    "Massive answered 403 NOT_AUTHORIZED: the key is valid but its plan does not include "
+    "the stocks snapshot endpoint (all tickers' last trade), which pricefeed polls; the "
+    "free plan allows REST at 5 calls a minute and delayed data, not this endpoint. "
+    "Upgrade the plan, or unset MASSIVE_API_KEY to use the simulator"
+)
+
+
 def _classify_status(error: StatusError) -> Failure:
     status = error.status
+    if status == 403 and error.code == "NOT_AUTHORIZED":
+        return Failure("plan_missing", PLAN_HINT)
     if status in (401, 403):
         return Failure("auth_rejected", f"Massive rejected the API key (HTTP {status})")
     if status == 429:

@@ -36,6 +36,10 @@ def main(argv: list[str]) -> int:
     )
     parser.parse_args(argv)
     settings = load_or_exit()
+    if len(settings.tickers) > settings.max_watchlist:
+        fail(f"pricefeed producer: PRICEFEED_TICKERS lists {len(settings.tickers)} tickers, "
+             f"more than PRICEFEED_MAX_WATCHLIST={settings.max_watchlist}: shorten the list "
+             "or raise the cap")
     configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
@@ -51,7 +55,7 @@ def connect(settings: Settings) -> aioredis.Redis:
     """
     return aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0), **settings.redis_options,
     )
 
 

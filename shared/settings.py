@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import SettingsError
@@ -25,6 +25,9 @@ T = TypeVar("T")
 DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
 MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+READ_AUTH_MODES: Final[frozenset[str]] = frozenset({"none", "jwt"})
+_TLS_VARIABLES: Final = ("PRICEFEED_REDIS_CA_FILE", "PRICEFEED_REDIS_CERT_FILE",
+                         "PRICEFEED_REDIS_KEY_FILE")
 # The Host names a gateway bound to a loopback address accepts unless told otherwise.
 LOOPBACK_HOSTS: Final[tuple[str, ...]] = ("localhost", "127.0.0.1", "::1")
 # The tick log's caps (README "The tick log"): 3,600 ticks are 30 minutes at the default
@@ -86,6 +89,16 @@ class Settings:
     ping_interval_s: float = 15.0
     send_timeout_s: float = 5.0
     log_level: str = "INFO"
+    read_auth: str = "none"
+    jwt_secret: Secret = field(default_factory=lambda: Secret(""))
+    jwt_public_key: str = ""  # PEM text (read from the file when a path was given)
+    jwt_algorithm: str = ""  # HS256 with a secret, RS256/ES256 from the public key's type
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    max_hz: float | None = None
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     history_len: int = DEFAULT_HISTORY_LEN
     history_s: float = DEFAULT_HISTORY_S
     bars_enabled: bool = True
@@ -98,6 +111,20 @@ class Settings:
     def keys(self) -> Keys:
         """The Redis names under this namespace."""
         return Keys(self.namespace)
+
+    @property
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments of every redis-py client of ``redis_url`` (docs/REDIS.md):
+        the TLS files for ``rediss://``; the password or ACL user travel in the URL."""
+        if not self.redis_url.startswith("rediss://"):
+            return {}
+        options: dict[str, Any] = {"ssl_cert_reqs": "required"}
+        if self.redis_ca_file:
+            options["ssl_ca_certs"] = self.redis_ca_file
+        if self.redis_cert_file:
+            options["ssl_certfile"] = self.redis_cert_file
+            options["ssl_keyfile"] = self.redis_key_file
+        return options
 
     @property
     def use_massive(self) -> bool:
@@ -122,7 +149,8 @@ class _Reader:
         try:
             return parse(raw.strip())
         except (ValueError, InvalidTicker) as e:
-            shown = "<hidden>" if "KEY" in name or "TOKEN" in name else repr(raw[:80])
+            hidden = any(word in name for word in ("KEY", "TOKEN", "SECRET"))
+            shown = "<hidden>" if hidden else repr(raw[:80])
             raise SettingsError(f"{name}={shown} is invalid: {e}") from e
 
     def settings(self) -> Settings:
@@ -151,6 +179,9 @@ class _Reader:
             ping_interval_s=self.get("PRICEFEED_PING_INTERVAL", _interval(0.05, 300), 15.0),
             send_timeout_s=self.get("PRICEFEED_SEND_TIMEOUT", _interval(0.1, 120), 5.0),
             log_level=self.get("PRICEFEED_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), "INFO"),
+            max_hz=self.get("PRICEFEED_MAX_HZ", _interval(0.1, 1000), None),
+            **self.access(),
+            **self.redis_tls(),
             history_len=self.get("PRICEFEED_HISTORY_LEN", _int_range(0, 10_000_000),
                                  DEFAULT_HISTORY_LEN),
             history_s=self.get("PRICEFEED_HISTORY_SECONDS", _interval(1, 7 * 86_400),
@@ -165,6 +196,46 @@ class _Reader:
             massive_calls_per_minute=self.get("PRICEFEED_MASSIVE_CALLS_PER_MINUTE",
                                               _int_range(1, 10_000), 5),
         )
+
+    def access(self) -> dict[str, Any]:
+        """Read access (docs/ACCESS.md): the mode and, for ``jwt``, exactly one key."""
+        mode = self.get("PRICEFEED_READ_AUTH", _choice(READ_AUTH_MODES), "none")
+        if all(self.env.get(n, "").strip() for n in ("PRICEFEED_JWT_SECRET",
+                                                     "PRICEFEED_JWT_PUBLIC_KEY")):
+            raise SettingsError("PRICEFEED_JWT_SECRET and PRICEFEED_JWT_PUBLIC_KEY are both "
+                                "set: give one (HS256 secret, or RS256/ES256 public key)")
+        secret = self.get("PRICEFEED_JWT_SECRET", _jwt_secret, Secret(""))
+        public_key = self.get("PRICEFEED_JWT_PUBLIC_KEY", _pem_text, "")
+        algorithm = ""
+        if public_key:
+            algorithm = self.get("PRICEFEED_JWT_PUBLIC_KEY", _key_algorithm, "")
+        elif secret:
+            algorithm = "HS256"
+        if mode == "jwt" and not algorithm:
+            raise SettingsError("PRICEFEED_READ_AUTH=jwt needs PRICEFEED_JWT_SECRET (HS256) or "
+                                "PRICEFEED_JWT_PUBLIC_KEY (RS256/ES256)")
+        return {
+            "read_auth": mode, "jwt_secret": secret, "jwt_public_key": public_key,
+            "jwt_algorithm": algorithm,
+            "jwt_audience": self.get("PRICEFEED_JWT_AUDIENCE", _claim_text, None),
+            "jwt_issuer": self.get("PRICEFEED_JWT_ISSUER", _claim_text, None),
+        }
+
+    def redis_tls(self) -> dict[str, Any]:
+        """Files for ``rediss://`` (docs/REDIS.md); a client key needs its certificate."""
+        tls = {
+            "redis_ca_file": self.get("PRICEFEED_REDIS_CA_FILE", _readable_file, None),
+            "redis_cert_file": self.get("PRICEFEED_REDIS_CERT_FILE", _readable_file, None),
+            "redis_key_file": self.get("PRICEFEED_REDIS_KEY_FILE", _readable_file, None),
+        }
+        if (tls["redis_cert_file"] is None) != (tls["redis_key_file"] is None):
+            raise SettingsError("PRICEFEED_REDIS_CERT_FILE and PRICEFEED_REDIS_KEY_FILE go "
+                                "together: set both for a client certificate, or neither")
+        scheme = urlsplit(self.env.get("REDIS_URL", "").strip()).scheme
+        given = [name for name, value in zip(_TLS_VARIABLES, tls.values(), strict=True) if value]
+        if given and scheme != "rediss":
+            raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS)")
+        return tls
 
 
 def _redis_url(raw: str) -> str:
@@ -182,6 +253,51 @@ def _secret(raw: str) -> Secret:
     if not all("!" <= c <= "~" for c in raw):
         raise ValueError("use visible ASCII characters only (no spaces or control characters)")
     return Secret(raw)
+
+
+# RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (256 bits).
+MIN_SECRET_BYTES: Final[int] = 32
+
+
+def _jwt_secret(raw: str) -> Secret:
+    secret = _secret(raw)
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"an HS256 secret needs at least {MIN_SECRET_BYTES} bytes "
+                         "(e.g. `openssl rand -hex 32`)")
+    return secret
+
+
+def _pem_text(raw: str) -> str:
+    """The PEM itself, or the text of the file it names."""
+    if raw.startswith("-----BEGIN"):
+        return raw.replace("\\n", "\n")  # a one-line env value may spell newlines as \n
+    try:
+        with open(raw, encoding="ascii") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"neither PEM text nor a readable PEM file ({type(e).__name__})") from e
+
+
+def _key_algorithm(raw: str) -> str:
+    # Imported here: PyJWT and cryptography cost every process ~0.1 s of start-up, and
+    # only a gateway with a public key needs them at this point.
+    from shared.tokens import public_key_algorithm
+
+    return public_key_algorithm(_pem_text(raw))
+
+
+def _claim_text(raw: str) -> str:
+    if len(raw) > 256:
+        raise ValueError("at most 256 characters")
+    return raw
+
+
+def _readable_file(raw: str) -> str:
+    try:
+        with open(raw, "rb"):
+            return raw
+    except OSError as e:
+        raise ValueError(f"cannot read the file ({e.strerror})") from e
 
 
 def _namespace(raw: str) -> str:

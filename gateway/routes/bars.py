@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from gateway.access import ReadGrant, Refused
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
 from gateway.state import Gateway
 from shared.models import InvalidTicker, normalize_ticker
@@ -38,11 +39,13 @@ class BarsOut(BaseModel):
 
 @router.get(
     "/api/bars/{ticker}", response_model=None,
-    responses={200: {"model": BarsOut}, 404: {"description": "unknown ticker"}},
+    responses={200: {"model": BarsOut}, 404: {"description": "unknown ticker"},
+               403: {"description": "the access token does not cover the ticker"}},
 )
 async def bars(
     ticker: str,
     request: Request,
+    grant: ReadGrant,
     interval: Literal["1s", "1m"] = Query("1m", description="bar width"),
     limit: int = Query(300, ge=1, le=MAX_LIMIT, description="most bars returned"),
     since: float | None = Query(
@@ -57,6 +60,8 @@ async def bars(
         symbol = normalize_ticker(ticker)
     except InvalidTicker as e:
         raise HTTPException(422, f"ticker: {e}") from e
+    if not grant.allows(symbol):
+        raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
     found = await read_bars(gw.redis, gw.settings.keys, symbol, interval, limit, since)
     if found is None:
         raise HTTPException(404, f"unknown ticker {symbol}")

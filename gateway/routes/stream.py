@@ -8,6 +8,7 @@ several KB per connection against issue 3's 30 KB budget. Errors are still JSON 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.access import Grant, Refused, read_grant, seconds_left
 from gateway.cache import StreamView, read_view
 from gateway.headers import SECURITY_HEADERS
 from gateway.hub import RESET_FRAME, Batch, Client
@@ -31,6 +33,9 @@ from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
 RETRY_FRAME = ServerSentEvent(retry=1000).encode()
+EXPIRED_FRAME = ServerSentEvent(
+    event="expired", data='{"detail": "the access token expired; reconnect with a new one"}'
+).encode()
 
 
 class BadRequest(Exception):
@@ -52,6 +57,20 @@ def parse_tickers(raw: str | None, limit: int) -> frozenset[str] | None:
         raise BadRequest(f"tickers: {e}") from e
 
 
+def parse_max_hz(raw: str | None, *ceilings: float | None) -> float | None:
+    """The client's ``?max_hz=``, capped by the token's claim and ``PRICEFEED_MAX_HZ``."""
+    wanted: float | None = None
+    if raw is not None:
+        try:
+            wanted = float(raw)
+        except ValueError:
+            wanted = math.nan
+        if not (math.isfinite(wanted) and 0.1 <= wanted <= 1000):
+            raise BadRequest("max_hz: give events per second between 0.1 and 1000")
+    caps = [c for c in (wanted, *ceilings) if c is not None]
+    return min(caps) if caps else None
+
+
 def parse_bars(raw: str | None) -> str | None:
     """The ``?bars=`` interval (``1s`` or ``1m``), or None for no bar events."""
     if raw is None:
@@ -59,7 +78,6 @@ def parse_bars(raw: str | None) -> str | None:
     if raw not in INTERVALS:
         raise BadRequest(f"bars: expected one of {', '.join(INTERVALS)}")
     return raw
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +89,55 @@ class Opening:
     replay_all: bool
 
 
-async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerator[bytes, None]:
+async def _events(
+    gw: Gateway, client: Client, opening: Opening, grant: Grant, max_hz: float | None
+) -> AsyncGenerator[bytes, None]:
+    loop = asyncio.get_running_loop()
+    left = seconds_left(grant)
+    # One timer per stream for the token's expiry: nothing is checked per event.
+    timer = None if left is None else loop.call_later(max(left, 0.0), _expire, client)
+    try:
+        async for frame in _frames(gw, client, opening, max_hz):
+            yield frame
+        if client.expired:
+            yield EXPIRED_FRAME
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(client: Client) -> None:
+    client.expired = client.closed = True
+    client.wake.set()
+
+
+async def _frames(
+    gw: Gateway, client: Client, opening: Opening, max_hz: float | None
+) -> AsyncGenerator[bytes, None]:
     stats = gw.stats
     hub = gw.hub
     loop = asyncio.get_running_loop()
+    interval = 0.0 if max_hz is None else 1.0 / max_hz
     yield RETRY_FRAME
     # The opening is built in a helper generator so none of it stays referenced from this
     # frame, which lives as long as the stream (it was 40 KB per connection with 10 tickers).
     async with aclosing(_opening(gw, client, opening)) as frames:
         async for frame in frames:
             yield frame
-    if client.closed:
+    if client.closed:  # a replay cut short, or the token expired during it
         return
     if client.notice_kinds is not None:  # what it asked for, as it is now
         for kind in sorted(client.notice_kinds):
-            if kind in gw.notices.frames:
-                yield gw.notices.frames[kind]
+            notice = gw.notices.frame_for(kind, client.entitled)
+            if notice is not None:
+                yield notice
     client.last_sent = loop.time()
     wake = client.wake
     while True:  # the hot loop: one pass per event per client
         await wake.wait()
         wake.clear()
+        if interval:  # capped: wait out the interval while the hub keeps merging
+            await _hold(client, client.last_sent + interval)
         if client.closed:
             return
         if client.notices is not None:
@@ -121,6 +167,18 @@ async def _events(gw: Gateway, client: Client, opening: Opening) -> AsyncGenerat
         if bar_frames:
             for frame in bar_frames:
                 yield frame
+
+
+async def _hold(client: Client, until: float) -> None:
+    """Wait until loop time ``until`` or until the client closes, whichever is first."""
+    loop = asyncio.get_running_loop()
+    while not client.closed and (remaining := until - loop.time()) > 0:
+        client.wake.clear()  # the caller takes whatever is pending after this
+        try:
+            async with asyncio.timeout(remaining):
+                await client.wake.wait()
+        except TimeoutError:
+            return
 
 
 async def _opening(
@@ -188,12 +246,21 @@ def respond(request: Request) -> Response:
     """Validate the request; the stream, or a JSON error."""
     gw: Gateway = request.app.state.gateway
     try:
-        wanted = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
-        replay_all = parse_replay(request.query_params.get("replay"))
+        grant = read_grant(request, gw.settings, gw.verifier)
+        asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
+        replay_all = parse_replay(request.query_params.get("replay"))
+        max_hz = parse_max_hz(request.query_params.get("max_hz"), grant.max_hz,
+                              gw.settings.max_hz)
+    except Refused as e:
+        return _secured(e.response())
     except (BadRequest, ValueError) as e:
         return _secured(JSONResponse({"detail": str(e)}, status_code=422))
+    wanted = grant.narrow(asked)
+    if wanted is not None and not wanted:
+        return _secured(Refused(403, "the token covers none of the requested tickers",
+                                error="insufficient_scope").response())
     if len(gw.hub.clients) >= gw.settings.max_clients:
         gw.stats.rejected_full += 1
         return _secured(JSONResponse(
@@ -206,9 +273,10 @@ def respond(request: Request) -> Response:
     opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
     # Registered before the snapshot read: no tick can fall in between.
     client = gw.hub.register(wanted, bars, kinds)
+    client.entitled = grant.tickers
     gw.stats.streams_opened += 1
-    return _secured(
-        PriceStream(_events(gw, client, opening), gw.hub, client, gw.stats, gw.watchdog))
+    events = _events(gw, client, opening, grant, max_hz)
+    return _secured(PriceStream(events, gw.hub, client, gw.stats, gw.watchdog))
 
 
 def _secured(response: Response) -> Response:

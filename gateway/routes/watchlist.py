@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from gateway.auth import require_token
+from gateway.access import ReadGrant, WriteGrant, writer
 from gateway.cache import read_one
 from gateway.state import Gateway
 from shared.codec import decode_update, encode_control
@@ -42,18 +42,22 @@ def _price(raw: bytes | str | None) -> float | None:
 
 
 @router.get("/api/watchlist")
-async def list_watchlist(request: Request) -> list[dict[str, Any]]:
-    """Every watched ticker (sorted) with its cached price, or null before its first tick."""
+async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, Any]]:
+    """Every watched ticker the token may see (sorted) with its cached price, or null
+    before its first tick."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     raw_members = await gw.redis.smembers(keys.watchlist)
     members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw_members)
+    members = [t for t in members if grant.allows(t)]
     prices: list[bytes | str | None] = await gw.redis.hmget(keys.latest, members) if members else []
     return [{"ticker": t, "price": _price(raw)} for t, raw in zip(members, prices, strict=True)]
 
 
-@router.post("/api/watchlist", status_code=201, dependencies=[Depends(require_token)])
-async def add_ticker(body: AddTicker, request: Request) -> dict[str, Any]:
+@router.post("/api/watchlist", status_code=201)
+async def add_ticker(
+    body: AddTicker, request: Request, grant: WriteGrant
+) -> dict[str, Any]:
     """Add a ticker (adding twice is fine); the producer starts producing it."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
@@ -65,11 +69,11 @@ async def add_ticker(body: AddTicker, request: Request) -> dict[str, Any]:
             )
         if await gw.redis.sadd(keys.watchlist, symbol):
             await gw.redis.publish(keys.control, encode_control("add", symbol))
-    update = await read_one(gw.redis, keys, symbol)
+    update = await read_one(gw.redis, keys, symbol) if grant.allows(symbol) else None
     return {"ticker": symbol, "price": None if update is None else update.price}
 
 
-@router.delete("/api/watchlist/{ticker}", status_code=204, dependencies=[Depends(require_token)])
+@router.delete("/api/watchlist/{ticker}", status_code=204, dependencies=[Depends(writer)])
 async def remove_ticker(ticker: str, request: Request) -> Response:
     """Remove a ticker; 404 when it is not on the watchlist."""
     gw: Gateway = request.app.state.gateway

@@ -185,8 +185,33 @@ async def test_rejected_key_is_retried_slowly(
     async with started(rest_source(massive_http, batches, auth_retry_s=0.6), ["AAPL"]) as source:
         await eventually(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
         first, second = massive_http.seen()[:2]
-        assert source.state in ("auth_rejected", "ok")
+        assert source.state in ("plan_missing", "ok")
     assert second.at - first.at >= 0.55  # auth_retry_s, not the 0.05 s poll interval
+
+
+async def test_a_plan_without_the_snapshot_endpoint_is_not_called_a_rejected_key(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    body = b'{"status":"NOT_AUTHORIZED","request_id":"r9","message":"You are not entitled ' \
+           b'to this data. Please upgrade your plan at https://massive.com/pricing"}'
+    massive_http.then(Reply(403, body), Reply(403, body))
+    async with started(rest_source(massive_http, batches, auth_retry_s=0.3), ["AAPL"]) as source:
+        await eventually(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
+        assert source.state == "plan_missing"
+    errors = lines(caplog, logging.ERROR, "NOT_AUTHORIZED")
+    assert len(errors) == 1, errors
+    assert "plan does not include the stocks snapshot endpoint" in errors[0]
+    assert "5 calls a minute" in errors[0] and "delayed data" in errors[0]
+    assert not lines(caplog, logging.ERROR, "rejected the API key")
+
+
+async def test_a_403_without_not_authorized_is_still_a_rejected_key(
+        massive_http: FakeMassiveHTTP, batches: Batches,
+        caplog: pytest.LogCaptureFixture) -> None:
+    massive_http.then(Reply(403, b'{"status":"ERROR","error":"Unknown API Key"}'))
+    async with started(rest_source(massive_http, batches, auth_retry_s=0.3), ["AAPL"]) as source:
+        await eventually(lambda: source.state == "auth_rejected", what="auth_rejected")
+    assert lines(caplog, logging.ERROR, "rejected the API key (HTTP 403)")
 
 
 async def test_rate_limit_honours_retry_after(

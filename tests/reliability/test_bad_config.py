@@ -45,6 +45,15 @@ INVALID = {
     "PRICEFEED_PING_INTERVAL": "0",
     "PRICEFEED_SEND_TIMEOUT": "inf",
     "PRICEFEED_LOG_LEVEL": "LOUD",
+    "PRICEFEED_READ_AUTH": "maybe",
+    "PRICEFEED_JWT_SECRET": f"{SECRET}-too-short",
+    "PRICEFEED_JWT_PUBLIC_KEY": f"-----BEGIN PUBLIC KEY-----{SECRET}",
+    "PRICEFEED_JWT_AUDIENCE": "a" * 300,
+    "PRICEFEED_JWT_ISSUER": "i" * 300,
+    "PRICEFEED_MAX_HZ": "0",
+    "PRICEFEED_REDIS_CA_FILE": "/nonexistent/ca.pem",
+    "PRICEFEED_REDIS_CERT_FILE": "/nonexistent/client.pem",
+    "PRICEFEED_REDIS_KEY_FILE": "/nonexistent/client.key",
     "PRICEFEED_HISTORY_LEN": "-1",
     "PRICEFEED_HISTORY_SECONDS": "0",
     "PRICEFEED_BARS": "maybe",
@@ -85,11 +94,16 @@ def _verdict(role: str, name: str, value: str) -> tuple[str, str, str] | None:
     return None
 
 
-@pytest.mark.timeout(300)  # ~60 process starts of ~1 s CPU each; a busy 2-core machine halves that
-def test_each_invalid_setting_stops_both_services_with_one_line():
-    # Each process spends its ~1 s importing; a few at a time keep both cores busy.
-    runs = [(role, name, value) for role in ("producer", "gateway")
-            for name, value in INVALID.items()]
+CHUNK = 8  # processes per test: each spends ~1-2 s importing, ~15 s on a loaded machine
+
+
+@pytest.mark.parametrize("first", range(0, len(INVALID), CHUNK))
+@pytest.mark.parametrize("role", ["producer", "gateway"])
+def test_each_invalid_setting_stops_both_services_with_one_line(role, first):
+    # A few at a time keep both cores busy; a chunk of the variables per test keeps each
+    # test within the per-test timeout however many settings there are.
+    chosen = list(INVALID.items())[first:first + CHUNK]
+    runs = [(role, name, value) for name, value in chosen]
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = list(pool.map(lambda run: _verdict(*run), runs))
     assert [v for v in verdicts if v is not None] == []
@@ -105,3 +119,18 @@ def test_a_secret_with_spaces_or_control_characters_is_refused_without_showing_i
     assert name in message and SECRET not in message and "\n" not in message
     field = "api_token" if name == "PRICEFEED_API_TOKEN" else "massive_api_key"
     assert getattr(Settings.from_env({name: f"  {SECRET}  "}), field).get() == SECRET
+
+
+def test_more_tickers_than_the_watchlist_cap_stops_the_producer_naming_both():
+    env_proc = subprocess.run(
+        [sys.executable, "-m", "pricefeed", "producer"], cwd=ROOT, text=True, timeout=30,
+        capture_output=True,
+        env={**{k: v for k, v in os.environ.items()
+                if not k.startswith(("PRICEFEED_", "MASSIVE_", "REDIS_URL"))},
+             "REDIS_URL": "redis://127.0.0.1:1/0", "PRICEFEED_TICKERS": "AAPL,MSFT,TSLA",
+             "PRICEFEED_MAX_WATCHLIST": "2"},
+    )
+    lines = (env_proc.stdout + env_proc.stderr).strip().splitlines()
+    assert env_proc.returncode == 2 and len(lines) == 1, lines
+    assert "PRICEFEED_TICKERS" in lines[0] and "PRICEFEED_MAX_WATCHLIST=2" in lines[0]
+    assert "3 tickers" in lines[0]

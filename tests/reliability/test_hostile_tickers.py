@@ -4,6 +4,7 @@ afterwards no Redis key or channel exists for them and no SSE frame was malforme
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from urllib.parse import quote
 
@@ -11,7 +12,6 @@ import httpx
 import orjson
 import pytest
 
-from shared.bars import INTERVALS
 from tests.gateway.support import wait_until
 from tests.reliability.harness import TICKERS, check_frame, split_frames, system
 
@@ -25,9 +25,20 @@ HOSTILE = [
     "..", "%0D%0A", "%2A", "AAPL%00", "%41%41PL%0A", "A/B", "A\\B", "A\tB", "{AAPL}",
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
-# Redis names of a valid system that carry no ticker; those that do (bars) must carry one
-# of the watched tickers.
+# What a valid system holds in its Redis, and nothing more.
 KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status", "ticks", "epoch"}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _per_ticker_or_day(ns: str, key: str) -> bool:
+    """A bar key (``NS:bars:<interval>[:<ticker>]``, ``NS:forming:...``) of a real ticker,
+    or a day's reference hash (``NS:reference:<YYYY-MM-DD>``)."""
+    parts = key.split(":")
+    if parts[:2] == [ns, "forming"]:
+        return True
+    if parts[:2] == [ns, "reference"]:
+        return len(parts) == 3 and DAY.fullmatch(parts[2]) is not None
+    return parts[:2] == [ns, "bars"] and (len(parts) == 3 or parts[3:] in ([t] for t in TICKERS))
 
 
 def _attempts(client: httpx.Client, bad: str) -> list[tuple[str, int]]:
@@ -105,13 +116,10 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
         logged = {t for _, f in client.xrange(sys.keys.ticks) for t in orjson.loads(f[b"map"])}
     ns = sys.keys.namespace
-    fixed = {f"{ns}:{s}" for s in KEY_SUFFIXES}
-    assert {sys.keys.latest, sys.keys.ticks, sys.keys.epoch} <= keys <= fixed | {
-        k for k in keys if k.startswith(f"{ns}:") and not k.startswith(f"{ns}:bars:")} | {
-        sys.keys.bars(i, t) for i in INTERVALS for t in TICKERS}, keys
-    assert not {k for k in keys if any(bad in k for bad in HOSTILE if len(bad) > 1)}
-    assert channels <= {sys.keys.prices, sys.keys.control} | {
-        sys.keys.bar_channel(i) for i in INTERVALS}, channels
+    assert {k for k in keys if not _per_ticker_or_day(ns, k)} <= {
+        f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
+    assert {c for c in channels if not _per_ticker_or_day(ns, c)} <= {
+        sys.keys.prices, sys.keys.control}, channels
     assert watchlist == latest == logged == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
