@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gateway.hub import Item
+from gateway.hub import NO_EPOCH, Item
 from gateway.throttle import LogThrottle
 from shared.codec import decode_update, encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import PriceUpdate
-from shared.ticklog import new_epoch, parse_entry_id
+from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 _bad_entry_log = LogThrottle(log, 10.0)
@@ -76,22 +76,6 @@ def _parse_seq(raw: bytes | str | None) -> int | None:
         return None
 
 
-# KEYS: latest, seq, epoch, ticks. ARGV: an epoch to create if the dataset has none.
-# The cache, NS:seq, the epoch and the log's first and last positions at one moment (a
-# script, so nothing lands in between); only the ids of the log's ends leave Redis.
-_READ_VIEW = """
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  redis.call('SET', KEYS[3], ARGV[1])
-  epoch = ARGV[1]
-end
-local first = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
-local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-return {epoch, first[1] and first[1][1] or '', last[1] and last[1][1] or '',
-        redis.call('GET', KEYS[2]) or '', redis.call('HGETALL', KEYS[1])}
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class StreamView:
     """What a stream starts from: the cache, the epoch and the log's span at one moment.
@@ -112,15 +96,27 @@ class StreamView:
 
 
 async def read_view(redis: aioredis.Redis, keys: Keys) -> StreamView:
-    """The `StreamView` in one script call (creating ``NS:epoch`` if there is none)."""
-    reply = await redis.eval(_READ_VIEW, 4, keys.latest, keys.seq, keys.epoch, keys.ticks,
-                             new_epoch())
-    epoch, first_id, top_id, raw_seq, flat = reply
-    cache = CacheView(_decode_cache(dict(zip(flat[::2], flat[1::2], strict=True))),
-                      _parse_seq(raw_seq or None))
-    first = _entry_seq(first_id)
-    top = _entry_seq(top_id) or max((u.seq for u in cache.updates.values()), default=0)
-    return StreamView(cache, _text(epoch), first, top)
+    """The `StreamView` in one MULTI/EXEC: nothing lands in between, and only reads, so a
+    gateway whose Redis user may not write or run scripts can do it (docs/REDIS.md)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.epoch)
+        pipe.xrange(keys.ticks, count=1)
+        pipe.xrevrange(keys.ticks, count=1)
+        pipe.get(keys.seq)
+        pipe.hgetall(keys.latest)
+        epoch, first, last, raw_seq, raw_latest = await pipe.execute()
+    cache = CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
+    first_seq = _entry_seq(first[0][0]) if first else 0
+    top = (_entry_seq(last[0][0]) if last else 0) or max(
+        (u.seq for u in cache.updates.values()), default=0)
+    return StreamView(cache, epoch_text(epoch), first_seq, top)
+
+
+def epoch_text(raw: bytes | str | None) -> str:
+    """``NS:epoch`` as text; `NO_EPOCH` when there is none yet."""
+    if raw is None:
+        return NO_EPOCH
+    return raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else raw
 
 
 def _entry_seq(raw: bytes | str) -> int:
@@ -130,7 +126,3 @@ def _entry_seq(raw: bytes | str) -> int:
         return parse_entry_id(raw)[0]
     except CodecError:
         return 0
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else raw

@@ -35,6 +35,9 @@ def event_id(epoch: str, pos: int, prev: int) -> str:
     return f"{epoch}-{pos}-{prev}"
 
 
+# The epoch of a dataset before its first tick (the producer's tick script creates the real
+# one): no position can be resumed under it, and leaving it is no reset.
+NO_EPOCH = "0" * 16
 RESET_FRAME = ServerSentEvent(event="reset", data='{"reason": "resync"}').encode()
 
 
@@ -211,7 +214,7 @@ class Hub:
     def resync(self, snapshot: dict[str, Item], epoch: str, pos: int) -> None:
         """Replace the hub's view after (re)subscribing; every client gets this snapshot
         next. Under another epoch it comes after `event: reset` and follows nothing."""
-        reset = bool(self.epoch) and epoch != self.epoch
+        reset = self.epoch not in ("", NO_EPOCH) and epoch != self.epoch
         self.latest = dict(snapshot)
         self.epoch, self.pos = epoch, pos
         by_filter: dict[frozenset[str] | None, Batch] = {}

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.cache import read_view
-from gateway.hub import Hub, Item
+from gateway.cache import epoch_text, read_view
+from gateway.hub import NO_EPOCH, Hub, Item
 from gateway.stats import Stats
 from gateway.throttle import LogThrottle
 from shared.backoff import Backoff
@@ -161,9 +161,12 @@ class Subscriber:
             pipe.get(keys.epoch)
             pipe.get(keys.seq)
             raw_epoch, raw_seq = await pipe.execute()
-        if raw_epoch is None or raw_epoch.decode(errors="replace") != self.hub.epoch:
-            log.warning("%s changed: Redis holds another dataset now; clients get a reset",
-                        keys.epoch)
+        if raw_epoch is None:  # wiped under us: the next tick brings the new epoch
+            return False
+        if epoch_text(raw_epoch) != self.hub.epoch:
+            if self.hub.epoch != NO_EPOCH:  # else: the first tick of a fresh dataset
+                log.warning("%s changed: Redis holds another dataset now; clients get a "
+                            "reset", keys.epoch)
             await self._resync(client)
             return False
         self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)

@@ -124,7 +124,7 @@ async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_chan
             snapshot = await sse.event()
             assert snapshot.event is None and set(snapshot.json()) == {"AAPL", "MSFT"}
             source, watchlist = await sse.event(), await sse.event()
-            assert (source.event, source.id) == ("source", None)  # no id: resume stays a seq
+            assert (source.event, source.id) == ("source", None)  # no id: resume stays a position
             assert source.json() == {"source": "simulator", "state": "ok", "feed": "simulated",
                                      "reference": None, "detail": None, "last_trade": None}
             assert (watchlist.event, watchlist.json()) == ("watchlist",
