@@ -163,10 +163,12 @@ class Subscriber:
             raw_epoch, raw_seq = await pipe.execute()
         if raw_epoch is None:  # wiped under us: the next tick brings the new epoch
             return False
-        if epoch_text(raw_epoch) != self.hub.epoch:
-            if self.hub.epoch != NO_EPOCH:  # else: the first tick of a fresh dataset
-                log.warning("%s changed: Redis holds another dataset now; clients get a "
-                            "reset", keys.epoch)
+        epoch = epoch_text(raw_epoch)
+        if self.hub.epoch == NO_EPOCH:  # the first tick of a fresh dataset: nothing to reset
+            self.hub.epoch = epoch
+        elif epoch != self.hub.epoch:
+            log.warning("%s changed: Redis holds another dataset now; clients get a reset",
+                        keys.epoch)
             await self._resync(client)
             return False
         self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)
