@@ -11,8 +11,8 @@ server:
 - a deadline for the head and another for the body, counted from their first byte (a
   slow drip gains nothing): 408 and close;
 - a bound on connections still sending their request: past it, the oldest is closed;
-- a bound on open connections below the file descriptor limit: past it, new connections
-  get 503 and ONE log line per 10 s says why.
+- a bound on open connections below the file descriptor limit (5 %, at least 128, kept
+  back): past it, new connections get 503 and ONE log line per 10 s says why.
 
 HTTP/1.0 clients get a body of unknown length (an SSE stream) unframed, ending with the
 connection, instead of HTTP/1.1's chunked framing, which HTTP/1.0 does not know.
@@ -54,8 +54,10 @@ class HttpLimits:
     body_timeout_s: float = 10.0
     # Connections still sending their request; each holds at most max_head_bytes.
     max_pending: int = 1024
-    # Descriptors kept back for Redis connections, files and the process itself.
-    min_fd_reserve: int = 64
+    # Descriptors kept back for Redis (a pool of up to 32 and the subscription), files and
+    # the process itself (~50 at rest, /metrics open_fds): refused by us, a connection
+    # gets an answer and a log line; refused by the kernel, only a reset.
+    min_fd_reserve: int = 128
 
 
 class _Guard:
@@ -226,3 +228,8 @@ class CloseDelimitedCycle(RequestResponseCycle):
 def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with its own shared state."""
     return type("GatewayHttpProtocol", (GuardedProtocol,), {"guard": _Guard(limits)})
+
+
+# For uvicorn's own command line, `--http gateway.protocol:DefaultProtocol` (README,
+# "Running several gateways"): the default limits, one guard per worker process.
+DefaultProtocol: type[GuardedProtocol] = guarded_protocol(HttpLimits())

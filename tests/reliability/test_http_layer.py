@@ -108,10 +108,10 @@ def test_near_the_fd_limit_new_connections_get_503_and_one_log_line(gw):
     url, port, service = gw.urls[1], gw.ports[1], gw.gateways[1]
     fds_before = metrics(url)["pricefeed_gateway_open_fds"]
     lines_before = service.output().count("refusing new connections")
-    with _fd_limit(service.proc.pid, 256):  # 64 kept in reserve: 192 connections
-        socks = [rawhttp.connect(port) for _ in range(230)]
+    with _fd_limit(service.proc.pid, 256):  # 128 kept in reserve: 128 connections
+        socks = [rawhttp.connect(port) for _ in range(170)]
         try:
-            refused = [s for s in socks[200:] if rawhttp.status_of(rawhttp.read_all(s)) == 503]
+            refused = [s for s in socks[140:] if rawhttp.status_of(rawhttp.read_all(s)) == 503]
             assert len(refused) == 30
         finally:
             for sock in socks:

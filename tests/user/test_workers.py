@@ -11,6 +11,7 @@ import sys
 import httpx
 import pytest
 
+from tests.reliability import rawhttp
 from tests.support import ROOT, free_port, running, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,7 @@ def test_uvicorn_workers_each_hold_their_own_redis_subscription(
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "pricefeed.asgi:gateway",
              "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-             "--timeout-graceful-shutdown", "2"],
+             "--timeout-graceful-shutdown", "2", "--http", "gateway.protocol:DefaultProtocol"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: ready(f"http://127.0.0.1:{port}/api/ready"), 60, 0.2, "ready")
@@ -41,6 +42,8 @@ def test_uvicorn_workers_each_hold_their_own_redis_subscription(
                      30, 0.1, "one subscription per worker")
             prices = httpx.get(f"http://127.0.0.1:{port}/api/prices", timeout=5).json()
             assert len(prices) == 10
+            # Each worker has the guarded HTTP layer: a header bomb gets 431.
+            assert rawhttp.header_bomb(port, lines=1)[0] == 431
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
         finally:
