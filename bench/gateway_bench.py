@@ -142,17 +142,18 @@ def loadgen(
     grace_s: float | None = None,
     kind: str = "c",
     profile: Path | None = None,
+    query: str = "",
 ) -> dict[str, object]:
     """Run the load generator on core 1; sample the gateway over its window.
 
     ``kind``: the C generator (bench/sse_loadgen.c) or the Python one; both take the same
     flags and print the same JSON lines. ``profile``: record the gateway with py-spy over
-    the window into this file.
+    the window into this file. ``query``: appended to the stream's URL (``?access_token=``).
     """
     grace = args.grace if grace_s is None else grace_s
     exe = [str(args.c_loadgen)] if kind == "c" else [sys.executable, "-m", "bench.sse_loadgen"]
     argv = [*exe, "--url",
-            f"http://127.0.0.1:{port}{STREAM_PATH}", "--clients", str(clients),
+            f"http://127.0.0.1:{port}{STREAM_PATH}{query}", "--clients", str(clients),
             "--window", str(window_s), "--settle", str(args.settle), "--grace", str(grace),
             "--batch", str(args.batch), "--batch-timeout", str(args.batch_timeout),
             "--ramp-timeout", str(args.ramp_timeout), "--stall-batches", str(args.stall_batches),

@@ -186,7 +186,7 @@ async def run_sizes(
             keys = Keys(f"bench-{name}-{n}")
             client = aioredis.Redis(port=port)
             if name.startswith("ours"):
-                await client.set(keys.producer, "bench")
+                await client.set(keys.lease, "bench")
                 publisher = Publisher(client, keys, "bench",
                                       history_len=0 if name == "ours-log-off" else log_len(n))
                 publisher.begin(tickers, {})

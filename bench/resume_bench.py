@@ -45,14 +45,14 @@ async def fill(port: int) -> None:
     """5 minutes (and a little) of the default load's log, as the publisher writes it."""
     keys = Keys(NS)
     client = aioredis.Redis(port=port)
-    await client.set(keys.producer, "filler")
+    await client.set(keys.lease, "filler")
     publisher = Publisher(client, keys, "filler")
     publisher.begin(list(DEFAULT_TICKERS), {})
     sim = GBMSimulator(list(DEFAULT_TICKERS), seed=1)
     for _ in range(BEHIND_TICKS + 20):
         await publisher.publish(columns(sim))
     await publisher.settle()
-    await client.delete(keys.producer)  # the real producer takes over from here
+    await client.delete(keys.lease)  # the real producer takes over from here
     await client.aclose()
 
 

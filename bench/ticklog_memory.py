@@ -33,7 +33,7 @@ async def measure(port: int, tickers: int, ticks: int) -> dict[str, float]:
     client = aioredis.Redis(port=port)
     sync = redis.Redis(port=port)
     before = sync.info("memory")["used_memory"]
-    await client.set(keys.producer, "bench")
+    await client.set(keys.lease, "bench")
     publisher = Publisher(client, keys, "bench", history_len=ticks * 2, history_s=86_400)
     names = [f"T{i}" for i in range(tickers)]
     publisher.begin(names, {})

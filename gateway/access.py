@@ -66,13 +66,16 @@ class Refused(Exception):
                             headers={"WWW-Authenticate": challenge})
 
 
+def bearer_of(conn: HTTPConnection) -> str | None:
+    """The ``Authorization: Bearer`` token, if any."""
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 def token_of(conn: HTTPConnection) -> str | None:
     """The request's token: ``Authorization: Bearer``, else ``?access_token=``, else the
     ``pricefeed_token`` cookie (an EventSource cannot set headers)."""
-    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return conn.query_params.get(QUERY) or conn.cookies.get(COOKIE) or None
+    return bearer_of(conn) or conn.query_params.get(QUERY) or conn.cookies.get(COOKIE) or None
 
 
 def read_grant(conn: HTTPConnection, settings: Settings, verifier: Verifier | None) -> Grant:
@@ -95,7 +98,7 @@ def write_grant(conn: HTTPConnection, settings: Settings, verifier: Verifier | N
     static = settings.api_token.get()
     if not static and verifier is None:
         return OPEN
-    token = token_of(conn)
+    token = bearer_of(conn)  # never a cookie or the query: no cross-site request can write
     if static and token is not None and hmac.compare_digest(token.encode(), static.encode()):
         return OPEN  # compare_digest: the comparison's time does not reveal the token
     if verifier is None or token is None:

@@ -33,8 +33,15 @@ class CacheView:
 
 
 async def read_cache(redis: aioredis.Redis, keys: Keys) -> CacheView:
-    """``NS:latest`` and ``NS:seq`` in one round trip; malformed entries are skipped."""
-    async with redis.pipeline(transaction=True) as pipe:
+    """``NS:latest`` and ``NS:seq`` in one round trip; malformed entries are skipped.
+
+    Not a MULTI/EXEC: Redis refuses every transaction once ``maxmemory`` is reached under
+    ``noeviction``, even one of reads, and these reads must go on working then
+    (docs/RELIABILITY.md, "Redis faults, consistency and the watchlist"). Atomicity is
+    not needed: ``NS:seq`` is read after the hash, and the producer reserves seqs before
+    it writes them, so the seq read is never below a seq in the hash.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.latest)
         pipe.get(keys.seq)
         raw_latest, raw_seq = await pipe.execute()

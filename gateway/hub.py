@@ -67,9 +67,9 @@ class Client:
     """One SSE stream's state in the hub: its filter, at most one pending batch, and the
     log position of the last event it was sent."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "floor", "last_pos",
-                 "last_sent", "notice_kinds", "notices", "pending", "pending_pos", "ping",
-                 "reset", "resync", "tickers", "wake")
+    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "expiry", "floor",
+                 "last_pos", "last_sent", "notice_kinds", "notices", "pending", "pending_pos",
+                 "ping", "reset", "resync", "tickers", "wake", "wanted")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
@@ -77,6 +77,7 @@ class Client:
         self.bars = bars  # the bar interval this stream asked for (``?bars=``), or None
         self.bar_frames: list[bytes] = []  # `event: bar` frames not yet sent
         self.entitled: frozenset[str] | None = None  # the access token's tickers; None: all
+        self.wanted = tickers  # what a delayed stream serves (its `tickers` is empty)
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
@@ -87,6 +88,7 @@ class Client:
         self.last_pos = 0
         self.closed = False
         self.expired = False  # closed because the client's access token expired
+        self.expiry: asyncio.TimerHandle | None = None  # the timer that will expire it
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = asyncio.Event()
@@ -148,8 +150,11 @@ class Hub:
         return client
 
     def unregister(self, client: Client) -> None:
-        """Forget ``client`` (idempotent)."""
+        """Forget ``client`` (idempotent), and its expiry timer."""
         self.clients.discard(client)
+        if client.expiry is not None:
+            client.expiry.cancel()
+            client.expiry = None
 
     def publish(self, tick: Mapping[str, Item], pos: int) -> None:
         """Mark the tick at log position ``pos`` on every client; a tick at or below the

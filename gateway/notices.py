@@ -27,6 +27,7 @@ from sse_starlette import ServerSentEvent
 from gateway.hub import Hub
 from shared.keys import Keys
 from shared.models import is_valid_ticker
+from shared.status import problem
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ def source_view(heartbeat: bool, raw_status: bytes | None) -> dict[str, Any]:
     view: dict[str, Any] = dict.fromkeys(_SOURCE_FIELDS)
     if isinstance(status, dict):
         view.update({k: status.get(k) for k in _SOURCE_FIELDS})
-    if not heartbeat:
+    if not heartbeat and not (isinstance(status, dict) and problem(status) is not None):
+        # No heartbeat and no problem reported: no producer. A lease holder whose source
+        # gives nothing has no heartbeat either (it needs a landed tick), but its status
+        # says why (README, the Redis contract).
         view["state"] = "no_producer"
     return view
 

@@ -7,6 +7,11 @@ surfaces here, the whole session is rebuilt with capped backoff, and the hub han
 client a fresh snapshot (issue 3, "Resilience"). A PING on the subscription connection
 when it has been quiet proves it is still alive; a missing PONG rebuilds it.
 
+A session that subscribes but is cut before it delivers a tick did not work: the backoff
+is reset, and the losses forgotten, only by a tick delivered. A subscription cut again and
+again (Redis's ``client-output-buffer-limit pubsub`` below the size of one tick cuts it on
+every tick) is `flapping`: one WARNING per 10 s with the count, and readiness says so.
+
 A wiped Redis keeps the subscription but changes ``NS:epoch``: the epoch is read with
 every tick (one GET beside the ``NS:seq`` check, one round trip), and a new one gives
 every client `event: reset` and the new dataset's snapshot.
@@ -15,10 +20,13 @@ every client `event: reset` and the new dataset's snapshot.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.cache import epoch_text, read_view
@@ -32,6 +40,11 @@ from shared.models import PriceUpdate
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A subscription lost this many times within FLAP_WINDOW_S, with no tick delivered in
+# between, "keeps dropping": a WARNING with the count, and readiness is degraded.
+FLAP_LOSSES = 3
+FLAP_WINDOW_S = 30.0
 
 
 class StaleSubscription(Exception):
@@ -61,6 +74,9 @@ class Subscriber:
         self.connected = False
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
         self._malformed_log = LogThrottle(log, 10.0)
+        self._flap_log = LogThrottle(log, 10.0)
+        self._losses: collections.deque[float] = collections.deque()  # monotonic times
+        self._worked = False
         self._seq_bound = 0  # NS:seq when last read: no real update has a larger seq
         self._client: aioredis.Redis | None = None
 
@@ -68,15 +84,40 @@ class Subscriber:
         """Subscribe, consume, and on any Redis failure resubscribe; runs until cancelled."""
         failed = False
         while True:
+            self._worked = False
             try:
                 await self._session(failed)
             except (RedisError, OSError, StaleSubscription) as e:
-                if not failed:
-                    log.warning("Redis subscription lost (%s: %s); retrying", type(e).__name__, e)
+                # News unless the subscription was already failing: a session that carried
+                # ticks had recovered from any earlier loss.
+                self._lost(e, news=self._worked or not failed)
                 failed = True
             finally:
                 self.connected = False
             await asyncio.sleep(self._backoff.next_delay())
+
+    @property
+    def flapping(self) -> int:
+        """Losses of the subscription within `FLAP_WINDOW_S` with no session between them
+        that carried a tick; `FLAP_LOSSES` or more means it keeps dropping (readiness
+        reports it). 0 once a session has carried a tick."""
+        now = time.monotonic()
+        while self._losses and self._losses[0] < now - FLAP_WINDOW_S:
+            self._losses.popleft()
+        return len(self._losses) if len(self._losses) >= FLAP_LOSSES else 0
+
+    def _lost(self, error: BaseException, news: bool) -> None:
+        self._losses.append(time.monotonic())
+        what = f"{type(error).__name__}: {error}"
+        if news:
+            log.warning("Redis subscription lost (%s); retrying", what)
+        elif self.flapping:
+            # One line per interval with the count, rather than one per loss (a Redis that
+            # cuts the subscription on every tick: client-output-buffer-limit pubsub).
+            self._flap_log.warning(
+                "Redis subscription keeps dropping: lost %d times in the last %.0f s with no "
+                "tick delivered (last: %s); clients get snapshots only. Check Redis's "
+                "client-output-buffer-limit for pubsub", self.flapping, FLAP_WINDOW_S, what)
 
     async def _session(self, after_failure: bool) -> None:
         client = self.connect()
@@ -90,7 +131,6 @@ class Subscriber:
             await self._resync(client)
             self._client = client
             self.connected = True
-            self._backoff.reset()
             if after_failure:
                 self.stats.redis_reconnects += 1
                 log.info("Redis subscription re-established; clients get a fresh snapshot")
@@ -106,6 +146,15 @@ class Subscriber:
         view = await read_view(client, self.settings.keys)
         self.hub.resync(view.cache.items(), view.epoch, view.top)
         self._seq_bound = view.cache.last_seq or 0
+
+    def _delivered(self) -> None:
+        """A tick came through this session: the subscription works."""
+        if not self._worked:
+            self._worked = True
+            self._backoff.reset()
+            if len(self._losses) >= FLAP_LOSSES:
+                log.info("Redis subscription delivers ticks again")
+            self._losses.clear()
 
     async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -127,6 +176,7 @@ class Subscriber:
                 if message["channel"] == control and self.on_control is not None:
                     self.on_control()
                 else:
+                    self._delivered()
                     await self.on_prices(message["data"])
 
     async def on_prices(self, payload: bytes) -> None:
@@ -146,8 +196,8 @@ class Subscriber:
         self.hub.publish(tick, max(u.seq for u in updates.values()))
 
     async def _check(self, updates: dict[str, PriceUpdate]) -> bool:
-        """False when the epoch changed (the hub was resynced instead); raises `CodecError`
-        for a seq no producer handed out.
+        """False when the tick must not go out (the epoch changed: the hub was resynced
+        instead); raises `CodecError` for a seq no producer handed out.
 
         The producer takes seqs from ``NS:seq`` before it publishes them, so a larger one
         is forged, and the hub (which drops ticks at or below the last position) would
@@ -157,10 +207,12 @@ class Subscriber:
             return True
         top = max((u.seq for u in updates.values()), default=0)
         keys = self.settings.keys
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.get(keys.epoch)
-            pipe.get(keys.seq)
-            raw_epoch, raw_seq = await pipe.execute()
+        try:
+            raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
+        except RedisConnectionError:
+            # This connection sat idle and was closed (CLIENT KILL, Redis's idle timeout):
+            # once more, on a fresh one, rather than tearing the live subscription down.
+            raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
         if raw_epoch is None:  # wiped under us: the next tick brings the new epoch
             return False
         epoch = epoch_text(raw_epoch)
@@ -175,3 +227,10 @@ class Subscriber:
         if top > self._seq_bound:
             raise CodecError(f"seq {top} is beyond {keys.seq} ({self._seq_bound})")
         return True
+
+    async def _read_epoch_and_seq(self, client: aioredis.Redis) -> list[bytes | None]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(self.settings.keys.epoch)
+            pipe.get(self.settings.keys.seq)
+            result: list[bytes | None] = await pipe.execute()
+        return result

@@ -10,16 +10,24 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from gateway.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 _throttled = LogThrottle(log, 10.0)
+_oom_throttled = LogThrottle(log, 10.0)
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The answer to a request whose Redis call failed."""
+    if isinstance(exc, OutOfMemoryError):  # maxmemory reached under noeviction: writes fail
+        _oom_throttled.warning("Redis is out of memory while serving %s %s", request.method,
+                               request.url.path)
+        return JSONResponse(
+            {"detail": "Redis is out of memory: it refuses writes until memory is freed"},
+            status_code=503, headers={"Retry-After": "5"},
+        )
     _throttled.warning("Redis unavailable while serving %s %s (%s)", request.method,
                        request.url.path, type(exc).__name__)
     return JSONResponse({"detail": "Redis is unavailable; retry shortly"}, status_code=503,

@@ -2,7 +2,7 @@
 
     uv run uvicorn --factory pricefeed.asgi:gateway --workers 4 \\
         --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 2 \\
-        --http gateway.protocol:DefaultProtocol
+        --http gateway.protocol:DefaultProtocol --no-access-log
 
 Each worker builds its own app, so each holds its own Redis subscription and serves its
 own clients. uvicorn binds the socket, so PRICEFEED_HOST/PORT are not used in this mode;

@@ -305,6 +305,9 @@ async def _read_context(client: aioredis.Redis, keys: Keys, board: Board) -> boo
         status = None
     before = (board.watchlist, board.producer_alive, board.status)
     board.watchlist = frozenset(m.decode(errors="replace") for m in members)
-    board.producer_alive = bool(alive)
     board.status = status if isinstance(status, dict) else None
+    # A lease holder whose source gives nothing has no heartbeat (that needs a landed
+    # tick), but its status says why: a producer is running.
+    board.producer_alive = bool(alive) or (board.status is not None
+                                           and problem(board.status) is not None)
     return before != (board.watchlist, board.producer_alive, board.status)

@@ -1,14 +1,25 @@
 """One producer at a time: a lease in Redis, renewed every second (issue 2, point 8).
 
-``NS:producer`` holds the live producer's id with a TTL of `LEASE_TTL_MS`; ``SET NX PX``
-takes it, a compare-and-pexpire script renews it only while it is still ours, and every
-tick's write checks the owner inside the same script (see `producer.publisher`), so a
-producer that lost its lease can never publish.
+``NS:producer:lease`` holds the writing producer's id with a TTL of `LEASE_TTL_MS`;
+``SET NX PX`` takes it, a compare-and-pexpire script renews it only while it is still
+ours, and every tick's write checks the owner inside the same script (see
+`producer.publisher`), so a producer that lost its lease can never publish.
+
+The heartbeat ``NS:producer`` (what readiness and the compose healthcheck look at) is
+written by the same renewal, but only once a tick of the term has landed: holding the
+lease is not producing (a Redis that refuses every tick still grants the lease).
+
+The renewal script's first write is the PEXPIRE, which Redis allows under ``maxmemory``
+with ``noeviction``; a script that has written may go on writing, so the heartbeat and the
+status (a few hundred bytes, replaced in place) are still written when Redis is out of
+memory, and the status can say so (docs/RELIABILITY.md, "Redis faults, consistency and
+the watchlist").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,6 +31,7 @@ from typing import Any, Final, NoReturn
 import orjson
 import redis.asyncio as aioredis
 
+from producer.scripts import Script
 from shared.errors import PricefeedError
 from shared.keys import Keys
 
@@ -28,17 +40,19 @@ log = logging.getLogger(__name__)
 LEASE_TTL_MS: Final[int] = 3000
 RENEW_INTERVAL_S: Final[float] = 1.0
 
-# KEYS: lease, status. ARGV: id, ttl_ms, status JSON. 1 when renewed, 0 when not ours.
+# KEYS: lease, status, heartbeat. ARGV: id, ttl_ms, status JSON, 1 to write the heartbeat.
+# 1 when renewed, 0 when not ours.
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2]) end
 return 1
 """
-# KEYS: lease, status. ARGV: id. Deletes both only while the lease is ours.
+# KEYS: lease, status, heartbeat. ARGV: id. Deletes all three only while the lease is ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 1
 """
 
@@ -53,7 +67,7 @@ def new_owner_id() -> str:
 
 
 class Lease:
-    """The producer lease under ``keys.producer`` for ``owner_id``."""
+    """The producer lease under ``keys.lease`` for ``owner_id``."""
 
     def __init__(
         self, redis: aioredis.Redis, keys: Keys, owner_id: str, ttl_ms: int = LEASE_TTL_MS
@@ -62,29 +76,43 @@ class Lease:
         self.keys = keys
         self.owner_id = owner_id
         self.ttl_ms = ttl_ms
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = Script(redis, _RENEW)
+        self._release = Script(redis, _RELEASE)
+        self._keys = [keys.lease, keys.producer_status, keys.producer]
 
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it (or we already do)."""
-        if await self.redis.set(self.keys.producer, self.owner_id, nx=True, px=self.ttl_ms):
+        if await self.redis.set(self.keys.lease, self.owner_id, nx=True, px=self.ttl_ms):
             return True
-        return await self.redis.get(self.keys.producer) == self.owner_id.encode()
+        return await self.redis.get(self.keys.lease) == self.owner_id.encode()
 
-    async def renew(self, status: Mapping[str, Any]) -> bool:
-        """Extend the lease and write the status beside it; False when it is not ours."""
-        keys = [self.keys.producer, self.keys.producer_status]
-        args: list[str | int | bytes] = [self.owner_id, self.ttl_ms, orjson.dumps(dict(status))]
-        return bool(await self._renew(keys=keys, args=args))
+    async def renew(self, status: Mapping[str, Any], heartbeat: bool = True) -> bool:
+        """Extend the lease and write the status beside it, and the heartbeat when
+        ``heartbeat``; False when the lease is not ours."""
+        args: list[str | int | bytes] = [
+            self.owner_id, self.ttl_ms, orjson.dumps(dict(status)), int(heartbeat),
+        ]
+        return bool(await self._renew(keys=self._keys, args=args))
 
     async def release(self) -> bool:
         """Give the lease up at once so a standby takes over without waiting for the TTL."""
-        keys = [self.keys.producer, self.keys.producer_status]
-        return bool(await self._release(keys=keys, args=[self.owner_id]))
+        return bool(await self._release(keys=self._keys, args=[self.owner_id]))
 
-    async def keep(self, status: Callable[[], Mapping[str, Any]]) -> NoReturn:
-        """Renew every `RENEW_INTERVAL_S` until the lease is lost (raises `LeaseLost`)."""
+    async def keep(
+        self, status: Callable[[], Mapping[str, Any]], producing: asyncio.Event
+    ) -> NoReturn:
+        """Renew every `RENEW_INTERVAL_S` until the lease is lost (raises `LeaseLost`).
+
+        The heartbeat is written from the first renewal after ``producing`` is set (at
+        once when it is set: readiness need not wait a renewal interval).
+        """
         while True:
-            if not await self.renew({**status(), "id": self.owner_id, "updated": time.time()}):
-                raise LeaseLost(f"lease {self.keys.producer} is no longer held by {self.owner_id}")
-            await asyncio.sleep(RENEW_INTERVAL_S)
+            beat = producing.is_set()
+            fields = {**status(), "id": self.owner_id, "updated": time.time()}
+            if not await self.renew(fields, heartbeat=beat):
+                raise LeaseLost(f"lease {self.keys.lease} is no longer held by {self.owner_id}")
+            if beat:
+                await asyncio.sleep(RENEW_INTERVAL_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(producing.wait(), RENEW_INTERVAL_S)

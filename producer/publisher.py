@@ -11,6 +11,11 @@ encoded in one orjson call (`producer.encoding`), and the next tick is encoded w
 still runs the previous one: `publish` returns once its tick is *sent*; the reply is
 awaited before the next tick is sent (`settle`). A lost lease or a Redis error goes to
 `failure`, never raised from `publish` (it is the sources' sink); the runner awaits it.
+
+Redis out of memory (``maxmemory`` under ``noeviction``) refuses every tick but is not a
+failure of the term: the lease and the status can still be written (see `producer.lease`),
+so the publisher keeps the term, marks itself `out_of_memory` (the status shows it), tries
+each tick again, and rewrites the whole cache with the first tick that lands.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Final
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.bar_store import (
     WRITE_BARS,
@@ -102,6 +107,8 @@ class Publisher:
         self._logged: collections.deque[tuple[int, int]] = collections.deque()
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure.set_result(None)  # no term yet: nothing is published
+        self.landed = asyncio.Event()  # set once a tick of the current term has landed
+        self.out_of_memory = False
         self.ticks = 0
 
     def begin(
@@ -129,6 +136,7 @@ class Publisher:
         self._rewrite = True
         self._references.reset()
         self.failure = asyncio.get_running_loop().create_future()
+        self.landed = asyncio.Event()
 
     async def restore_bars(self, tickers: Sequence[str]) -> None:
         """Continue the bars of ``tickers`` from Redis (forming bars, newest closes).
@@ -181,7 +189,7 @@ class Publisher:
                 return
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self.redis.eval(WRITE_BARS, 2, self.keys.producer,
+                    await self.redis.eval(WRITE_BARS, 2, self.keys.lease,
                                           self.keys.forming_seq, *args)
             except (*FAILURES, TimeoutError) as e:
                 log.warning("could not write the forming bars before stopping: %s", e)
@@ -227,6 +235,8 @@ class Publisher:
         try:
             async with self._lock:
                 await self._publish(quotes)
+        except OutOfMemoryError as e:
+            self._refused(e)
         except FAILURES as e:
             self._fail(e)
 
@@ -263,7 +273,8 @@ class Publisher:
             self._fold()
             sent = set(tickers)
             args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
-        tick_keys = [self.keys.producer, self.keys.latest, self.keys.ticks, self.keys.epoch]
+            self._rewrite = False  # before settle: a refusal found there asks for it again
+        tick_keys = [self.keys.lease, self.keys.latest, self.keys.ticks, self.keys.epoch]
         bar_args = None
         if self.bars is not None and tickers:
             self._forming_seq = first + len(tickers) - 1
@@ -272,7 +283,7 @@ class Publisher:
             packed = self._write.pack(tick_keys, args)
         else:  # one atomic unit: docs/BARS.md "Consistency"
             packed = pack_multi(pack_eval(PUBLISH_TICK, tick_keys, args),
-                                pack_eval(WRITE_BARS, [self.keys.producer, self.keys.forming_seq],
+                                pack_eval(WRITE_BARS, [self.keys.lease, self.keys.forming_seq],
                                           bar_args))
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
@@ -280,7 +291,6 @@ class Publisher:
         conn = await self._write.send(packed)  # sent now; Redis runs it while we go on
         self._inflight = asyncio.create_task(
             self._land(conn, packed, bar_args is not None), name="publish-tick")
-        self._rewrite = False
         self._tail = (tickers, prices, payloads)
         self.ticks += 1
 
@@ -315,11 +325,18 @@ class Publisher:
             else:
                 reply = await self._write.receive(conn, packed)
             if not reply:
-                raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+                raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
             if reply == EPOCH_CREATED:  # a wipe later must never bring the same epoch back
                 self._epoch = new_epoch()
+        except OutOfMemoryError as e:
+            self._refused(e)
         except FAILURES as e:
             self._fail(e)
+        else:
+            self.landed.set()
+            if self.out_of_memory:
+                self.out_of_memory = False
+                log.info("Redis has memory again: ticks are written")
 
     def _log_entry(self, last_seq: int) -> tuple[str, str]:
         """The log entry id ``<last seq>-<ms>`` of a tick, and the MINID that drops every
@@ -394,6 +411,14 @@ class Publisher:
             if volumes is not None:
                 volumes = volumes[keep_at]
         return tickers, prices, stamps, volumes
+
+    def _refused(self, error: OutOfMemoryError) -> None:
+        """A tick refused for lack of memory: say so once, retry, rewrite the cache then."""
+        self._rewrite = True
+        if not self.out_of_memory:
+            self.out_of_memory = True
+            log.warning("Redis is out of memory (%s): no tick can be written until memory is "
+                        "freed or maxmemory raised; retrying every tick", error)
 
     def _fail(self, error: BaseException) -> None:
         if not self.failure.done():

@@ -80,10 +80,10 @@ class DayReferences:
         args: list[str | int | float] = [self.owner_id, REFERENCE_TTL_S]
         for ticker, price in first:
             args += [ticker, repr(round(price, 2))]
-        stored = await self._store(keys=[self.keys.producer, self.keys.reference(day)],
+        stored = await self._store(keys=[self.keys.lease, self.keys.reference(day)],
                                    args=args)
         if stored is None:
-            raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+            raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
         for (ticker, price), raw in zip(first, stored, strict=True):
             self._refs[ticker] = _price(raw, ticker, price)
 

@@ -5,6 +5,12 @@ prices, runs the source into the publisher, renews the lease and follows the wat
 until the lease is lost, Redis fails or a stop is asked for. Then the source stops, and the
 runner waits as a standby (lease held elsewhere) or retries Redis with capped backoff,
 logging one line per change of state rather than one per retry (issue 2, points 8 and 9).
+A term whose ticks landed was a success, so the backoff starts over after it: the first
+retry after a blip comes within ~0.1 s, not after the delay earlier outages grew to.
+
+Each attempt first checks that Redis runs scripts: every write is one, so a Redis that
+refuses EVALSHA (``rename-command``, an ACL) stops the process with one line
+(`ScriptingRefused`) instead of a retry loop that holds the lease and produces nothing.
 """
 
 from __future__ import annotations
@@ -16,19 +22,19 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
 from producer.publisher import LOG_SLACK, BarOptions, Publisher
-from producer.scripts import LOG_IDS, Script
+from producer.scripts import LOG_IDS, Script, check_scripting
 from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
 from shared.codec import decode_update
 from shared.errors import CodecError, PricefeedError
-from shared.models import PriceUpdate
+from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
 from shared.settings import Settings
 from shared.ticklog import parse_entry_id
 
@@ -59,7 +65,9 @@ class ProducerRunner:
             bar_options(settings),
         )
         self.source: MarketDataSource | None = None
-        self._last_tickers: list[str] = []
+        self._last_tickers: list[str] | None = None  # None until a term has loaded them
+        self._term_produced = False
+        self._tickers_noted = False
         self._redis_ok: bool | None = None
         self._role = ""
 
@@ -77,11 +85,17 @@ class ProducerRunner:
                 except (RedisError, OSError) as e:
                     self._redis_state(False, e)
                     await self._drop_connections()
+                    if self._term_produced:
+                        backoff.reset()
+                    self._term_produced = False
                     await _wait(stop, backoff.next_delay())
         finally:
             await self._release()
 
     async def _attempt(self, stop: asyncio.Event) -> None:
+        await check_scripting(self.redis)
+        if not self._tickers_noted:
+            await self._note_configured_tickers()
         if await self.lease.acquire():
             self._redis_state(True)
             self._announce("active", "holding the lease as %s; producing", self.owner_id)
@@ -97,6 +111,7 @@ class ProducerRunner:
             self._add_ticker, self._remove_ticker,
         )
         tickers = await watchlist.load(fallback=self._last_tickers)
+        await self._prune_cache(tickers)
         cached = await self._cached(tickers)
         self.publisher.begin(tickers, cached, await self._logged())
         await self.publisher.restore_bars(tickers)
@@ -108,11 +123,12 @@ class ProducerRunner:
         await self.source.start(tickers, {t: start_prices[t] for t in tickers if t in start_prices})
         try:
             await race(
-                self.lease.keep(self.status), watchlist.follow(), self.publisher.failure,
-                stop.wait(),
+                self.lease.keep(self.status, self.publisher.landed), watchlist.follow(),
+                self.publisher.failure, stop.wait(),
             )
         finally:
             self._last_tickers = list(watchlist.current)
+            self._term_produced = self.publisher.landed.is_set()
             await self.source.stop()
             await self.publisher.flush_bars()
             await self.publisher.close()
@@ -120,12 +136,40 @@ class ProducerRunner:
     def status(self) -> dict[str, Any]:
         """What ``NS:producer:status`` shows besides the id and the time."""
         source = self.source
+        state = source.state if source else "starting"
         return {
             "source": source.kind if source else None,
-            "state": source.state if source else "starting",
+            "state": OUT_OF_MEMORY_STATE if self.publisher.out_of_memory else state,
             "tick_interval_s": self.settings.tick_interval_s,
             **(source.details() if source else {}),
         }
+
+    async def _note_configured_tickers(self) -> None:
+        """Say once, when Redis first answers, that a watchlist already in Redis wins over
+        the configured tickers (a second producer's PRICEFEED_TICKERS is not used)."""
+        members = {m.decode(errors="replace") if isinstance(m, bytes) else str(m)
+                   for m in await self.redis.smembers(self.keys.watchlist)}
+        self._tickers_noted = True
+        if members and members != set(self.settings.tickers):
+            log.info(
+                "the configured tickers (PRICEFEED_TICKERS or the defaults) are not used: "
+                "%s already holds %d tickers, and it is the watchlist (change it through "
+                "the API); the configured ones only fill a new Redis",
+                self.keys.watchlist, len(members),
+            )
+
+    async def _prune_cache(self, tickers: Iterable[str]) -> None:
+        """Delete cached prices of tickers not produced: one removed while no producer
+        was listening would otherwise stay in every snapshot forever."""
+        keep = set(tickers)
+        fields = [f.decode(errors="replace") if isinstance(f, bytes) else str(f)
+                  for f in await self.redis.hkeys(self.keys.latest)]
+        stale = [f for f in fields if f not in keep]
+        if stale:
+            await self.redis.hdel(self.keys.latest, *stale)
+            shown = ", ".join(f[:12] for f in stale[:10])
+            log.info("removed %d unwatched tickers from the cache (%s%s)", len(stale), shown,
+                     ", ..." if len(stale) > 10 else "")
 
     async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:
         """The cached updates of ``tickers``; a corrupt entry is logged and left out."""
@@ -170,7 +214,10 @@ class ProducerRunner:
         if ok and self._redis_ok is False:
             log.info("Redis is reachable again")
         elif not ok and self._redis_ok is not False:
-            log.warning("Redis is unavailable (%s); retrying with backoff", error)
+            if isinstance(error, OutOfMemoryError):
+                log.warning("Redis is out of memory (%s); retrying with backoff", error)
+            else:
+                log.warning("Redis is unavailable (%s); retrying with backoff", error)
             self._role = ""
         self._redis_ok = ok
 

@@ -13,7 +13,9 @@ from typing import Any, Final
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+
+from shared.errors import PricefeedError
 
 # KEYS: seq. ARGV: count, floor. Reserves `count` numbers above both the stored value and
 # `floor` (the highest seq this process handed out, so a Redis that lost its data cannot
@@ -28,6 +30,9 @@ if last < floor + n then
 end
 return last
 """
+
+# The cheapest script: run before each term to learn whether this Redis runs scripts.
+PROBE: Final[str] = "return 1"
 
 # KEYS: lease, the day's reference hash. ARGV: owner id, TTL in s, then ticker/price
 # pairs. Keeps the first price of the day per ticker (HSETNX, so a restarted producer and
@@ -91,6 +96,28 @@ while #out < most do
 end
 return out
 """
+
+
+class ScriptingRefused(PricefeedError):
+    """This Redis refuses EVALSHA/EVAL (renamed or forbidden); the producer cannot work."""
+
+
+def refuses_scripting(error: ResponseError) -> bool:
+    """True when ``error`` says the command itself is refused (renamed away by
+    ``rename-command``, or not allowed by an ACL), rather than the script failing."""
+    return isinstance(error, NoPermissionError) or str(error).startswith("unknown command")
+
+
+async def check_scripting(redis: aioredis.Redis) -> None:
+    """Raise `ScriptingRefused` unless this Redis runs a script by EVALSHA."""
+    try:
+        await Script(redis, PROBE)([], [])
+    except ResponseError as e:
+        if refuses_scripting(e):
+            raise ScriptingRefused(
+                f"this Redis refuses EVALSHA/EVAL: scripting is required ({e})"
+            ) from e
+        raise
 
 
 class Script:

@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from producer.runner import ProducerRunner, SourceConfigError
+from producer.scripts import ScriptingRefused
 from shared.logs import configure
 from shared.settings import Settings, fail, load_or_exit, redacted_url
 from shared.version import VERSION
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
     configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except SourceConfigError as e:
+    except (SourceConfigError, ScriptingRefused) as e:
         fail(f"pricefeed producer: {e}")
     return 0
 

@@ -40,22 +40,37 @@ class Watchlist:
         self.on_add = on_add
         self.on_remove = on_remove
         self.current: dict[str, None] = {}  # an ordered set
+        self.filled = False  # whether `load` filled an empty set
         self._warned: set[str] = set()
         self.malformed = 0  # control messages skipped as malformed
         self._malformed_log_at = 0.0  # monotonic time before which those are not logged
 
-    async def load(self, fallback: Iterable[str] = ()) -> list[str]:
-        """The set's tickers; an empty set is filled first (``fallback``, else the defaults).
+    async def load(self, fallback: Iterable[str] | None = None) -> list[str]:
+        """The set's tickers; a Redis that lost its data gets them back first.
 
-        ``fallback`` is what the last term produced, so a Redis that lost its data gets
-        back the watchlist it had rather than the configured defaults.
+        An empty set is refilled only when ``NS:watchlist:created`` is missing too: a
+        user who removed every ticker keeps an empty watchlist, while a Redis that lost
+        its data (or a new one) gets ``fallback`` (what the last term of this process
+        produced, possibly nothing) or, on a first start, the configured defaults.
+        `filled` tells which happened.
         """
         members = await self._read()
-        if not members:
-            members = list(dict.fromkeys(fallback)) or list(self.defaults)
+        self.filled = False
+        if members:
+            await self.redis.set(self.keys.watchlist_marker, _now(), nx=True)
+        elif not await self.redis.exists(self.keys.watchlist_marker):
+            members = list(dict.fromkeys(self.defaults if fallback is None else fallback))
             members = members[: self.cap]
-            await self.redis.sadd(self.keys.watchlist, *members)
-            log.info("watchlist was empty; filled it with %d tickers", len(members))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if members:
+                    pipe.sadd(self.keys.watchlist, *members)
+                pipe.set(self.keys.watchlist_marker, _now(), nx=True)
+                await pipe.execute()
+            self.filled = True
+            log.info("Redis is new or lost its data (no %s): filled the watchlist with %d "
+                     "tickers", self.keys.watchlist_marker, len(members))
+        else:
+            log.info("the watchlist is empty (every ticker was removed); producing nothing")
         self.current = dict.fromkeys(members)
         return list(members)
 
@@ -141,3 +156,7 @@ class Watchlist:
         if what not in self._warned:
             self._warned.add(what)
             log.warning(message, *args)
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"

@@ -61,6 +61,17 @@ class Keys:
         return f"{self.namespace}:reference:{day}"
 
     @property
+    def watchlist_marker(self) -> str:
+        """String: Unix time the watchlist was first filled in this Redis. Without it
+        Redis lost its data (or is new), so an empty watchlist is refilled."""
+        return f"{self.namespace}:watchlist:created"
+
+    @property
+    def lease(self) -> str:
+        """String with TTL: the id of the one producer allowed to write (the lock)."""
+        return f"{self.namespace}:producer:lease"
+
+    @property
     def ticks(self) -> str:
         """Stream: the tick log, one entry ``<last seq>-<ms>`` -> ``map`` per tick."""
         return f"{self.namespace}:ticks"
@@ -72,7 +83,8 @@ class Keys:
 
     @property
     def producer(self) -> str:
-        """String with TTL: the live producer's id (the lease / heartbeat)."""
+        """String with TTL: the live producer's id (its heartbeat), written only once the
+        producer's first tick of its term has landed."""
         return f"{self.namespace}:producer"
 
     @property

@@ -12,6 +12,10 @@ Direction = Literal["up", "down", "flat"]
 TICKER_PATTERN: Final[str] = r"^[A-Z][A-Z0-9.-]{0,9}$"
 _TICKER_RE: Final = re.compile(TICKER_PATTERN)
 
+# The producer status's ``state`` while Redis refuses its ticks for lack of memory
+# (``maxmemory`` reached under ``noeviction``); readiness reports it.
+OUT_OF_MEMORY_STATE: Final[str] = "redis out of memory"
+
 
 class InvalidTicker(ValueError):
     """A string that is not an acceptable ticker symbol."""

@@ -36,12 +36,13 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
-    """Private redis-servers this test may stop and start; all closed at its end."""
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Private redis-servers this test may stop, start and reconfigure (``*args`` are
+    extra redis-server options); all closed at its end."""
     servers: list[RedisServer] = []
 
-    def make() -> RedisServer:
-        server = RedisServer().start()
+    def make(*args: str) -> RedisServer:
+        server = RedisServer(args=args).start()
         servers.append(server)
         return server
 

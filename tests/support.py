@@ -48,8 +48,9 @@ class RedisServer:
     running services and give it back.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args  # extra redis-server options, e.g. ("--rename-command", "EVALSHA", "")
         self.dir = tempfile.mkdtemp(prefix="pricefeed-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -69,7 +70,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary.path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--loglevel", "warning", "--maxclients", "20000"],
+             "--loglevel", "warning", "--maxclients", "20000", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(self._answers, timeout_s, what=f"redis-server on port {self.port}")
@@ -114,7 +115,8 @@ class Service:
         )
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:

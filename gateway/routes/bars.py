@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from gateway.access import ReadGrant, Refused
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
+from gateway.delayed import bars_until
 from gateway.state import Gateway
 from shared.models import InvalidTicker, normalize_ticker
 
@@ -62,7 +64,11 @@ async def bars(
         raise HTTPException(422, f"ticker: {e}") from e
     if not grant.allows(symbol):
         raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
-    found = await read_bars(gw.redis, gw.settings.keys, symbol, interval, limit, since)
+    if grant.delay_s:  # closed bars that ended by now minus the delay, only
+        found = await bars_until(gw.redis, gw.settings.keys, symbol, interval, limit, since,
+                                 time.time() - grant.delay_s)
+    else:
+        found = await read_bars(gw.redis, gw.settings.keys, symbol, interval, limit, since)
     if found is None:
         raise HTTPException(404, f"unknown ticker {symbol}")
     return Response(bars_body(symbol, interval, found), media_type="application/json")

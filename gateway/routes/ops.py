@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.state import Gateway
+from gateway.subscriber import FLAP_WINDOW_S
+from shared.models import OUT_OF_MEMORY_STATE
 from shared.status import SOURCE_DOWN, problem
 from shared.version import VERSION
 
@@ -31,8 +33,9 @@ router.add_api_route("/api/health", health, methods=["HEAD"], include_in_schema=
 
 @router.get("/api/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when Redis answers, the producer's heartbeat is fresh, its price source produces
-    (a closed market counts: it is quiet, not broken) and prices are subscribed."""
+    """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, its
+    price source produces (a closed market counts: it is quiet, not broken) and prices are
+    subscribed (and the subscription is not dropping again and again)."""
     gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
@@ -45,11 +48,19 @@ async def ready(request: Request) -> JSONResponse:
     except (RedisError, OSError, TimeoutError) as e:
         return _not_ready(f"redis unavailable: {type(e).__name__}", None)
     status = _producer_status(raw_status)
+    why = problem(status) if isinstance(status, dict) else None
     if not heartbeat:
+        if why is not None:  # the lease holder's source has produced no tick yet
+            return _not_ready(f"{SOURCE_DOWN}: {why}", status)
         return _not_ready("producer heartbeat missing (no live producer)", status)
+    if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
+        return _not_ready("Redis is out of memory: the producer's ticks are refused", status)
+    drops = gw.subscriber.flapping
+    if drops:
+        return _not_ready(f"subscription to the prices channel keeps dropping ({drops} losses "
+                          f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
     if not gw.subscriber.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
-    why = problem(status) if isinstance(status, dict) else None
     if why is not None:
         return _not_ready(f"{SOURCE_DOWN}: {why}", status)
     body: dict[str, Any] = {"status": "ready"}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from gateway.access import ReadGrant, Refused
+from gateway.access import Grant, ReadGrant, Refused
 from gateway.cache import read_cache, read_one
+from gateway.delayed import state_at
 from gateway.hub import encode_items
 from gateway.state import Gateway
 from shared.models import InvalidTicker, normalize_ticker
@@ -15,15 +18,20 @@ from shared.models import InvalidTicker, normalize_ticker
 router = APIRouter()
 
 
-def json_response(body: bytes, status_code: int = 200) -> Response:
+def json_response(body: bytes, status_code: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
     """Already-encoded JSON bytes as a response."""
-    return Response(body, status_code=status_code, media_type="application/json")
+    return Response(body, status_code=status_code, media_type="application/json",
+                    headers=headers)
 
 
 @router.get("/api/prices", response_model=None)
 async def all_prices(request: Request, grant: ReadGrant) -> Response:
     """Snapshot ``{TICKER: PriceUpdate}`` of every cached ticker the token may see."""
     gw: Gateway = request.app.state.gateway
+    if grant.delay_s:
+        delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant), grant.tickers)
+        return json_response(encode_items(delayed), headers=delay_header(grant))
     view = await read_cache(gw.redis, gw.settings.keys)
     items = view.items()
     if grant.tickers is not None:
@@ -42,7 +50,23 @@ async def one_price(ticker: str, request: Request, grant: ReadGrant) -> Response
         raise HTTPException(422, f"ticker: {e}") from e
     if not grant.allows(symbol):
         raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
+    if grant.delay_s:
+        delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),
+                                    frozenset({symbol}))
+        if symbol not in delayed:
+            raise HTTPException(404, f"no price for ticker {symbol} {grant.delay_s:g} s ago")
+        return json_response(delayed[symbol][1], headers=delay_header(grant))
     update = await read_one(gw.redis, gw.settings.keys, symbol)
     if update is None:
         raise HTTPException(404, f"no price for ticker {symbol}")
     return json_response(orjson.dumps(update.to_dict()))
+
+
+def cutoff_ms(grant: Grant) -> int:
+    """Now minus the grant's delay, in Unix milliseconds."""
+    return int((time.time() - grant.delay_s) * 1000)
+
+
+def delay_header(grant: Grant) -> dict[str, str]:
+    """Says a REST answer is delayed (the PriceUpdate JSON itself stays as it is)."""
+    return {"X-Pricefeed-Delay": f"{grant.delay_s:g}"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.access import Grant, Refused, read_grant, seconds_left
 from gateway.cache import StreamView, read_view
+from gateway.delayed import DelayedLog, state_at
 from gateway.headers import SECURITY_HEADERS
-from gateway.hub import RESET_FRAME, Batch, Client
+from gateway.hub import RESET_FRAME, Batch, Client, Item, encode_items
 from gateway.notices import parse_kinds
 from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
@@ -32,6 +34,7 @@ from shared.bars import INTERVALS
 from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
+DELAYED_PERIOD_S = 0.25  # how often a delayed stream releases what has become old enough
 RETRY_FRAME = ServerSentEvent(retry=1000).encode()
 EXPIRED_FRAME = ServerSentEvent(
     event="expired", data='{"detail": "the access token expired; reconnect with a new one"}'
@@ -89,21 +92,17 @@ class Opening:
     replay_all: bool
 
 
-async def _events(
+def _events(
     gw: Gateway, client: Client, opening: Opening, grant: Grant, max_hz: float | None
 ) -> AsyncGenerator[bytes, None]:
-    loop = asyncio.get_running_loop()
+    """The stream's frames. The token's expiry is one timer per stream (cancelled when the
+    hub forgets the client): nothing about the token is checked per event."""
     left = seconds_left(grant)
-    # One timer per stream for the token's expiry: nothing is checked per event.
-    timer = None if left is None else loop.call_later(max(left, 0.0), _expire, client)
-    try:
-        async for frame in _frames(gw, client, opening, max_hz):
-            yield frame
-        if client.expired:
-            yield EXPIRED_FRAME
-    finally:
-        if timer is not None:
-            timer.cancel()
+    if left is not None:
+        client.expiry = asyncio.get_running_loop().call_later(max(left, 0.0), _expire, client)
+    if grant.delay_s:
+        return _delayed_frames(gw, client, grant, max_hz)
+    return _frames(gw, client, opening, max_hz)
 
 
 def _expire(client: Client) -> None:
@@ -125,6 +124,8 @@ async def _frames(
         async for frame in frames:
             yield frame
     if client.closed:  # a replay cut short, or the token expired during it
+        if client.expired:
+            yield EXPIRED_FRAME
         return
     if client.notice_kinds is not None:  # what it asked for, as it is now
         for kind in sorted(client.notice_kinds):
@@ -139,6 +140,8 @@ async def _frames(
         if interval:  # capped: wait out the interval while the hub keeps merging
             await _hold(client, client.last_sent + interval)
         if client.closed:
+            if client.expired:
+                yield EXPIRED_FRAME
             return
         if client.notices is not None:
             for notice in client.take_notices():
@@ -167,6 +170,66 @@ async def _frames(
         if bar_frames:
             for frame in bar_frames:
                 yield frame
+
+
+async def _delayed_frames(
+    gw: Gateway, client: Client, grant: Grant, max_hz: float | None
+) -> AsyncGenerator[bytes, None]:
+    """A delayed entitlement's stream (docs/ACCESS.md): ``event: delayed`` frames of the
+    prices as they were ``delay_s`` ago, from the tick log; never a live price."""
+    loop = asyncio.get_running_loop()
+    period = max(DELAYED_PERIOD_S, 0.0 if max_hz is None else 1.0 / max_hz)
+    yield RETRY_FRAME
+    try:
+        cutoff_ms = int(time.time() * 1000 - grant.delay_s * 1000)
+        state, position = await state_at(gw.redis, gw.settings.keys, cutoff_ms, client.wanted)
+    except (RedisError, OSError):
+        state, position = {}, None
+    if state:
+        yield delayed_frame(state, grant.delay_s)
+    yield from_notices(gw, client)
+    reader = DelayedLog(gw.redis, gw.settings.keys, client.wanted, grant.delay_s,
+                        position or 0)
+    client.last_sent = loop.time()
+    while True:
+        await _hold(client, loop.time() + period)  # woken early only to end, ping or notify
+        if client.closed:
+            if client.expired:
+                yield EXPIRED_FRAME
+            return
+        if client.notices is not None:
+            for notice in client.take_notices():
+                yield notice
+        try:
+            due = await reader.release(int(time.time() * 1000))
+        except (RedisError, OSError):
+            due = {}
+        if due:
+            client.last_sent = loop.time()
+            client.ping = False
+            gw.stats.events_sent += 1
+            gw.stats.updates_sent += len(due)
+            yield delayed_frame(due, grant.delay_s)
+        elif client.ping:
+            client.ping = False
+            client.last_sent = loop.time()
+            yield PING_FRAME
+
+
+def delayed_frame(items: dict[str, Item], delay_s: float) -> bytes:
+    """``event: delayed`` (so no client takes it for live data), ``data`` as a price event,
+    ``id`` the last seq it holds."""
+    seq = max(s for s, _ in items.values())
+    return ServerSentEvent(data=encode_items(items).decode(), event="delayed",
+                           id=str(seq), comment=f"delayed {delay_s:g} s").encode()
+
+
+def from_notices(gw: Gateway, client: Client) -> bytes:
+    """The notices the client asked for, as they are now, in one chunk."""
+    if client.notice_kinds is None:
+        return b""
+    frames = (gw.notices.frame_for(kind, client.entitled) for kind in sorted(client.notice_kinds))
+    return b"".join(f for f in frames if f is not None)
 
 
 async def _hold(client: Client, until: float) -> None:
@@ -271,8 +334,13 @@ def respond(request: Request) -> Response:
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last = parse_event_id(raw_id)
     opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
-    # Registered before the snapshot read: no tick can fall in between.
-    client = gw.hub.register(wanted, bars, kinds)
+    # Registered before the snapshot read: no tick can fall in between. A delayed client
+    # is registered for no live price and no bar (both are real time): only notices.
+    if grant.delay_s:
+        client = gw.hub.register(frozenset(), None, kinds)
+        client.wanted = wanted
+    else:
+        client = gw.hub.register(wanted, bars, kinds)
     client.entitled = grant.tickers
     gw.stats.streams_opened += 1
     events = _events(gw, client, opening, grant, max_hz)

@@ -80,6 +80,7 @@ function openStream() {
   source.addEventListener("source", (event) => onNamed(event, window.pricefeedShowSource));
   source.addEventListener("watchlist", (event) => onNamed(event, (w) => applyWatchlist(w.tickers)));
   source.onerror = () => onStreamError(source);
+  window.pricefeedAccess?.watch(source);    // access.js: refused, expired, delayed
 }
 
 // ---------- continuity ----------

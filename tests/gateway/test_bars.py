@@ -21,7 +21,7 @@ T0 = 1_764_064_800  # a minute boundary
 
 
 async def producer(aredis, keys: Keys, forming_interval_s: float = 0.0) -> Publisher:
-    await aredis.set(keys.producer, "test", ex=30)
+    await aredis.set(keys.lease, "test", ex=30)
     await aredis.sadd(keys.watchlist, *TICKERS, "IDLE")
     options = BarOptions({"1s": 3600, "1m": 86_400}, forming_interval_s)
     pub = Publisher(aredis, keys, "test", bars=options)

@@ -28,7 +28,7 @@ def options(forming_interval_s: float = 0.0, keep_1s: int = 3600) -> BarOptions:
 
 async def start(redis: aioredis.Redis, keys: Keys, owner: str, opts: BarOptions,
                 history_len: int = 10_000) -> Publisher:
-    await redis.set(keys.producer, owner)
+    await redis.set(keys.lease, owner)
     pub = Publisher(redis, keys, owner, history_len=history_len, bars=opts)
     pub.begin(TICKERS, {})
     await pub.restore_bars(TICKERS)
@@ -197,7 +197,7 @@ async def test_a_crash_with_forming_bars_written_every_tick_loses_nothing(
 
 async def test_with_bars_off_nothing_is_written(redis, namespace) -> None:
     keys = Keys(namespace)
-    await redis.set(keys.producer, "me")
+    await redis.set(keys.lease, "me")
     pub = Publisher(redis, keys, "me", bars=None)
     pub.begin(TICKERS, {})
     await pub.restore_bars(TICKERS)

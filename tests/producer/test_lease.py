@@ -15,7 +15,7 @@ async def test_only_one_owner_at_a_time(fake_redis) -> None:
     assert await first.acquire()
     assert await first.acquire()  # already ours
     assert not await second.acquire()
-    assert 0 < await fake_redis.pttl(KEYS.producer) <= first.ttl_ms
+    assert 0 < await fake_redis.pttl(KEYS.lease) <= first.ttl_ms
 
 
 async def test_renew_extends_and_writes_the_status_only_while_ours(fake_redis) -> None:
@@ -32,7 +32,7 @@ async def test_renew_extends_and_writes_the_status_only_while_ours(fake_redis) -
 async def test_an_expired_lease_is_not_renewed(fake_redis) -> None:
     lease = Lease(fake_redis, KEYS, "a")
     await lease.acquire()
-    await fake_redis.delete(KEYS.producer)  # expired
+    await fake_redis.delete(KEYS.lease)  # expired
     assert not await lease.renew({})
 
 
@@ -40,6 +40,21 @@ async def test_release_frees_the_lease_for_a_standby(fake_redis) -> None:
     first, second = Lease(fake_redis, KEYS, "a"), Lease(fake_redis, KEYS, "b")
     await first.acquire()
     assert not await second.release()  # not ours: nothing happens
-    assert await fake_redis.get(KEYS.producer) == b"a"
+    assert await fake_redis.get(KEYS.lease) == b"a"
     assert await first.release()
     assert await second.acquire()
+
+
+async def test_the_heartbeat_is_written_only_when_asked_and_released_with_the_lease(
+    fake_redis,
+) -> None:
+    lease = Lease(fake_redis, KEYS, "a")
+    await lease.acquire()
+    assert await lease.renew({"state": "starting"}, heartbeat=False)
+    assert await fake_redis.get(KEYS.producer) is None  # holding the lease is not producing
+    assert await fake_redis.get(KEYS.producer_status) is not None
+    assert await lease.renew({"state": "ok"}, heartbeat=True)
+    assert await fake_redis.get(KEYS.producer) == b"a"
+    assert 0 < await fake_redis.pttl(KEYS.producer) <= lease.ttl_ms
+    assert await lease.release()
+    assert await fake_redis.exists(KEYS.lease, KEYS.producer, KEYS.producer_status) == 0

@@ -68,9 +68,10 @@ def test_sigterm_stops_within_a_second_and_releases_the_lease(
     keys = Keys(namespace)
     with running(["producer"], service_env, log_path(artifacts_dir, namespace, "sigterm")) as svc:
         wait_for(lambda: sredis.hlen(keys.latest) == len(DEFAULT_TICKERS), what="first tick")
+        beat = wait_for(lambda: sredis.get(keys.producer), what="the heartbeat")
         status = wait_for(lambda: sredis.get(keys.producer_status), what="the status")
         assert orjson.loads(status) == {
-            "id": sredis.get(keys.producer).decode(), "source": "simulator", "state": "ok",
+            "id": beat.decode(), "source": "simulator", "state": "ok",
             "tick_interval_s": 0.5, "updated": pytest.approx(time.time(), abs=5),
             "feed": "simulated", "reference": "first price of the UTC day",
         }

@@ -22,7 +22,7 @@ OWNER = "me"
 
 @pytest.fixture
 async def publisher(fake_redis: aioredis.Redis) -> Publisher:
-    await fake_redis.set(KEYS.producer, OWNER)
+    await fake_redis.set(KEYS.lease, OWNER)
     pub = Publisher(fake_redis, KEYS, OWNER)
     pub.begin(["AAPL", "MSFT", "TSLA"], {})
     return pub
@@ -95,23 +95,23 @@ async def test_seq_never_goes_back_when_redis_lost_it(fake_redis, publisher) -> 
 async def test_a_new_term_never_reuses_the_rest_of_a_seq_block(fake_redis, publisher) -> None:
     await publish(publisher, {"AAPL": Quote(190.0, 1.0)})
     other = Publisher(fake_redis, KEYS, "other")  # a second producer takes over
-    await fake_redis.set(KEYS.producer, "other")
+    await fake_redis.set(KEYS.lease, "other")
     other.begin(["AAPL"], {})
     await publish(other, {"AAPL": Quote(190.5, 2.0)})
     taken_over = (await cache(fake_redis))["AAPL"].seq
-    await fake_redis.set(KEYS.producer, OWNER)  # and we get the lease back
+    await fake_redis.set(KEYS.lease, OWNER)  # and we get the lease back
     publisher.begin(["AAPL"], await cache(fake_redis))
     await publish(publisher, {"AAPL": Quote(191.0, 3.0)})
     assert (await cache(fake_redis))["AAPL"].seq > taken_over
 
 
 async def test_a_lost_lease_fences_the_write(fake_redis, publisher) -> None:
-    await fake_redis.set(KEYS.producer, "someone-else")
+    await fake_redis.set(KEYS.lease, "someone-else")
     await publish(publisher, {"AAPL": Quote(190.0, 1.0)})
     assert await fake_redis.hlen(KEYS.latest) == 0
     with pytest.raises(LeaseLost):
         publisher.failure.result()
-    await fake_redis.set(KEYS.producer, OWNER)
+    await fake_redis.set(KEYS.lease, OWNER)
     await publish(publisher, {"AAPL": Quote(190.0, 1.0)})  # dropped until the next term
     assert await fake_redis.hlen(KEYS.latest) == 0
 
@@ -163,7 +163,7 @@ async def test_a_new_term_rewrites_the_cache_and_continues(fake_redis, publisher
 
 
 async def test_begin_continues_from_the_cached_updates(fake_redis) -> None:
-    await fake_redis.set(KEYS.producer, OWNER)
+    await fake_redis.set(KEYS.lease, OWNER)
     cached = PriceUpdate("AAPL", 180.0, 179.0, 1.0, 77)
     await fake_redis.hset(KEYS.latest, "AAPL", encode_update(cached))
     pub = Publisher(fake_redis, KEYS, OWNER)
@@ -175,7 +175,7 @@ async def test_begin_continues_from_the_cached_updates(fake_redis) -> None:
 
 async def test_a_large_tick_is_one_write(fake_redis) -> None:
     # More pairs than one HSET chunk of the script (2,000), and one tick map holding them all.
-    await fake_redis.set(KEYS.producer, OWNER)
+    await fake_redis.set(KEYS.lease, OWNER)
     tickers = [f"T{i}" for i in range(4500)]
     pub = Publisher(fake_redis, KEYS, OWNER)
     pub.begin(tickers, {})
@@ -239,7 +239,7 @@ async def test_a_reference_from_the_source_wins_over_the_first_price(fake_redis,
 
 
 async def test_no_reference_is_written_after_the_lease_is_lost(fake_redis, publisher):
-    await fake_redis.set(KEYS.producer, "someone-else")
+    await fake_redis.set(KEYS.lease, "someone-else")
     await publisher.publish({"AAPL": Quote(200.0, DAY1 + 60)})
     with pytest.raises(LeaseLost):
         await publisher.failure

@@ -56,7 +56,7 @@ def test_a_standby_takes_over_when_the_active_producer_dies(
     env = {**service_env, **FAST}
     with running(["producer"], env, artifacts_dir / f"producer-{namespace}-a.log") as first:
         wait_for(lambda: sredis.hlen(keys.latest) == 3, what="first producer")
-        active = sredis.get(keys.producer)
+        active = wait_for(lambda: sredis.get(keys.producer), what="its heartbeat")
         with running(["producer"], env, artifacts_dir / f"producer-{namespace}-b.log") as second:
             wait_for(lambda: "standing by" in second.output(), what="standby")
             assert sredis.get(keys.producer) == active

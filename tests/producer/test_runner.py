@@ -4,11 +4,13 @@ the process with a clear error instead of a retry loop."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 import producer.runner as runner_module
 from producer.runner import ProducerRunner, SourceConfigError
+from producer.source import MarketDataSource, Quote
 from shared.settings import Settings
 from tests.support import free_port
 
@@ -20,8 +22,10 @@ async def test_a_term_produces_and_stops_cleanly(fake_redis) -> None:
     runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    for _ in range(200):
-        if await fake_redis.hlen(SETTINGS.keys.latest) == 2:
+    for _ in range(200):  # the heartbeat follows the first tick that landed
+        if await fake_redis.hlen(SETTINGS.keys.latest) == 2 and await fake_redis.exists(
+            SETTINGS.keys.producer
+        ):
             break
         await asyncio.sleep(0.01)
     assert await fake_redis.get(SETTINGS.keys.producer) == b"me"
@@ -38,3 +42,54 @@ async def test_a_source_refusing_the_settings_is_fatal(fake_redis, monkeypatch) 
     runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
     with pytest.raises(SourceConfigError, match="MASSIVE_MODE"):
         await asyncio.wait_for(runner.run(asyncio.Event()), 2)
+
+
+class SilentSource(MarketDataSource):
+    """A source that produces only when told to (like a feed before its first quote)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+        self.tickers: list[str] = []
+
+    async def start(self, tickers, last_prices) -> None:
+        self.tickers = list(tickers)
+
+    async def stop(self) -> None:
+        pass
+
+    async def add_ticker(self, ticker, last_price=None) -> None:
+        self.tickers.append(ticker)
+
+    async def remove_ticker(self, ticker) -> None:
+        self.tickers.remove(ticker)
+
+    def get_tickers(self) -> list[str]:
+        return list(self.tickers)
+
+    async def emit(self) -> None:
+        await self.sink({t: Quote(100.0, time.time()) for t in self.tickers})
+
+
+async def test_no_heartbeat_until_the_first_tick_has_landed(fake_redis, monkeypatch) -> None:
+    sources: list[SilentSource] = []
+    monkeypatch.setattr(runner_module, "create_source",
+                        lambda settings, sink: sources.append(SilentSource(sink)) or sources[-1])
+    runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        for _ in range(200):
+            if await fake_redis.exists(SETTINGS.keys.producer_status):
+                break
+            await asyncio.sleep(0.01)
+        assert await fake_redis.get(SETTINGS.keys.lease) == b"me"  # the lease is held...
+        assert await fake_redis.exists(SETTINGS.keys.producer) == 0  # ...but no heartbeat
+        await sources[0].emit()
+        for _ in range(200):  # written at once, not at the next renewal a second later
+            if await fake_redis.exists(SETTINGS.keys.producer):
+                break
+            await asyncio.sleep(0.01)
+        assert await fake_redis.get(SETTINGS.keys.producer) == b"me"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2)

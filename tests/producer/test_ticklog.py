@@ -36,7 +36,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 async def start(redis: aioredis.Redis, keys: Keys, owner: str = "me", **caps) -> Publisher:
-    await redis.set(keys.producer, owner)
+    await redis.set(keys.lease, owner)
     pub = Publisher(redis, keys, owner, **caps)
     pub.begin(TICKERS, {})
     return pub
@@ -77,7 +77,7 @@ async def test_the_log_and_the_cache_are_written_by_one_script(aredis, namespace
     keys = Keys(namespace)
     pub = await start(aredis, keys)
     await tick(pub)
-    await aredis.set(keys.producer, "someone-else")
+    await aredis.set(keys.lease, "someone-else")
     await pub.publish({"AAPL": Quote(120.0, 9.0)})
     await pub.settle()
     assert pub.failure.done()

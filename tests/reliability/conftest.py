@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability import test_faults, test_load
+from tests.reliability import test_faults, test_load, test_producer_redis_faults
 from tests.reliability.harness import LOGS
 
 
 @pytest.fixture(scope="session", autouse=True)
 def figures() -> Iterator[None]:
     yield
-    found = {**test_faults.FIGURES, **test_load.FIGURES}
+    found = {**test_faults.FIGURES, **test_load.FIGURES, **test_producer_redis_faults.FIGURES}
     if found:
         LOGS.mkdir(parents=True, exist_ok=True)
         path = LOGS / "figures.json"

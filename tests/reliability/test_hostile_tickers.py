@@ -26,7 +26,8 @@ HOSTILE = [
     "A:B", "A'B", 'A"B', "<script>", "AAPLAAPLAAP",
 ]
 # What a valid system holds in its Redis, and nothing more.
-KEY_SUFFIXES = {"latest", "seq", "watchlist", "producer", "producer:status", "ticks", "epoch"}
+KEY_SUFFIXES = {"latest", "seq", "watchlist", "watchlist:created", "producer", "producer:lease",
+                "producer:status", "ticks", "epoch"}
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
