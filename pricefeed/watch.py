@@ -29,6 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from pricefeed.localredis import ping, redact
+from shared.bars import decode_bar
+from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import InvalidTicker, PriceUpdate, normalize_ticker
 from shared.settings import Settings, load_or_exit
@@ -58,6 +60,16 @@ class Board:
         self.producer_alive: bool | None = None
         self.problem: str | None = None  # the last warning, shown until Redis is back
         self.down_since: float | None = None
+        self.prefilled: set[str] = set()
+
+    def prefill(self, closes: dict[str, list[float]]) -> None:
+        """Put each ticker's recent 1 s closes before what its history holds (once)."""
+        for ticker, values in closes.items():
+            if ticker in self.prefilled or not values:
+                continue
+            self.prefilled.add(ticker)
+            held = list(self.history.get(ticker, ()))
+            self.history[ticker] = collections.deque(values + held, maxlen=HISTORY)
 
     def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False) -> None:
         if reset:  # Redis holds a new dataset: what we hold is not comparable with it
@@ -83,7 +95,7 @@ class Board:
         table.add_column("", justify="center")
         table.add_column("Change", justify="right")
         table.add_column("Change %", justify="right")
-        table.add_column(f"Last {HISTORY} ticks")
+        table.add_column(f"Last {HISTORY}: 1 s closes, then ticks")
         for ticker in self.only or sorted(self.latest):
             update = self.latest.get(ticker)
             if update is None:
@@ -178,6 +190,25 @@ def sparkline(values: Sequence[float] | collections.deque[float]) -> str:
     return "".join(SPARK[round((p - lo) * scale)] for p in points)
 
 
+async def recent_closes(client: aioredis.Redis, keys: Keys, tickers: Sequence[str],
+                        n: int = HISTORY - 1) -> dict[str, list[float]]:
+    """The closes of the last ``n`` closed 1 s bars of each ticker (README "Bars"), oldest
+    first; a ticker without bars, or a malformed bar, is left out."""
+    if not tickers:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for ticker in tickers:
+            pipe.zrange(keys.bars("1s", ticker), -n, -1)
+        replies = await pipe.execute()
+    out = {}
+    for ticker, members in zip(tickers, replies, strict=True):
+        try:
+            out[ticker] = [decode_bar(raw).c for raw in members]
+        except CodecError:
+            continue
+    return out
+
+
 def _move_line(update: PriceUpdate) -> Text:
     clock = time.strftime("%H:%M:%S", time.localtime(update.timestamp))
     style = _STYLE[update.direction]
@@ -266,6 +297,9 @@ async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: 
         batches = subscribe(client, settings.keys, board.only, on_state=on_state)
         async with aclosing(batches):
             async for batch in batches:
+                if batch.snapshot:  # sparklines start full: the bars from before we came
+                    fresh = [t for t in batch.updates if t not in board.prefilled]
+                    board.prefill(await recent_closes(client, settings.keys, fresh))
                 board.apply(dict(batch.updates), batch.snapshot, batch.reset)
                 dirty.set()
 

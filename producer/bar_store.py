@@ -69,6 +69,28 @@ return 1
 """
 
 
+# KEYS: lease, closed-bar key. ARGV: owner, retention s, cutoff (bars must start below it:
+# the forming bar's start), oldest start kept, then (start, bar) pairs. Adds only starts
+# that have no bar yet (docs/BARS.md "Backfill"); returns how many it added, -1 when the
+# lease is not ours.
+BACKFILL_BARS: Final[str] = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local cutoff, oldest, added = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+for j = 5, #ARGV, 2 do
+  local t = tonumber(ARGV[j])
+  if t < cutoff and t >= oldest and redis.call('ZCOUNT', KEYS[2], t, t) == 0 then
+    redis.call('ZADD', KEYS[2], t, ARGV[j + 1])
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return added
+"""
+
+
 def bar_section(keys: Keys, interval: str, retention_s: int, closed: Bars,
                 forming: Bars | None, ended: Iterable[str]) -> list[str | bytes | int]:
     """One interval's part of `WRITE_BARS`' arguments."""
@@ -81,12 +103,11 @@ def bar_section(keys: Keys, interval: str, retention_s: int, closed: Bars,
         retention_s, len(closed_json), len(forming_json), len(ended),
         bar_map(closed.tickers, closed_json),
     ]
-    for ticker, start, raw in zip(closed.tickers, closed.t.tolist(), closed_json, strict=True):
-        args += (ticker, start, raw)
-    for ticker, raw in zip(forming_names, forming_json, strict=True):
-        args += (ticker, raw)
-    args += ended
-    return args
+    triples: list[str | bytes | int] = [b""] * (3 * len(closed_json))
+    triples[0::3], triples[1::3], triples[2::3] = closed.tickers, closed.t.tolist(), closed_json
+    pairs: list[str | bytes | int] = [b""] * (2 * len(forming_json))
+    pairs[0::2], pairs[1::2] = forming_names, forming_json
+    return args + triples + pairs + ended
 
 
 def bar_map(tickers: Iterable[str], payloads: Iterable[bytes]) -> bytes:

@@ -48,14 +48,14 @@ class Bars:
         """Each bar's stored JSON (`shared.bars.encode_bar`, byte for byte), in one orjson call."""
         if not self.tickers:
             return []
-        vols = self.v.tolist()
-        objs = [
-            {"t": t, "o": o, "h": h, "l": lo, "c": c, "n": n, "v": None if v != v else v}
-            for t, o, h, lo, c, n, v in zip(
-                self.t.tolist(), self.o.tolist(), self.h.tolist(), self.lo.tolist(),
-                self.c.tolist(), self.n.tolist(), vols, strict=True,
-            )
-        ]
+        cols = (self.t.tolist(), self.o.tolist(), self.h.tolist(), self.lo.tolist(),
+                self.c.tolist(), self.n.tolist())
+        if np.isnan(self.v).all():  # no source sizes (the usual case): a third faster
+            objs = [{"t": t, "o": o, "h": h, "l": lo, "c": c, "n": n, "v": None}
+                    for t, o, h, lo, c, n in zip(*cols, strict=True)]
+        else:
+            objs = [{"t": t, "o": o, "h": h, "l": lo, "c": c, "n": n, "v": None if v != v else v}
+                    for t, o, h, lo, c, n, v in zip(*cols, self.v.tolist(), strict=True)]
         return [b"{%b}" % body for body in orjson.dumps(objs)[2:-2].split(b"},{")]
 
     def to_list(self) -> list[Bar]:

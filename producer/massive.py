@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from producer.backfill import CallBudget
 from producer.massive_rest import Failure, SnapshotClient, classify, parse_snapshot
 from producer.source import MarketDataSource, Quote, QuoteSink
 from shared.backoff import Backoff
@@ -44,11 +45,13 @@ class MassiveRestSource(MarketDataSource):
 
     def __init__(self, fetcher_factory: Callable[[], Fetcher], sink: QuoteSink, *,
                  poll_interval_s: float, request_timeout_s: float = 10.0,
-                 max_backoff_s: float = 300.0, auth_retry_s: float = 60.0) -> None:
+                 max_backoff_s: float = 300.0, auth_retry_s: float = 60.0,
+                 budget: CallBudget | None = None) -> None:
         if poll_interval_s <= 0 or max_backoff_s < poll_interval_s:
             raise ValueError("poll interval must be > 0 and <= the backoff cap")
         self._fetcher_factory = fetcher_factory
         self._sink = sink
+        self.budget = budget  # REST calls a minute, shared with the 1 min backfill
         self._poll_interval_s = poll_interval_s
         # the worker thread has its own urllib3 timeouts; this bounds the whole call
         self._call_timeout_s = request_timeout_s * 2 + 1
@@ -126,6 +129,8 @@ class MassiveRestSource(MarketDataSource):
         tickers = list(self._tickers)
         if not tickers:
             return self._poll_interval_s
+        if self.budget is not None:
+            self.budget.note()  # paced by the poll interval; the backfill gets what is left
         try:
             document = await self._fetch(tickers)
             snapshot = parse_snapshot(document, tickers)
@@ -236,4 +241,5 @@ def create_massive_source(settings: Settings, sink: QuoteSink) -> MarketDataSour
         sink,
         poll_interval_s=settings.poll_interval_s,
         max_backoff_s=max(300.0, settings.poll_interval_s),
+        budget=CallBudget(settings.massive_calls_per_minute),
     )

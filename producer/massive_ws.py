@@ -217,9 +217,14 @@ class MassiveStreamSource(MarketDataSource):
                 or not 0 < price < float("inf")):
             self._problem(f"Massive websocket sent a malformed trade for {symbol}; skipped")
             return
+        size = trade.size if isinstance(trade.size, int | float) and trade.size >= 0 else None
         held = self._pending.get(symbol)
+        # The bars' volume is every trade's size, even of trades the tick conflates away.
+        total = size if held is None else _add(held.size, size)
         if held is None or timestamp >= held.timestamp:  # trades may arrive out of order
-            self._pending[symbol] = Quote(float(price), timestamp)
+            self._pending[symbol] = Quote(float(price), timestamp, total)
+        else:
+            self._pending[symbol] = Quote(held.price, held.timestamp, total)
         if self._last_trade is None or timestamp > self._last_trade:
             self._last_trade = timestamp
 
@@ -256,6 +261,12 @@ class MassiveStreamSource(MarketDataSource):
             return
         self._reported.add(key)
         log.warning("%s", line)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 async def _close(client: WebSocketClient) -> None:

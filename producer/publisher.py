@@ -35,6 +35,7 @@ from redis.asyncio.connection import AbstractConnection as Connection
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.bar_store import (
+    BACKFILL_BARS,
     WRITE_BARS,
     bar_section,
     load_bars,
@@ -50,6 +51,7 @@ from producer.reference import DayReferences
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
 from producer.source import PriceBatch, Quote
 from producer.tasks import stop_tasks
+from shared.bars import Bar, encode_bar
 from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
@@ -193,6 +195,23 @@ class Publisher:
                                           self.keys.forming_seq, *args)
             except (*FAILURES, TimeoutError) as e:
                 log.warning("could not write the forming bars before stopping: %s", e)
+
+    async def write_backfill(self, ticker: str, bars: Sequence[Bar]) -> int:
+        """Add backfilled 1 min ``bars`` of ``ticker`` for minutes with no bar yet, before the
+        forming one and within the retention; how many were added."""
+        if self.bars is None or self.bar_options is None or ticker not in self._allowed:
+            return 0
+        keep = self.bar_options.retention_s["1m"]
+        forming = self.bars.series["1m"].current(ticker)
+        cutoff = forming.t if forming is not None else int(time.time() // 60 * 60)
+        args: list[str | bytes | int] = [self.owner_id, keep, cutoff, cutoff - keep]
+        for bar in bars:
+            args += (bar.t, encode_bar(bar))
+        added = int(await self.redis.eval(BACKFILL_BARS, 2, self.keys.producer,
+                                          self.keys.bars("1m", ticker), *args))
+        if added < 0:
+            raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+        return added
 
     def last_prices(self) -> dict[str, float]:
         """The last price published per ticker (to continue from when the cache is empty)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
@@ -124,7 +125,7 @@ class ProducerRunner:
         try:
             await race(
                 self.lease.keep(self.status, self.publisher.landed), watchlist.follow(),
-                self.publisher.failure, stop.wait(),
+                self.publisher.failure, stop.wait(), self._backfill(tickers),
             )
         finally:
             self._last_tickers = list(watchlist.current)
@@ -132,6 +133,29 @@ class ProducerRunner:
             await self.source.stop()
             await self.publisher.flush_bars()
             await self.publisher.close()
+
+    async def _backfill(self, tickers: list[str]) -> None:
+        """With Massive's REST source and bars on: the last day of 1 min bars, once per
+        term (docs/BARS.md "Backfill"); then nothing, until the term ends."""
+        budget = getattr(self.source, "budget", None)
+        if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
+            # Imported here so the simulator never loads the Massive client.
+            from producer.backfill import AggsClient, Backfill
+
+            key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
+            # The poller's calls come first: the backfill only takes what they leave
+            # (the free tier's 5 a minute with 15 s polls leaves it 1 a minute).
+            polls = math.ceil(budget.window_s / self.settings.poll_interval_s)
+            if polls >= budget.calls:
+                log.warning("no 1 min backfill: the snapshot polls alone make %d calls a minute "
+                            "and PRICEFEED_MASSIVE_CALLS_PER_MINUTE is %d; raise it to your "
+                            "plan's limit", polls, budget.calls)
+                await asyncio.Event().wait()
+            backfill = Backfill(lambda: AggsClient(key.get(), base_url), budget,
+                                self.publisher.write_backfill,
+                                leave=min(budget.calls - 1, polls))
+            await backfill.run(tickers)
+        await asyncio.Event().wait()
 
     def status(self) -> dict[str, Any]:
         """What ``NS:producer:status`` shows besides the id and the time."""

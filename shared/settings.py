@@ -104,7 +104,7 @@ class Settings:
     bars_enabled: bool = True
     bars_1s_retention_s: int = 3600
     bars_1m_retention_s: int = 86_400
-    bars_forming_interval_s: float = 0.25
+    bars_forming_interval_s: float = 1.0
     massive_calls_per_minute: int = 5
 
     @property
@@ -192,7 +192,7 @@ class _Reader:
             bars_1m_retention_s=self.get("PRICEFEED_BARS_1M_RETENTION",
                                          _int_range(3600, 30 * 86_400), 86_400),
             bars_forming_interval_s=self.get("PRICEFEED_BARS_FORMING_INTERVAL",
-                                             _interval(0, 1), 0.25),
+                                             _interval(0, 10), 1.0),
             massive_calls_per_minute=self.get("PRICEFEED_MASSIVE_CALLS_PER_MINUTE",
                                               _int_range(1, 10_000), 5),
         )

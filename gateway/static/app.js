@@ -240,6 +240,7 @@ function addRow(ticker, price) {
   };
   state.rows.set(ticker, row);
   insertSorted(tr, ticker);
+  if (typeof prefillSparkline === "function") prefillSparkline(row, ticker);   // chart.js
   const known = state.latest.get(ticker);
   if (known) showPrice(row, known, null);
   else if (typeof price === "number") row.priceCell.textContent = priceFmt.format(price);

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 # Recognisable, so a leak into any output is easy to find (and to assert against).
 API_KEY = "pk_SECRET_massive_test_key_6f1d2c"
 SNAPSHOT_PATH = "/v2/snapshot/locale/us/markets/stocks/tickers"
+AGGS_PREFIX = "/v2/aggs/ticker/"
 
 
 def snapshot_entry(ticker: str, price: float, trade_ns: int | None, *,
@@ -77,6 +78,7 @@ class FakeMassiveHTTP:
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
+        self.aggs: dict[str, list[dict[str, Any]]] = {}  # ticker -> 1 min aggregates
         self.script: deque[Reply] = deque()
         self.requests: list[SeenRequest] = []
         self.lock = threading.Lock()
@@ -120,12 +122,37 @@ class FakeMassiveHTTP:
             self.requests.append(SeenRequest(time.monotonic(), path, tickers, authorization))
             if self.script:
                 return self.script.popleft()
-            if path != SNAPSHOT_PATH:
+            if path != SNAPSHOT_PATH and not path.startswith(AGGS_PREFIX):
                 return _json_reply(404, {"status": "NOT_FOUND", "message": "no such path"})
             if authorization != f"Bearer {API_KEY}":
                 return _json_reply(401, {"status": "ERROR", "error": "Unknown API Key"})
+            if path.startswith(AGGS_PREFIX):
+                return self._aggs(path)
             found = [self.entries[t] for t in tickers if t in self.entries]
         return _json_reply(200, {"status": "OK", "count": len(found), "tickers": found})
+
+
+    def _aggs(self, path: str) -> Reply:
+        """``/v2/aggs/ticker/{T}/range/1/minute/{from_ms}/{to_ms}`` like the real API."""
+        parts = path[len(AGGS_PREFIX):].split("/")
+        if len(parts) != 6 or parts[1:4] != ["range", "1", "minute"]:
+            return _json_reply(400, {"status": "ERROR", "error": "bad aggregates request"})
+        ticker, start, end = parts[0], int(parts[4]), int(parts[5])
+        results = [a for a in self.aggs.get(ticker, []) if start <= a["t"] <= end]
+        return _json_reply(200, {"ticker": ticker, "queryCount": len(results),
+                                 "resultsCount": len(results), "adjusted": True,
+                                 "results": results, "status": "OK", "request_id": "r2"})
+
+
+def agg(t_ms: int, price: float, volume: float = 1200.0, trades: int = 17) -> dict[str, Any]:
+    """One element of ``results`` of the aggregates answer (``t`` in ms, as the API sends)."""
+    return {"v": volume, "vw": price + 0.01, "o": price, "c": price + 0.05, "h": price + 0.1,
+            "l": price - 0.1, "t": t_ms, "n": trades}
+
+
+def forbidden() -> Reply:
+    return _json_reply(403, {"status": "NOT_AUTHORIZED", "request_id": "r3",
+                             "message": "You are not entitled to this data."})
 
 
 def _json_reply(status: int, document: Any) -> Reply:

@@ -61,8 +61,9 @@ async def test_trades_are_conflated_to_the_latest_per_ticker_per_tick(
         )
         got = await batches.wait_for(lambda b: len(b) >= 1)
         assert source.kind == "massive-websocket" and source.state == "ok"
-    assert got[0] == {"AAPL": Quote(191.0, (T0_MS + 2) / 1000),
-                      "MSFT": Quote(420.25, T0_MS / 1000)}
+    # the latest price of each; the volume of every trade (100 shares each), late ones too
+    assert got[0] == {"AAPL": Quote(191.0, (T0_MS + 2) / 1000, 400.0),
+                      "MSFT": Quote(420.25, T0_MS / 1000, 100.0)}
 
 
 async def test_each_tick_sends_only_what_traded_since_the_last(
@@ -73,7 +74,7 @@ async def test_each_tick_sends_only_what_traded_since_the_last(
         await batches.wait_for(lambda b: len(b) == 1)
         await massive_ws.send(trade("MSFT", 421.0, T0_MS + 500))
         got = await batches.wait_for(lambda b: len(b) == 2)
-    assert got[1] == {"MSFT": Quote(421.0, (T0_MS + 500) / 1000)}
+    assert got[1] == {"MSFT": Quote(421.0, (T0_MS + 500) / 1000, 100.0)}
 
 
 async def test_watchlist_changes_subscribe_and_unsubscribe(
@@ -88,7 +89,7 @@ async def test_watchlist_changes_subscribe_and_unsubscribe(
         # a trade the feed sent before it handled the unsubscribe is not passed on
         await massive_ws.send(trade("AAPL", 190.0, T0_MS), trade("TSLA", 250.0, T0_MS))
         await batches.wait_for(lambda b: len(b) == 1)
-    assert batches.batches == [{"TSLA": Quote(250.0, T0_MS / 1000)}]
+    assert batches.batches == [{"TSLA": Quote(250.0, T0_MS / 1000, 100.0)}]
     assert ("unsubscribe", "T.AAPL") in massive_ws.actions
 
 
@@ -104,7 +105,7 @@ async def test_clean_close_reconnects_and_resubscribes_the_current_watchlist(
         await massive_ws.send(trade("MSFT", 421.0, T0_MS))
         got = await batches.wait_for(lambda b: len(b) == 1)
         assert source.state == "ok"
-    assert got == [{"MSFT": Quote(421.0, T0_MS / 1000)}]
+    assert got == [{"MSFT": Quote(421.0, T0_MS / 1000, 100.0)}]
     assert len(lines(caplog, logging.WARNING, "closed by the server; reconnecting")) == 1
 
 
@@ -132,7 +133,7 @@ async def test_bad_frames_are_skipped_and_the_connection_kept(
                               {"ev": "T"})
         await massive_ws.send(trade("AAPL", 190.75, T0_MS))
         got = await batches.wait_for(lambda b: len(b) == 1)
-    assert got == [{"AAPL": Quote(190.75, T0_MS / 1000)}]
+    assert got == [{"AAPL": Quote(190.75, T0_MS / 1000, 100.0)}]
     assert len(massive_ws.connections) == 1
     assert len(lines(caplog, logging.WARNING, "not JSON")) == 1
     assert len(lines(caplog, logging.WARNING, "malformed trade for AAPL")) == 1

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from pricefeed.watch import SPARK
 from shared.keys import Keys
 from tests.support import ROOT, free_port
 from tests.user.feed import TickWriter
@@ -88,6 +89,32 @@ def test_watch_says_resynced_when_the_dataset_is_wiped(sredis, redis_url, namesp
         term.mark()
         TickWriter(sredis, keys, {"AAPL": 50.0}).tick()  # seqs start over at 1
         term.wait_for_text("resynced", "50.05")
+        term.press_ctrl_c()
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+def test_watch_sparklines_start_full_from_the_1s_bars(sredis, redis_url, namespace):
+    keys = Keys(namespace)
+    for i in range(30):  # half a minute of 1 s bars, rising, written as the contract says
+        close = round(185.0 + i * 0.15, 2)
+        bar = (f'{{"t":{1_764_064_800 + i},"o":{close},"h":{close},"l":{close},'
+               f'"c":{close},"n":2,"v":null}}')
+        sredis.zadd(keys.bars("1s", "AAPL"), {bar: 1_764_064_800 + i})
+    writer = TickWriter(sredis, keys, PRICES)
+    writer.tick()
+    term = Terminal(["watch", "--tickers", "AAPL,MSFT"],
+                    {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
+    try:
+        screen = term.wait_for_text("190.19", "420.42", "live")
+        screen = screen.rsplit("pricefeed watch", 1)[-1]  # the last frame drawn
+        aapl = next(line for line in screen.splitlines() if "AAPL" in line)
+        msft = next(line for line in screen.splitlines() if "MSFT" in line)
+        spark = [c for c in aapl if c in SPARK]
+        assert len(spark) == 31  # 30 closes from before it started, then the first tick
+        assert spark[0] == "▁" and spark[-1] == "█"
+        assert len([c for c in msft if c in SPARK]) == 1  # no bars: only what it saw
         term.press_ctrl_c()
         assert term.wait_exit() == 0
     finally:
