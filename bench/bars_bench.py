@@ -48,7 +48,7 @@ async def producer_rows(port: int, server, n: int, seconds: float) -> list[dict]
     for name, (history_len, bars) in VARIANTS.items():
         keys = Keys(f"bars-bench-{len(rows)}")
         client = aioredis.Redis(port=port)
-        await client.set(keys.producer, "bench")
+        await client.set(keys.lease, "bench")
         options = BarOptions({"1s": 3600, "1m": 86_400}, 1.0) if bars else None
         publisher = Publisher(client, keys, "bench", history_len=history_len, bars=options)
         publisher.begin(tickers, {})

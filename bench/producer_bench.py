@@ -1,11 +1,12 @@
 """Producer throughput (issue 2): price updates per second fully written to Redis.
 
-Runs ours (`producer.publisher.Publisher`) and the baseline (`bench/producer_baseline.py`)
-side by side at 10, 1,000 and 10,000 tickers against a private redis-server it starts
-itself, with subscribers draining both channels (PSUBSCRIBE NS:price:* and SUBSCRIBE
-NS:prices) so every publish is really delivered. Each tick includes the simulator step,
-as in the producer. Then the CPU share of a real `pricefeed producer` process at the
-default load (10 tickers, 2 ticks/s), measured with psutil.
+Runs ours (`producer.publisher.Publisher`) with the tick log `NS:ticks` on ("ours") and
+off ("ours-log-off", PRICEFEED_HISTORY_LEN=0), and the baseline
+(`bench/producer_baseline.py`), side by side at 10, 1,000 and 10,000 tickers against a
+private redis-server it starts itself, with subscribers draining both channels
+(PSUBSCRIBE NS:price:* and SUBSCRIBE NS:prices) so every publish is really delivered.
+Each tick includes the simulator step, as in the producer. Then the CPU share of a real
+`pricefeed producer` process at the default load (10 tickers, 2 ticks/s), with psutil.
 
     uv run python bench/producer_bench.py            # the full run (~1.5 min)
     uv run python bench/producer_bench.py --quick    # a smoke run (seconds)
@@ -41,6 +42,7 @@ from producer.publisher import Publisher  # noqa: E402
 from producer.simulator import GBMSimulator  # noqa: E402
 from producer.source import PriceBatch, Quote  # noqa: E402
 from shared.keys import Keys  # noqa: E402
+from shared.settings import DEFAULT_HISTORY_LEN  # noqa: E402
 
 Sink = Callable[[Mapping[str, Quote]], Awaitable[None]]
 
@@ -184,12 +186,13 @@ async def run_sizes(
     rows = []
     for n in sizes:
         tickers = [f"T{i}" for i in range(n)]
-        for name in ("baseline", "ours"):
+        for name in ("baseline", "ours-log-off", "ours"):
             keys = Keys(f"bench-{name}-{n}")
             client = aioredis.Redis(port=port)
-            if name == "ours":
+            if name.startswith("ours"):
                 await client.set(keys.lease, "bench")
-                publisher = Publisher(client, keys, "bench")
+                publisher = Publisher(client, keys, "bench",
+                                      history_len=0 if name == "ours-log-off" else log_len(n))
                 publisher.begin(tickers, {})
                 args = (publisher.publish, columns, publisher.settle)
             else:
@@ -197,20 +200,30 @@ async def run_sizes(
                 args = (BaselinePublisher(sync_client, keys).publish, quotes, nothing)
             with subscribers(port, keys, subscribed):
                 result = await throughput(*args, tickers, seconds, server)
-            if name == "ours" and publisher.failure.done():
+            if name.startswith("ours") and publisher.failure.done():
                 publisher.failure.result()  # surface a failed write
             assert await client.hlen(keys.latest) == n, "the cache is not complete"
+            logged = await client.xlen(keys.ticks)
+            assert (logged > 0) == (name == "ours"), "the log is not as asked"
+            result["log_entries"] = logged
             await client.aclose()
             if name == "baseline":
                 sync_client.close()
             rows.append({"implementation": name, "tickers": n, **result})
-            print(f"  {name:8} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
+            print(f"  {name:12} {n:>6} tickers: {result['updates_per_s']:>9,} updates/s "
                   f"({result['ms_per_tick']} ms/tick; {result['updates_per_producer_cpu_s']:,} "
                   f"per producer CPU-second; CPU share producer {result['producer_cpu_share']}, "
                   f"redis {result['redis_cpu_share']}; waiting for a CPU: producer "
                   f"{result['producer_cpu_wait_share']}, redis {result['redis_cpu_wait_share']})",
                   flush=True)
     return rows
+
+
+def log_len(tickers: int) -> int:
+    """The log's count cap in the run: the default (3,600) up to 100 tickers; 100 above,
+    so that it trims during a few seconds of run as in a steady state (3,600 entries of a
+    10,000-ticker tick map would be ~8 GB of Redis memory)."""
+    return DEFAULT_HISTORY_LEN if tickers <= 100 else 100
 
 
 async def nothing() -> None:

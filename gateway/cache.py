@@ -1,4 +1,5 @@
-"""Reads of the Redis cache (``NS:latest``, ``NS:seq``) shared by the stream and REST."""
+"""Reads of the Redis cache (``NS:latest``, ``NS:seq``) and of the tick log's span, shared by
+the stream and REST."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gateway.hub import Item
+from gateway.hub import NO_EPOCH, Item
 from gateway.throttle import LogThrottle
 from shared.codec import decode_update, encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 _bad_entry_log = LogThrottle(log, 10.0)
@@ -43,6 +45,10 @@ async def read_cache(redis: aioredis.Redis, keys: Keys) -> CacheView:
         pipe.hgetall(keys.latest)
         pipe.get(keys.seq)
         raw_latest, raw_seq = await pipe.execute()
+    return CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
+
+
+def _decode_cache(raw_latest: dict[bytes, bytes]) -> dict[str, PriceUpdate]:
     updates: dict[str, PriceUpdate] = {}
     for field, value in raw_latest.items():
         ticker = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
@@ -53,7 +59,7 @@ async def read_cache(redis: aioredis.Redis, keys: Keys) -> CacheView:
             continue
         if update.ticker == ticker:
             updates[ticker] = update
-    return CacheView(updates, _parse_seq(raw_seq))
+    return updates
 
 
 async def read_one(redis: aioredis.Redis, keys: Keys, ticker: str) -> PriceUpdate | None:
@@ -75,3 +81,55 @@ def _parse_seq(raw: bytes | str | None) -> int | None:
         return int(raw)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """What a stream starts from: the cache, the epoch and the log's span at one moment.
+
+    ``top`` is the position of the last tick (the log's last seq; with the log off or
+    empty, the newest seq in the cache); ``first`` the log's first seq (0 when empty).
+    """
+
+    cache: CacheView
+    epoch: str
+    first: int
+    top: int
+
+    @property
+    def updates(self) -> dict[str, PriceUpdate]:
+        """The cached updates by ticker."""
+        return self.cache.updates
+
+
+async def read_view(redis: aioredis.Redis, keys: Keys) -> StreamView:
+    """The `StreamView` in one MULTI/EXEC: nothing lands in between, and only reads, so a
+    gateway whose Redis user may not write or run scripts can do it (docs/REDIS.md)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.epoch)
+        pipe.xrange(keys.ticks, count=1)
+        pipe.xrevrange(keys.ticks, count=1)
+        pipe.get(keys.seq)
+        pipe.hgetall(keys.latest)
+        epoch, first, last, raw_seq, raw_latest = await pipe.execute()
+    cache = CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
+    first_seq = _entry_seq(first[0][0]) if first else 0
+    top = (_entry_seq(last[0][0]) if last else 0) or max(
+        (u.seq for u in cache.updates.values()), default=0)
+    return StreamView(cache, epoch_text(epoch), first_seq, top)
+
+
+def epoch_text(raw: bytes | str | None) -> str:
+    """``NS:epoch`` as text; `NO_EPOCH` when there is none yet."""
+    if raw is None:
+        return NO_EPOCH
+    return raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else raw
+
+
+def _entry_seq(raw: bytes | str) -> int:
+    if not raw:
+        return 0
+    try:
+        return parse_entry_id(raw)[0]
+    except CodecError:
+        return 0

@@ -3,8 +3,9 @@
 The hub never queues: each client holds at most one pending batch (latest value per
 ticker wins), so a slow reader costs bounded memory and never delays the others
 (issue 3, "per-client conflation"). A batch is encoded once and its bytes shared by
-every client that gets exactly that batch; only a client that fell behind (its pending
-batch merged two ticks) pays for an encoding of its own.
+every client that gets exactly that batch after the same previous position; only a client
+that fell behind (its pending batch merged two ticks) pays for an encoding of its own.
+Positions and ids are those of README "Resume and continuity".
 """
 
 from __future__ import annotations
@@ -28,30 +29,47 @@ def encode_items(items: Mapping[str, Item]) -> bytes:
     return b"{" + b",".join(b'"%s":%s' % (t.encode(), j) for t, (_, j) in items.items()) + b"}"
 
 
+def event_id(epoch: str, pos: int, prev: int) -> str:
+    """An SSE event id: the epoch, the log position the event brings the client to, and
+    the position of the client's previous event (0: a full snapshot, follows nothing)."""
+    return f"{epoch}-{pos}-{prev}"
+
+
+# The epoch of a dataset before its first tick (the producer's tick script creates the real
+# one): no position can be resumed under it, and leaving it is no reset.
+NO_EPOCH = "0" * 16
+RESET_FRAME = ServerSentEvent(event="reset", data='{"reason": "resync"}').encode()
+
+
 class Batch:
-    """An immutable set of updates and, once asked for, its SSE frame (shared bytes)."""
+    """An immutable set of updates at log position ``pos``, and its SSE frame (shared
+    bytes for every client whose previous event was at the same position)."""
 
-    __slots__ = ("_frame", "items")
+    __slots__ = ("_frame", "_frame_key", "items", "pos")
 
-    def __init__(self, items: dict[str, Item]) -> None:
+    def __init__(self, items: dict[str, Item], pos: int) -> None:
         self.items = items
-        self._frame: bytes | None = None
+        self.pos = pos
+        self._frame: bytes = b""
+        self._frame_key: tuple[str, int] | None = None
 
-    def frame(self) -> bytes:
-        """The whole SSE event (``id:`` = max seq, one ``data:`` line), encoded once."""
-        if self._frame is None:
-            seq = max(s for s, _ in self.items.values())
+    def frame(self, epoch: str, prev: int) -> bytes:
+        """The whole SSE event (``id: <epoch>-<pos>-<prev>``, one ``data:`` line)."""
+        key = (epoch, prev)
+        if self._frame_key != key:
             data = encode_items(self.items).decode()
-            self._frame = ServerSentEvent(data=data, id=str(seq)).encode()
+            self._frame = ServerSentEvent(data=data, id=event_id(epoch, self.pos, prev)).encode()
+            self._frame_key = key
         return self._frame
 
 
 class Client:
-    """One SSE stream's state in the hub: its filter and at most one pending batch."""
+    """One SSE stream's state in the hub: its filter, at most one pending batch, and the
+    log position of the last event it was sent."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "expiry", "last_sent",
-                 "notice_kinds", "notices", "pending", "ping", "resync", "tickers", "wake",
-                 "wanted")
+    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "expiry", "floor",
+                 "last_pos", "last_sent", "notice_kinds", "notices", "pending", "pending_pos",
+                 "ping", "reset", "resync", "tickers", "wake", "wanted")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
@@ -63,7 +81,11 @@ class Client:
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Batch | dict[str, Item] | None = None
+        self.pending_pos = 0
         self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
+        self.reset = False  # the resync is of another epoch: send `event: reset` first
+        self.floor = 0  # ticks at or below this position are already covered
+        self.last_pos = 0
         self.closed = False
         self.expired = False  # closed because the client's access token expired
         self.expiry: asyncio.TimerHandle | None = None  # the timer that will expire it
@@ -76,13 +98,15 @@ class Client:
         notices, self.notices = self.notices, None
         return list(notices.values()) if notices else []
 
-    def take(self) -> Batch | dict[str, Item] | None:
+    def take(self) -> Batch | None:
         """What to send now: a fresh snapshot if one is due, else the pending updates."""
         if self.resync is not None:
             batch, self.resync, self.pending = self.resync, None, None
             return batch
         pending, self.pending = self.pending, None
-        return pending
+        if pending is None or isinstance(pending, Batch):
+            return pending
+        return Batch(pending, self.pending_pos)
 
     def take_bars(self) -> list[bytes]:
         """The bar frames to send now, oldest first."""
@@ -91,29 +115,29 @@ class Client:
             self.bar_frames = []
         return frames
 
-    def drop_older(self, seqs: Mapping[str, int]) -> None:
-        """Forget pending updates no newer than ``seqs`` (what a snapshot already gave)."""
+    def cover(self, pos: int) -> None:
+        """Everything up to log position ``pos`` reached the client by other means (a
+        snapshot or a replay): drop it from what is pending, and never offer it again."""
+        self.floor = max(self.floor, pos)
+        self.last_pos = max(self.last_pos, pos)
         pending = self.pending
         if pending is None:
             return
         items = pending.items if isinstance(pending, Batch) else pending
-        kept = {t: i for t, i in items.items() if i[0] > seqs.get(t, -1)}
+        kept = {t: i for t, i in items.items() if i[0] > pos}
         self.pending = kept or None
 
 
 class Hub:
-    """Fans ticks out to registered clients; owns the in-memory seq of every ticker."""
-
-    # This many ticks in a row with nothing newer than the hub holds can only mean the
-    # sequence restarted (the Redis data was wiped while the subscription stayed up).
-    STALE_TICKS_RESET = 5
+    """Fans ticks out to registered clients; knows the epoch and the last tick's position."""
 
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.clients: set[Client] = set()
         self.latest: dict[str, Item] = {}
+        self.epoch = ""
+        self.pos = 0  # log position of the last tick marked (or of the last snapshot)
         self.closing = False
-        self._stale_ticks = 0
 
     def register(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> Client:
@@ -132,24 +156,16 @@ class Hub:
             client.expiry.cancel()
             client.expiry = None
 
-    def publish(self, tick: Mapping[str, Item]) -> None:
-        """Mark one tick on every client; drop updates no newer than the hub has seen."""
-        latest = self.latest
-        fresh = {t: i for t, i in tick.items() if i[0] > latest.get(t, (-1,))[0]}
-        if fresh:
-            self._stale_ticks = 0
-        else:
-            self._stale_ticks += 1
-            if self._stale_ticks < self.STALE_TICKS_RESET:
-                return  # duplicates of what a snapshot already covered
-            log.warning("seq went backwards for %d ticks: Redis was reset; following the new "
-                        "sequence", self._stale_ticks)
-            self._stale_ticks = 0
-            latest.clear()
-            fresh = dict(tick)
-        latest.update(fresh)
+    def publish(self, tick: Mapping[str, Item], pos: int) -> None:
+        """Mark the tick at log position ``pos`` on every client; a tick at or below the
+        last position seen is already covered (by the snapshot read after subscribing)."""
+        if pos <= self.pos or not tick:
+            return
+        self.pos = pos
+        fresh = dict(tick)
+        self.latest.update(fresh)
         self.stats.ticks += 1
-        whole = Batch(fresh)
+        whole = Batch(fresh, pos)
         by_filter: dict[frozenset[str], Batch | None] = {}
         conflated = 0
         for client in self.clients:
@@ -159,8 +175,8 @@ class Hub:
                 batch = by_filter.get(tickers, whole)
                 if batch is whole:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
-                    batch = by_filter[tickers] = Batch(sub) if sub else None
-            if batch is not None:
+                    batch = by_filter[tickers] = Batch(sub, pos) if sub else None
+            if batch is not None and pos > client.floor:
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 
@@ -200,19 +216,24 @@ class Hub:
                 self.stats.conflated += 1
             client.wake.set()
 
-    def resync(self, snapshot: dict[str, Item]) -> None:
-        """Replace the hub's view after (re)subscribing; every client gets this snapshot next."""
+    def resync(self, snapshot: dict[str, Item], epoch: str, pos: int) -> None:
+        """Replace the hub's view after (re)subscribing; every client gets this snapshot
+        next. Under another epoch it comes after `event: reset` and follows nothing."""
+        reset = self.epoch not in ("", NO_EPOCH) and epoch != self.epoch
         self.latest = dict(snapshot)
-        by_filter: dict[frozenset[str] | None, Batch | None] = {}
+        self.epoch, self.pos = epoch, pos
+        by_filter: dict[frozenset[str] | None, Batch] = {}
         for client in self.clients:
             key = client.tickers
             if key not in by_filter:
                 items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
-                by_filter[key] = Batch(dict(items)) if items else None
-            batch = by_filter[key]
-            if batch is not None:
-                client.resync = batch
-                client.wake.set()
+                by_filter[key] = Batch(dict(items), pos)
+            client.resync = by_filter[key]
+            client.floor = pos
+            if reset:
+                client.reset = True
+                client.last_pos = 0
+            client.wake.set()
 
     def notify(self, kind: str, frame: bytes,
                narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:
@@ -262,10 +283,12 @@ def _offer(client: Client, batch: Batch) -> int:
     pending = client.pending
     if pending is None:
         client.pending = batch  # shared, not copied: most clients send it as is
+        client.pending_pos = batch.pos
         client.wake.set()
         return 0
     merged = dict(pending.items) if isinstance(pending, Batch) else pending
     before = len(merged)
     merged.update(batch.items)
     client.pending = merged
+    client.pending_pos = batch.pos
     return before + len(batch.items) - len(merged)

@@ -30,6 +30,8 @@ class Stats:
     redis_reconnects: int = 0
     rejected_full: int = 0
     streams_opened: int = 0
+    resets: int = 0
+    replayed: int = 0
     newest_update_ts: float = 0.0
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
 
@@ -48,6 +50,10 @@ _COUNTERS = (
     ("rejected_full", "pricefeed_gateway_clients_rejected",
      "Stream requests refused with 503 because PRICEFEED_MAX_CLIENTS was reached"),
     ("streams_opened", "pricefeed_gateway_streams_opened", "SSE streams opened"),
+    ("resets", "pricefeed_gateway_resets",
+     "Streams opened with an id that could not be resumed (sent event: reset)"),
+    ("replayed", "pricefeed_gateway_updates_replayed",
+     "Updates sent from the tick log to clients resuming with replay=all"),
 )
 
 

@@ -11,6 +11,10 @@ A session that subscribes but is cut before it delivers a tick did not work: the
 is reset, and the losses forgotten, only by a tick delivered. A subscription cut again and
 again (Redis's ``client-output-buffer-limit pubsub`` below the size of one tick cuts it on
 every tick) is `flapping`: one WARNING per 10 s with the count, and readiness says so.
+
+A wiped Redis keeps the subscription but changes ``NS:epoch``: the epoch is read with
+every tick (one GET beside the ``NS:seq`` check, one round trip), and a new one gives
+every client `event: reset` and the new dataset's snapshot.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.cache import read_cache
-from gateway.hub import Hub, Item
+from gateway.cache import epoch_text, read_view
+from gateway.hub import NO_EPOCH, Hub, Item
 from gateway.stats import Stats
 from gateway.throttle import LogThrottle
 from shared.backoff import Backoff
@@ -124,9 +128,7 @@ class Subscriber:
                                      else (keys.prices,)))
             # Subscribe first, then read the cache: nothing published in between is lost,
             # and the hub drops anything the snapshot already covers (by seq).
-            view = await read_cache(client, self.settings.keys)
-            self.hub.resync(view.items())
-            self._seq_bound = view.last_seq or 0
+            await self._resync(client)
             self._client = client
             self.connected = True
             if after_failure:
@@ -139,6 +141,11 @@ class Subscriber:
             self._client = None
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
+
+    async def _resync(self, client: aioredis.Redis) -> None:
+        view = await read_view(client, self.settings.keys)
+        self.hub.resync(view.cache.items(), view.epoch, view.top)
+        self._seq_bound = view.cache.last_seq or 0
 
     def _delivered(self) -> None:
         """A tick came through this session: the subscription works."""
@@ -176,7 +183,8 @@ class Subscriber:
         """Decode one tick message (once, for every client) and hand it to the hub."""
         try:
             updates = decode_map(payload)
-            await self._check_seqs(updates)
+            if not await self._check(updates):
+                return
         except CodecError as e:
             self.stats.malformed += 1
             self._malformed_log.warning("skipping malformed message on prices channel: %s", e)
@@ -185,22 +193,44 @@ class Subscriber:
             return
         tick: dict[str, Item] = {t: (u.seq, encode_update(u)) for t, u in updates.items()}
         self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
-        self.hub.publish(tick)
+        self.hub.publish(tick, max(u.seq for u in updates.values()))
 
-    async def _check_seqs(self, updates: dict[str, PriceUpdate]) -> None:
-        """Refuse a seq no producer handed out: the producer takes seqs from ``NS:seq``
-        before it publishes them, so a larger one is forged, and the hub (which drops
-        anything older than what it holds) would otherwise show it and hide every real
-        update of that ticker after it. ``NS:seq`` is read once per block of seqs."""
+    async def _check(self, updates: dict[str, PriceUpdate]) -> bool:
+        """False when the tick must not go out (the epoch changed: the hub was resynced
+        instead); raises `CodecError` for a seq no producer handed out.
+
+        The producer takes seqs from ``NS:seq`` before it publishes them, so a larger one
+        is forged, and the hub (which drops ticks at or below the last position) would
+        otherwise show it and hide every real tick after it."""
+        client = self._client
+        if client is None:
+            return True
         top = max((u.seq for u in updates.values()), default=0)
-        if top > self._seq_bound and self._client is not None:
-            try:
-                raw = await self._client.get(self.settings.keys.seq)
-            except RedisConnectionError:
-                # This connection sat idle since the last block and was closed (CLIENT
-                # KILL, Redis's idle timeout): once more, on a fresh one, rather than
-                # tearing the live subscription down for it.
-                raw = await self._client.get(self.settings.keys.seq)
-            self._seq_bound = max(self._seq_bound, int(raw) if raw and raw.isdigit() else 0)
+        keys = self.settings.keys
+        try:
+            raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
+        except RedisConnectionError:
+            # This connection sat idle and was closed (CLIENT KILL, Redis's idle timeout):
+            # once more, on a fresh one, rather than tearing the live subscription down.
+            raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
+        if raw_epoch is None:  # wiped under us: the next tick brings the new epoch
+            return False
+        epoch = epoch_text(raw_epoch)
+        if self.hub.epoch == NO_EPOCH:  # the first tick of a fresh dataset: nothing to reset
+            self.hub.epoch = epoch
+        elif epoch != self.hub.epoch:
+            log.warning("%s changed: Redis holds another dataset now; clients get a reset",
+                        keys.epoch)
+            await self._resync(client)
+            return False
+        self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)
         if top > self._seq_bound:
-            raise CodecError(f"seq {top} is beyond {self.settings.keys.seq} ({self._seq_bound})")
+            raise CodecError(f"seq {top} is beyond {keys.seq} ({self._seq_bound})")
+        return True
+
+    async def _read_epoch_and_seq(self, client: aioredis.Redis) -> list[bytes | None]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(self.settings.keys.epoch)
+            pipe.get(self.settings.keys.seq)
+            result: list[bytes | None] = await pipe.execute()
+        return result

@@ -71,7 +71,12 @@ class Board:
             held = list(self.history.get(ticker, ()))
             self.history[ticker] = collections.deque(values + held, maxlen=HISTORY)
 
-    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool) -> None:
+    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False) -> None:
+        if reset:  # Redis holds a new dataset: what we hold is not comparable with it
+            self.latest.clear()
+            self.history.clear()
+            self.moves.append(Text(f"{time.strftime('%H:%M:%S')} resynced: Redis started "
+                                   "a new dataset", style="cyan"))
         for ticker, update in updates.items():
             known = self.latest.get(ticker)
             if known is not None and known.seq >= update.seq:
@@ -295,7 +300,7 @@ async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: 
                 if batch.snapshot:  # sparklines start full: the bars from before we came
                     fresh = [t for t in batch.updates if t not in board.prefilled]
                     board.prefill(await recent_closes(client, settings.keys, fresh))
-                board.apply(dict(batch.updates), batch.snapshot)
+                board.apply(dict(batch.updates), batch.snapshot, batch.reset)
                 dirty.set()
 
     async def paint() -> None:

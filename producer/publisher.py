@@ -24,7 +24,6 @@ import asyncio
 import collections
 import logging
 import math
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.settings import DEFAULT_HISTORY_LEN, DEFAULT_HISTORY_S
+from shared.ticklog import new_epoch
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ FAILURES = (RedisError, OSError, LeaseLost)
 REPLAY_MOST: Final[int] = 10_000  # tick log entries replayed into the bars at most
 LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
 EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
-
-
-def new_epoch() -> str:
-    """A random dataset id: 16 hex digits."""
-    return secrets.token_hex(8)
 
 
 def _now_ms() -> int:

@@ -10,6 +10,7 @@ Its one field, ``map``, is the tick map exactly as published on ``NS:prices``.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,6 +36,11 @@ class LogEntry:
     def entry_id(self) -> str:
         """The stream id, ``<seq>-<ms>``."""
         return f"{self.seq}-{self.ms}"
+
+
+def new_epoch() -> str:
+    """A random dataset id for ``NS:epoch``: 16 hex digits."""
+    return secrets.token_hex(8)
 
 
 def _part(raw: str) -> int:

@@ -11,6 +11,8 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
@@ -20,15 +22,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.access import Grant, Refused, read_grant, seconds_left
-from gateway.cache import CacheView, read_cache
+from gateway.cache import StreamView, read_view
 from gateway.delayed import DelayedLog, state_at
 from gateway.headers import SECURITY_HEADERS
-from gateway.hub import Batch, Client, Item, encode_items
+from gateway.hub import RESET_FRAME, Batch, Client, Item, encode_items
 from gateway.notices import parse_kinds
+from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
 from gateway.state import Gateway
 from shared.bars import INTERVALS
-from shared.codec import encode_update
 from shared.models import InvalidTicker, normalize_ticker
 
 PATH = "/api/stream/prices"
@@ -81,40 +83,17 @@ def parse_bars(raw: str | None) -> str | None:
     return raw
 
 
-_ASCII_DIGITS = frozenset("0123456789")
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a stream starts: from scratch, from a resume point, or with a reset."""
 
-
-def parse_event_id(raw: str | None) -> int | None:
-    """The resume point, or None when absent or unusable (then: a full snapshot).
-
-    ASCII digits only: ``str.isdigit`` is also true for "²" (which ``int`` refuses) and
-    ``int`` also reads Arabic-Indic digits; neither is an id this gateway sent.
-    """
-    if raw is None:
-        return None
-    text = raw.strip()
-    if not text or len(text) > 20 or not _ASCII_DIGITS.issuperset(text):
-        return None
-    return int(text)
-
-
-def first_batch(view: CacheView, wanted: frozenset[str] | None, after: int | None) -> Batch | None:
-    """The snapshot event: the requested tickers, only those newer than ``after`` on resume.
-
-    An id ahead of ``NS:seq`` means Redis was reset (seqs restart): send everything.
-    """
-    if after is not None and (view.last_seq is None or after > view.last_seq):
-        after = None
-    items: dict[str, Item] = {
-        t: (u.seq, encode_update(u))
-        for t, u in view.updates.items()
-        if (wanted is None or t in wanted) and (after is None or u.seq > after)
-    }
-    return Batch(items) if items else None
+    last: EventId | None  # the client's resume point, when it gave a usable one
+    reset: bool  # it gave an id that cannot be resumed (or parsed)
+    replay_all: bool
 
 
 def _events(
-    gw: Gateway, client: Client, after: int | None, grant: Grant, max_hz: float | None
+    gw: Gateway, client: Client, opening: Opening, grant: Grant, max_hz: float | None
 ) -> AsyncGenerator[bytes, None]:
     """The stream's frames. The token's expiry is one timer per stream (cancelled when the
     hub forgets the client): nothing about the token is checked per event."""
@@ -123,7 +102,7 @@ def _events(
         client.expiry = asyncio.get_running_loop().call_later(max(left, 0.0), _expire, client)
     if grant.delay_s:
         return _delayed_frames(gw, client, grant, max_hz)
-    return _frames(gw, client, after, max_hz)
+    return _frames(gw, client, opening, max_hz)
 
 
 def _expire(client: Client) -> None:
@@ -132,18 +111,22 @@ def _expire(client: Client) -> None:
 
 
 async def _frames(
-    gw: Gateway, client: Client, after: int | None, max_hz: float | None
+    gw: Gateway, client: Client, opening: Opening, max_hz: float | None
 ) -> AsyncGenerator[bytes, None]:
     stats = gw.stats
+    hub = gw.hub
     loop = asyncio.get_running_loop()
     interval = 0.0 if max_hz is None else 1.0 / max_hz
     yield RETRY_FRAME
-    # The snapshot is built in a helper so none of it stays referenced from this frame,
-    # which lives as long as the stream (it was 40 KB per connection with 10 tickers).
-    snapshot = await _snapshot_frame(gw, client, after)
-    if snapshot:
-        yield snapshot
-    del snapshot
+    # The opening is built in a helper generator so none of it stays referenced from this
+    # frame, which lives as long as the stream (it was 40 KB per connection with 10 tickers).
+    async with aclosing(_opening(gw, client, opening)) as frames:
+        async for frame in frames:
+            yield frame
+    if client.closed:  # a replay cut short, or the token expired during it
+        if client.expired:
+            yield EXPIRED_FRAME
+        return
     if client.notice_kinds is not None:  # what it asked for, as it is now
         for kind in sorted(client.notice_kinds):
             notice = gw.notices.frame_for(kind, client.entitled)
@@ -163,10 +146,10 @@ async def _frames(
         if client.notices is not None:
             for notice in client.take_notices():
                 yield notice
-        taken = client.take()
+        batch = client.take()
         bar_frames = client.take_bars() if client.bar_frames else None
         client.last_sent = loop.time()
-        if taken is None:
+        if batch is None:
             if bar_frames:
                 client.ping = False
                 for frame in bar_frames:
@@ -176,10 +159,14 @@ async def _frames(
                 yield PING_FRAME
             continue
         client.ping = False
-        batch = taken if isinstance(taken, Batch) else Batch(taken)
+        if client.reset:
+            client.reset = False
+            yield RESET_FRAME
         stats.events_sent += 1
         stats.updates_sent += len(batch.items)
-        yield batch.frame()
+        frame = batch.frame(hub.epoch, client.last_pos)
+        client.last_pos = batch.pos
+        yield frame
         if bar_frames:
             for frame in bar_frames:
                 yield frame
@@ -257,24 +244,65 @@ async def _hold(client: Client, until: float) -> None:
             return
 
 
-async def _snapshot_frame(gw: Gateway, client: Client, after: int | None) -> bytes:
-    """The first event's frame (empty when there is nothing to send)."""
-    view = await _snapshot_view(gw)
-    client.drop_older({t: u.seq for t, u in view.updates.items()})
-    first = first_batch(view, client.tickers, after)
-    if first is None:
-        return b""
-    gw.stats.events_sent += 1
-    gw.stats.updates_sent += len(first.items)
-    return first.frame()
-
-
-async def _snapshot_view(gw: Gateway) -> CacheView:
-    """The cache from Redis; during an outage nothing (the snapshot after recovery follows)."""
+async def _opening(
+    gw: Gateway, client: Client, opening: Opening
+) -> AsyncGenerator[bytes, None]:
+    """The first events: a snapshot, what the client missed, or a reset and a snapshot."""
+    view = await _stream_view(gw)
+    if view is None:
+        return  # Redis is down: the hub's snapshot after recovery comes next
+    last = opening.last
+    resume = last is not None and resumable(view, last, opening.replay_all)
+    if opening.reset or (last is not None and not resume):
+        gw.stats.resets += 1
+        yield RESET_FRAME
+        last = None
+    if last is None or not opening.replay_all:
+        after = last.pos if last is not None else 0
+        client.cover(view.top)  # before the first await below: no tick can slip between
+        client.last_pos = after  # nothing to send (nothing wanted changed): still true
+        first = changed_since(view, client.tickers, after)
+        if after == 0 or first.items:
+            yield _sent(gw, client, view.epoch, first)
+        return
+    client.last_pos = last.pos
+    batches = replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
     try:
-        return await read_cache(gw.redis, gw.settings.keys)
+        async with aclosing(batches):
+            async for batch in batches:
+                yield _sent(gw, client, view.epoch, batch)
+                gw.stats.replayed += len(batch.items)
     except (RedisError, OSError):
-        return CacheView({}, None)
+        # Ending the stream is the honest answer: the client resumes from its last id
+        # (EventSource does so by itself); going on live would leave a gap.
+        client.closed = True
+        return
+    client.cover(client.last_pos)
+
+
+def _sent(gw: Gateway, client: Client, epoch: str, batch: Batch) -> bytes:
+    gw.stats.events_sent += 1
+    gw.stats.updates_sent += len(batch.items)
+    frame = batch.frame(epoch, client.last_pos)
+    client.last_pos = batch.pos
+    return frame
+
+
+async def _stream_view(gw: Gateway) -> StreamView | None:
+    """The cache and the log's span from Redis; None during an outage."""
+    try:
+        return await read_view(gw.redis, gw.settings.keys)
+    except (RedisError, OSError):
+        return None
+
+
+def parse_replay(raw: str | None) -> bool:
+    """``?replay=all`` asks for every missed tick; absent, the default (latest values)."""
+    if raw is None:
+        return False
+    if raw != "all":
+        raise BadRequest("replay: the only value is 'all' (every missed tick, in order)")
+    return True
 
 
 def respond(request: Request) -> Response:
@@ -285,6 +313,7 @@ def respond(request: Request) -> Response:
         asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(request.query_params.get("bars"))
         kinds = parse_kinds(request.query_params.get("events"))
+        replay_all = parse_replay(request.query_params.get("replay"))
         max_hz = parse_max_hz(request.query_params.get("max_hz"), grant.max_hz,
                               gw.settings.max_hz)
     except Refused as e:
@@ -303,7 +332,8 @@ def respond(request: Request) -> Response:
             headers={"Retry-After": "5"},
         ))
     raw_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    after = parse_event_id(raw_id)
+    last = parse_event_id(raw_id)
+    opening = Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)
     # Registered before the snapshot read: no tick can fall in between. A delayed client
     # is registered for no live price and no bar (both are real time): only notices.
     if grant.delay_s:
@@ -313,7 +343,7 @@ def respond(request: Request) -> Response:
         client = gw.hub.register(wanted, bars, kinds)
     client.entitled = grant.tickers
     gw.stats.streams_opened += 1
-    events = _events(gw, client, after, grant, max_hz)
+    events = _events(gw, client, opening, grant, max_hz)
     return _secured(PriceStream(events, gw.hub, client, gw.stats, gw.watchdog))
 
 

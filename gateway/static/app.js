@@ -5,6 +5,11 @@
 // events (source.js). The connection
 // dot follows EventSource's own reconnection: green while open, yellow while the browser
 // retries, red once it has been failing for DOWN_AFTER_MS (or the browser gave up).
+//
+// Every event id is <epoch>-<position>-<previous position> (README "Resume and
+// continuity"): an event whose previous position is not the last one we saw is a gap, and
+// we reconnect from our last id to be made whole. `event: reset` means our state belongs
+// to another dataset: we drop it, take the snapshot that follows and say "resynced".
 "use strict";
 
 const STREAM_URL = "/api/stream/prices?events=source,watchlist";
@@ -12,6 +17,7 @@ const WATCHLIST_URL = "/api/watchlist";
 const SPARK_POINTS = 120;       // prices kept per ticker for the sparkline
 const DOWN_AFTER_MS = 3000;     // retrying this long without success shows "down"
 const REOPEN_MAX_MS = 10000;    // backoff cap when the browser has given up (CLOSED)
+const RESYNCED_NOTE_MS = 5000;  // how long the "resynced" note stays up
 
 const state = {
   rows: new Map(),        // ticker -> {tr, priceCell, changeCell, line, history: number[]}
@@ -21,6 +27,9 @@ const state = {
   failingSince: null,     // Date.now() of the first error since the stream was last open
   reopenTimer: null,
   reopenDelay: 1000,
+  lastId: null,           // the id of the last event applied: where we resume from
+  position: null,         // its position part
+  resyncedTimer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -55,7 +64,9 @@ function clearTimer(name) {
 
 function openStream() {
   clearTimer("reopenTimer");
-  const source = new EventSource(STREAM_URL);
+  if (state.source) state.source.close();
+  const url = state.lastId ? `${STREAM_URL}&last_event_id=${encodeURIComponent(state.lastId)}` : STREAM_URL;
+  const source = new EventSource(url);
   state.source = source;
   source.onopen = () => {
     clearTimer("downTimer");
@@ -64,11 +75,43 @@ function openStream() {
     setStatus("connected", "connected");   // the source pill says whether prices flow
     loadWatchlist();                  // catch up on changes made while we were away
   };
-  source.onmessage = (event) => onPrices(event.data);
+  source.onmessage = (event) => onEvent(event);
+  source.addEventListener("reset", onReset);
   source.addEventListener("source", (event) => onNamed(event, window.pricefeedShowSource));
   source.addEventListener("watchlist", (event) => onNamed(event, (w) => applyWatchlist(w.tickers)));
   source.onerror = () => onStreamError(source);
   window.pricefeedAccess?.watch(source);    // access.js: refused, expired, delayed
+}
+
+// ---------- continuity ----------
+function onEvent(event) {
+  const parts = (event.lastEventId || "").split("-");
+  if (parts.length === 3) {
+    const [, position, previous] = parts;
+    if (previous !== "0" && state.position !== null && previous !== state.position) {
+      console.warn(`pricefeed: gap after ${state.position} (event follows ${previous}); resuming`);
+      openStream();                   // resume from our last id: the server fills the gap
+      return;
+    }
+    state.lastId = event.lastEventId;
+    state.position = position;
+  }
+  onPrices(event.data);
+}
+
+function onReset() {
+  state.latest.clear();               // another dataset: nothing we hold is comparable
+  state.position = null;
+  for (const row of state.rows.values()) {
+    row.history = [];
+    drawSparkline(row);
+  }
+  const note = $("resynced");
+  note.hidden = false;
+  clearTimer("resyncedTimer");
+  state.resyncedTimer = setTimeout(() => { note.hidden = true; state.resyncedTimer = null; },
+    RESYNCED_NOTE_MS);
+  window.pricefeedResets = (window.pricefeedResets || 0) + 1;
 }
 
 function onNamed(event, show) {

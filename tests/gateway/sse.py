@@ -17,7 +17,7 @@ class Block:
     """One SSE block as the wire gave it."""
 
     id: str | None = None
-    event: str | None = None
+    event: str | None = None  # the event type; None for the default ("message")
     data: str | None = None
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
@@ -25,6 +25,13 @@ class Block:
     def json(self) -> dict[str, Any]:
         assert self.data is not None, "block has no data"
         return orjson.loads(self.data)
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        """``(epoch, position, previous position)`` of the event's id."""
+        assert self.id is not None, "block has no id"
+        epoch, pos, prev = self.id.split("-")
+        return epoch, int(pos), int(prev)
 
 
 class SSEReader:

@@ -17,10 +17,12 @@ from shared.codec import encode_map, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.settings import Settings
+from shared.ticklog import new_epoch
 
 
 class FakeProducer:
-    """Writes ticks exactly as the wire contract says: cache and publish in one MULTI."""
+    """Writes ticks exactly as the wire contract says: the log entry, the cache and the
+    publish in one MULTI, under the dataset's epoch (created if absent)."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -41,9 +43,12 @@ class FakeProducer:
             seq = last - len(prices) + 1 + i
             updates[ticker] = PriceUpdate.create(ticker, price, self.prices.get(ticker), now, seq)
             self.prices[ticker] = updates[ticker].price
+        tick_map = encode_map(updates.values())
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.keys.ticks, {"map": tick_map}, id=f"{last}-{int(now * 1000)}")
+            pipe.set(self.keys.epoch, new_epoch(), nx=True)
             pipe.hset(self.keys.latest, mapping={t: encode_update(u) for t, u in updates.items()})
-            pipe.publish(self.keys.prices, encode_map(updates.values()))
+            pipe.publish(self.keys.prices, tick_map)
             await pipe.execute()
         return updates
 

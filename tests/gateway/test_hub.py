@@ -1,4 +1,4 @@
-"""The hub's fan-out: conflation, shared encodings, filters, resync, seq ordering."""
+"""The hub's fan-out: conflation, shared encodings, filters, resync, positions, epochs."""
 
 from __future__ import annotations
 
@@ -7,22 +7,33 @@ import orjson
 from gateway.hub import Batch, Hub
 from gateway.stats import Stats
 
+E1, E2 = "0123456789abcdef", "fedcba9876543210"
+
 
 def item(seq: int, price: float = 1.0) -> tuple[int, bytes]:
     return seq, orjson.dumps({"price": price, "seq": seq})
+
+
+def tick(hub: Hub, **seqs: int) -> None:
+    """One tick at the position of its largest seq, as the subscriber hands it over."""
+    hub.publish({t: item(s) for t, s in seqs.items()}, max(seqs.values()))
 
 
 def test_clients_with_the_same_view_share_one_encoded_frame():
     hub = Hub(Stats())
     a, b = hub.register(None), hub.register(None)
     f1, f2 = hub.register(frozenset({"AAPL"})), hub.register(frozenset({"AAPL"}))
-    hub.publish({"AAPL": item(1), "MSFT": item(2)})
+    hub.resync({}, E1, 0)
+    for client in (a, b, f1, f2):
+        client.take()  # the (empty) snapshot
+    tick(hub, AAPL=1, MSFT=2)
     ta, tb, t1, t2 = a.take(), b.take(), f1.take(), f2.take()
     assert isinstance(ta, Batch) and ta is tb
     assert isinstance(t1, Batch) and t1 is t2
-    assert ta.frame() is tb.frame()
+    assert ta.frame(E1, 0) is tb.frame(E1, 0)
     assert set(t1.items) == {"AAPL"}
-    assert t1.frame().startswith(b"id: 1\r\ndata: ")
+    # The position is the tick's, not the filtered batch's largest seq.
+    assert t1.frame(E1, 0).startswith(b"id: %s-2-0\r\ndata: " % E1.encode())
 
 
 def test_a_slow_client_gets_the_latest_value_per_ticker_only():
@@ -30,54 +41,78 @@ def test_a_slow_client_gets_the_latest_value_per_ticker_only():
     hub = Hub(stats)
     slow = hub.register(None)
     for seq in range(1, 101):
-        hub.publish({"AAPL": item(2 * seq, seq), "MSFT": item(2 * seq + 1, seq)})
+        hub.publish({"AAPL": item(2 * seq, seq), "MSFT": item(2 * seq + 1, seq)}, 2 * seq + 1)
     pending = slow.take()
-    assert isinstance(pending, dict)
-    assert pending == {"AAPL": item(200, 100), "MSFT": item(201, 100)}
+    assert pending is not None
+    assert pending.items == {"AAPL": item(200, 100), "MSFT": item(201, 100)}
     assert stats.conflated == 2 * 99
-    frame = Batch(pending).frame()
-    assert frame.startswith(b"id: 201\r\n")
+    frame = pending.frame(E1, 0)
+    assert frame.startswith(b"id: %s-201-0\r\n" % E1.encode())
     assert orjson.loads(frame.split(b"data: ")[1])["AAPL"]["price"] == 100
 
 
 def test_a_filtered_client_is_not_woken_for_other_tickers():
     hub = Hub(Stats())
     client = hub.register(frozenset({"TSLA"}))
-    hub.publish({"AAPL": item(1)})
+    tick(hub, AAPL=1)
     assert not client.wake.is_set()
     assert client.take() is None
 
 
-def test_updates_no_newer_than_seen_are_dropped():
+def test_ticks_at_or_below_the_snapshot_position_are_dropped():
     hub = Hub(Stats())
-    hub.resync({"AAPL": item(10)})
+    hub.resync({"AAPL": item(10)}, E1, 10)
     client = hub.register(None)
-    hub.publish({"AAPL": item(9)})
+    tick(hub, AAPL=9)
+    tick(hub, AAPL=10)
     assert client.take() is None
-    hub.publish({"AAPL": item(11), "MSFT": item(5)})
+    tick(hub, MSFT=11, AAPL=12)
     taken = client.take()
-    assert taken is not None and set(taken.items) == {"AAPL", "MSFT"}
+    assert taken is not None and set(taken.items) == {"AAPL", "MSFT"} and taken.pos == 12
 
 
 def test_resync_replaces_pending_with_a_filtered_snapshot():
     hub = Hub(Stats())
     everything, some = hub.register(None), hub.register(frozenset({"MSFT"}))
-    hub.publish({"AAPL": item(1)})
-    hub.resync({"AAPL": item(7), "MSFT": item(8)})
+    tick(hub, AAPL=1)
+    hub.resync({"AAPL": item(7), "MSFT": item(8)}, E1, 8)
     first = everything.take()
-    assert first is not None and set(first.items) == {"AAPL", "MSFT"}
+    assert first is not None and set(first.items) == {"AAPL", "MSFT"} and first.pos == 8
     assert everything.take() is None
     second = some.take()
     assert second is not None and set(second.items) == {"MSFT"}
+    assert not everything.reset  # the same dataset: a catch-up, not a reset
 
 
-def test_drop_older_forgets_what_a_snapshot_covered():
+def test_a_resync_under_another_epoch_is_a_reset_for_every_client():
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(7)}, E1, 7)
+    client, other = hub.register(None), hub.register(frozenset({"TSLA"}))
+    tick(hub, AAPL=8)
+    client.take()
+    client.last_pos = 8
+    hub.resync({"AAPL": item(3)}, E2, 3)  # a wiped Redis: seqs and positions start over
+    assert client.reset and other.reset and client.last_pos == 0
+    snapshot = client.take()
+    assert snapshot is not None and snapshot.items == {"AAPL": item(3)}
+    empty = other.take()  # sent even when empty: the client must drop its old state
+    assert empty is not None and empty.items == {}
+    tick(hub, AAPL=4)  # the new sequence is followed at once
+    assert client.take() is not None
+
+
+def test_cover_forgets_what_a_snapshot_or_replay_covered():
     hub = Hub(Stats())
     client = hub.register(None)
-    hub.publish({"AAPL": item(1), "MSFT": item(2)})
-    client.drop_older({"AAPL": 1, "MSFT": 1})
+    tick(hub, AAPL=1, MSFT=2)
+    client.cover(1)
     taken = client.take()
-    assert taken == {"MSFT": item(2)}
+    assert taken is not None and taken.items == {"MSFT": item(2)}
+    client.cover(5)
+    tick(hub, AAPL=4, MSFT=5)  # arrived late: already covered
+    assert client.take() is None
+    tick(hub, AAPL=6)
+    assert client.take() is not None
 
 
 def test_close_wakes_every_client():
@@ -107,17 +142,3 @@ def test_the_watchdog_aborts_only_streams_blocked_past_the_timeout():
     now[0] = 103.0
     assert watchdog.sweep() == 2  # `stuck` again (still registered) and now `recent`
     assert recent.aborted and not idle.aborted
-
-
-def test_a_sequence_that_restarts_is_followed_after_a_few_stale_ticks():
-    hub = Hub(Stats())
-    hub.resync({"AAPL": item(5000)})
-    client = hub.register(None)
-    for seq in range(1, Hub.STALE_TICKS_RESET):
-        hub.publish({"AAPL": item(seq)})
-        assert client.take() is None  # could still be duplicates from before a snapshot
-    hub.publish({"AAPL": item(Hub.STALE_TICKS_RESET)})
-    taken = client.take()
-    assert taken is not None and taken.items == {"AAPL": item(Hub.STALE_TICKS_RESET)}
-    hub.publish({"AAPL": item(Hub.STALE_TICKS_RESET + 1)})
-    assert client.take() is not None

@@ -57,10 +57,10 @@ async def test_three_clients_receive_the_same_sequence(
                 final_seq = max(u.seq for u in last.values())
                 seqs = []
                 for sse in (a, b, c):
-                    got = await sse.updates_until(lambda blk: int(blk.id) >= final_seq)
+                    got = await sse.updates_until(lambda blk: blk.position[1] >= final_seq)
                     seqs.append([(blk.id, blk.data) for blk in got])
                 assert seqs[0] == seqs[1] == seqs[2]
-                assert seqs[0][-1][0] == str(final_seq)
+                assert got[-1].position[1] == final_seq
 
 
 async def test_sigterm_with_open_streams_exits_within_2s(

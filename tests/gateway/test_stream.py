@@ -28,11 +28,12 @@ async def test_retry_then_snapshot_then_changes(settings, producer):
             assert (await sse.block()).retry == 1000
             snapshot = await sse.event()
             assert snapshot.json() == {t: u.to_dict() for t, u in first.items()}
-            assert snapshot.id == str(first["MSFT"].seq)
+            epoch = (await producer.redis.get(producer.keys.epoch)).decode()
+            assert snapshot.position == (epoch, first["MSFT"].seq, 0)  # follows nothing
             second = await producer.tick({"MSFT": 421.0})
             change = await sse.event()
             assert change.json() == {"MSFT": second["MSFT"].to_dict()}
-            assert change.id == str(second["MSFT"].seq)
+            assert change.position == (epoch, second["MSFT"].seq, first["MSFT"].seq)
 
 
 async def test_filter_narrows_snapshot_and_changes(settings, producer):
@@ -60,13 +61,16 @@ async def test_resume_sends_only_newer_tickers(settings, producer):
                 assert resumed.json() == {"MSFT": missed["MSFT"].to_dict()}
 
 
-async def test_resume_from_an_id_ahead_of_redis_gets_a_full_snapshot(settings, producer):
+async def test_resume_from_an_unusable_id_gets_a_reset_and_a_full_snapshot(settings, producer):
     await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    epoch = (await producer.redis.get(producer.keys.epoch)).decode()
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
-        for bad_id in ("999999999", "garbage"):
+        for bad_id in ("999999999", "garbage", f"{epoch}-999999999-1", "٣".encode()):
             headers = {"Last-Event-ID": bad_id}
             async with open_stream(client, STREAM, headers=headers) as sse:
-                assert set((await sse.event()).json()) == {"AAPL", "MSFT"}
+                assert (await sse.event()).event == "reset"
+                snapshot = await sse.event()
+                assert set(snapshot.json()) == {"AAPL", "MSFT"} and snapshot.position[2] == 0
 
 
 async def test_idle_streams_get_comment_pings(settings, producer):
@@ -120,7 +124,7 @@ async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_chan
             snapshot = await sse.event()
             assert snapshot.event is None and set(snapshot.json()) == {"AAPL", "MSFT"}
             source, watchlist = await sse.event(), await sse.event()
-            assert (source.event, source.id) == ("source", None)  # no id: resume stays a seq
+            assert (source.event, source.id) == ("source", None)  # no id: resume stays a position
             assert source.json() == {"source": "simulator", "state": "ok", "feed": "simulated",
                                      "reference": None, "detail": None, "last_trade": None}
             assert (watchlist.event, watchlist.json()) == ("watchlist",

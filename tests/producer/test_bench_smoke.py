@@ -23,6 +23,8 @@ def test_the_producer_benchmark_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     rows = {(r["implementation"], r["tickers"]): r for r in result["throughput"]}
-    assert set(rows) == {(impl, n) for impl in ("baseline", "ours") for n in (10, 200)}
+    impls = ("baseline", "ours-log-off", "ours")
+    assert set(rows) == {(impl, n) for impl in impls for n in (10, 200)}
     assert all(r["updates_per_s"] > 0 for r in rows.values())
+    assert all((r["log_entries"] > 0) == (r["implementation"] == "ours") for r in rows.values())
     assert 0 <= result["default_load"]["core_percent"] < 100

@@ -148,19 +148,22 @@ def check_frame(frame: bytes) -> dict[str, dict[str, object]] | None:
         value = value.removeprefix(b" ")
         if name == b"":
             continue  # a comment (ping)
-        assert name in (b"id", b"data", b"retry"), line[:100]
-        if name == b"id":
-            assert value.isdigit(), value
-            event_id = int(value)
+        assert name in (b"id", b"data", b"retry", b"event"), line[:100]
+        if name == b"event":
+            assert value == b"reset", value
+        elif name == b"id":
+            epoch, pos, prev = value.split(b"-")
+            assert len(epoch) == 16 and pos.isdigit() and prev.isdigit(), value
+            event_id = int(pos)
         elif name == b"retry":
             assert value.isdigit(), value
         else:
             assert data is None, "one data line per event"
             data = orjson.loads(value)
-    if data is None:
-        return None
-    assert isinstance(data, dict) and data and event_id is not None, frame[:200]
+    if data is None or event_id is None:
+        return None  # a ping, the retry line, or a reset
+    assert isinstance(data, dict), frame[:200]
     for ticker, update in data.items():
         check_update(ticker, update)
-    assert event_id == max(u["seq"] for u in data.values())
+    assert all(u["seq"] <= event_id for u in data.values())  # the position is the tick's
     return data

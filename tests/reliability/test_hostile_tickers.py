@@ -9,6 +9,7 @@ import socket
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 
 from tests.gateway.support import wait_until
@@ -114,12 +115,13 @@ async def test_hostile_tickers_are_refused_and_leave_no_trace(redis_server_facto
         channels = {c.decode() for c in client.pubsub_channels()}
         watchlist = {m.decode() for m in client.smembers(sys.keys.watchlist)}
         latest = {f.decode() for f in client.hkeys(sys.keys.latest)}
+        logged = {t for _, f in client.xrange(sys.keys.ticks) for t in orjson.loads(f[b"map"])}
     ns = sys.keys.namespace
     assert {k for k in keys if not _per_ticker_or_day(ns, k)} <= {
         f"{ns}:{s}" for s in KEY_SUFFIXES}, keys
     assert {c for c in channels if not _per_ticker_or_day(ns, c)} <= {
         sys.keys.prices, sys.keys.control}, channels
-    assert watchlist == latest == set(TICKERS)
+    assert watchlist == latest == logged == set(TICKERS)
     assert len(frames) > 5
     data = [check_frame(f) for f in frames]
     assert all(set(d) <= set(TICKERS) for d in data if d is not None)

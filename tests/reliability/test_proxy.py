@@ -160,9 +160,10 @@ def test_an_unusable_last_event_id_through_nginx_gets_a_full_snapshot(proxy):
     for extra, query in ((b"Last-Event-ID: \xb2\r\n", ""), (b"", "?last_event_id=%C2%B2")):
         raw = (b"GET /api/stream/prices" + query.encode() + b" HTTP/1.1\r\nHost: localhost\r\n"
                + extra + b"\r\n")
-        data = rawhttp.head_and_first_frames(proxy.http_port, raw, frames=2)
+        data = rawhttp.head_and_first_frames(proxy.http_port, raw, frames=3)
         head, _, body = data.partition(b"\r\n\r\n")
         assert rawhttp.status_of(head) == 200, head
+        assert b"event: reset\r\n" in body, body[:300]  # then the full snapshot
         assert b'"TSLA"' in body and b'"JPM"' in body and b'"AAPL"' in body, body[:300]
     assert "Traceback" not in proxy.system.gateways[0].output()
 

@@ -11,10 +11,12 @@ import redis
 from shared.codec import encode_map, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.ticklog import new_epoch
 
 
 class TickWriter:
-    """Writes ticks of ``prices`` into Redis: the cache hash plus the channels."""
+    """Writes ticks of ``prices`` into Redis: the log entry, the cache hash and the
+    channels, under the dataset's epoch."""
 
     def __init__(self, client: redis.Redis, keys: Keys, prices: Mapping[str, float],
                  references: Mapping[str, float] | None = None) -> None:
@@ -37,6 +39,9 @@ class TickWriter:
                 self.references.get(ticker))
             self.prices[ticker] = updates[ticker].price
         pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.keys.ticks, {"map": encode_map(updates.values())},
+                  id=f"{self.seq}-{int(time.time() * 1000)}")
+        pipe.set(self.keys.epoch, new_epoch(), nx=True)
         for update in updates.values():
             pipe.hset(self.keys.latest, update.ticker, encode_update(update))
         pipe.set(self.keys.seq, self.seq)

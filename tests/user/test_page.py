@@ -173,6 +173,22 @@ def _price_pattern() -> re.Pattern[str]:
     return re.compile(r"^\d{1,3}(,\d{3})*\.\d{2}$")
 
 
+def test_a_wiped_dataset_shows_resynced_and_prices_go_on(page: Page, system: Gateway, sredis,
+                                                         namespace):
+    page.goto(system.url + "/")
+    expect(page.locator("#rows tr")).to_have_count(10)
+    wait_price_moves(page)
+    expect(page.locator("#resynced")).to_be_hidden()
+    for key in list(sredis.scan_iter(match=f"{namespace}:*")):  # the dataset is wiped
+        sredis.delete(key)
+    expect(page.locator("#resynced")).to_be_visible(timeout=15_000)
+    expect(page.locator("#resynced")).to_have_text("resynced")
+    assert page.evaluate("window.pricefeedResets") == 1
+    wait_price_moves(page)  # the new dataset's prices are shown
+    expect(page.locator("#resynced")).to_be_hidden(timeout=10_000)  # a short note
+    assert page.foreign == []
+
+
 def test_the_page_runs_under_its_csp_and_refuses_to_be_framed(page: Page, system: Gateway):
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text)

@@ -130,3 +130,19 @@ async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
     finally:
         sync.close()
         await client.aclose()
+
+
+async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    async with collecting(aredis, keys) as queue:
+        assert not (await next_batch(queue)).reset
+        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
+            sredis.delete(key)  # wiped; a fresh producer starts its seqs over at 1
+        fresh = TickWriter(sredis, keys, {"AAPL": 50.0})
+        first = fresh.tick()
+        batch = await next_batch(queue)
+        assert batch.snapshot and batch.reset and dict(batch.updates) == first
+        second = fresh.tick()  # lower seqs than before the wipe, and still delivered
+        tick = await next_batch(queue)
+        assert not tick.snapshot and dict(tick.updates) == second

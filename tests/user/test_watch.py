@@ -78,6 +78,23 @@ def test_watch_shows_a_lost_redis_and_catches_up_when_it_returns(
         term.close()
 
 
+def test_watch_says_resynced_when_the_dataset_is_wiped(sredis, redis_url, namespace):
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, {"AAPL": 190.0}).tick()
+    term = Terminal(["watch"], {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
+    try:
+        term.wait_for_text("AAPL", "190.19", "live")
+        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
+            sredis.delete(key)
+        term.mark()
+        TickWriter(sredis, keys, {"AAPL": 50.0}).tick()  # seqs start over at 1
+        term.wait_for_text("resynced", "50.05")
+        term.press_ctrl_c()
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
 def test_watch_sparklines_start_full_from_the_1s_bars(sredis, redis_url, namespace):
     keys = Keys(namespace)
     for i in range(30):  # half a minute of 1 s bars, rising, written as the contract says
@@ -102,7 +119,6 @@ def test_watch_sparklines_start_full_from_the_1s_bars(sredis, redis_url, namespa
         assert term.wait_exit() == 0
     finally:
         term.close()
-
 
 
 def test_watch_says_why_a_ticker_has_no_price_and_names_the_source(
