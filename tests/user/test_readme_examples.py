@@ -200,6 +200,7 @@ def test_the_python_program_as_written(up, tools, tmp_path):
         assert first.split()[0] in ("AAPL", "MSFT")
     finally:
         follow.stop()
+    assert follow.proc.returncode == 0, follow.err  # Ctrl+C is a clean stop
     assert not [ln for ln in follow.err if ln.strip()], follow.err
 
 

@@ -146,3 +146,39 @@ async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(aredis, sre
         second = fresh.tick()  # lower seqs than before the wipe, and still delivered
         tick = await next_batch(queue)
         assert not tick.snapshot and dict(tick.updates) == second
+
+
+async def test_a_cancel_that_a_redis_read_swallows_still_ends_the_subscription(
+        aredis, sredis, namespace, monkeypatch):
+    """redis-py can lose a cancel that lands as ``get_message``'s own timeout fires (1 in 20
+    Ctrl+C of the README's example hung forever): the subscription must end all the same."""
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    real = aioredis.client.PubSub.get_message
+    swallowed = asyncio.Event()
+
+    async def get_message_that_swallows_a_cancel(self, *args, **kwargs):
+        try:
+            return await real(self, *args, **kwargs)
+        except asyncio.CancelledError:  # what the race does: the read just returns nothing
+            swallowed.set()
+            return None
+
+    monkeypatch.setattr(aioredis.client.PubSub, "get_message", get_message_that_swallows_a_cancel)
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def run() -> None:
+        async with contextlib.aclosing(subscribe(aredis, keys)) as it:
+            async for batch in it:
+                got.put_nowait(batch)
+
+    task = asyncio.create_task(run())
+    assert (await asyncio.wait_for(got.get(), 10)).snapshot
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)  # not wait_for: its own cancel would be swallowed too
+    ended = task.done()
+    if not ended:  # let the failure below be reported rather than hang the event loop
+        monkeypatch.undo()
+        task.cancel()
+    assert ended, "the cancelled subscription kept running"
+    assert task.cancelled() and swallowed.is_set()
