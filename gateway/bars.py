@@ -7,7 +7,9 @@ import math
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
+from gateway.cache import read_together
 from gateway.throttle import LogThrottle
 from shared.bars import decode_bar, with_partial
 from shared.errors import CodecError
@@ -35,14 +37,16 @@ async def read_bars(redis: aioredis.Redis, keys: Keys, ticker: str, interval: st
     ``"partial"``); the newest ones, or the oldest from ``since`` on. None when the ticker
     is neither watched nor has bars."""
     key = keys.bars(interval, ticker)
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def queue(pipe: Pipeline) -> None:
         if since is None:
             pipe.zrange(key, -limit, -1)
         else:
             pipe.zrangebyscore(key, math.ceil(since), "+inf", start=0, num=limit)
         pipe.hget(keys.forming(interval), ticker)
         pipe.sismember(keys.watchlist, ticker)
-        members, forming_raw, watched = await pipe.execute()
+
+    members, forming_raw, watched = await read_together(redis, queue)
     closed = [c for c in (checked(m, ticker) for m in members) if c is not None]
     forming = checked(forming_raw, ticker) if forming_raw is not None else None
     if not closed and forming is None and not watched:

@@ -4,9 +4,13 @@ the stream and REST."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import OutOfMemoryError
 
 from gateway.hub import NO_EPOCH, Item
 from gateway.throttle import LogThrottle
@@ -102,16 +106,36 @@ class StreamView:
         return self.cache.updates
 
 
+async def read_together(redis: aioredis.Redis, queue: Callable[[Pipeline], object]) -> list[Any]:
+    """The replies of the reads ``queue`` adds to a pipeline, in one MULTI/EXEC so that
+    nothing lands between them.
+
+    Under ``maxmemory`` with ``noeviction`` Redis refuses every transaction, even one of
+    reads, and reads must go on working then (docs/RELIABILITY.md, "Redis faults,
+    consistency and the watchlist"). It refuses every write too, so nothing can land
+    between the reads anyway: a plain pipeline gives the same answer.
+    """
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            queue(pipe)
+            return list(await pipe.execute())
+    except OutOfMemoryError:
+        async with redis.pipeline(transaction=False) as pipe:
+            queue(pipe)
+            return list(await pipe.execute())
+
+
 async def read_view(redis: aioredis.Redis, keys: Keys) -> StreamView:
     """The `StreamView` in one MULTI/EXEC: nothing lands in between, and only reads, so a
     gateway whose Redis user may not write or run scripts can do it (docs/REDIS.md)."""
-    async with redis.pipeline(transaction=True) as pipe:
+    def queue(pipe: Pipeline) -> None:
         pipe.get(keys.epoch)
         pipe.xrange(keys.ticks, count=1)
         pipe.xrevrange(keys.ticks, count=1)
         pipe.get(keys.seq)
         pipe.hgetall(keys.latest)
-        epoch, first, last, raw_seq, raw_latest = await pipe.execute()
+
+    epoch, first, last, raw_seq, raw_latest = await read_together(redis, queue)
     cache = CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
     first_seq = _entry_seq(first[0][0]) if first else 0
     top = (_entry_seq(last[0][0]) if last else 0) or max(

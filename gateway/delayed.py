@@ -16,9 +16,10 @@ from collections import deque
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from gateway.bars import checked
-from gateway.cache import read_cache
+from gateway.cache import read_cache, read_together
 from gateway.hub import Item
 from gateway.throttle import LogThrottle
 from shared.bars import INTERVALS, with_partial
@@ -136,14 +137,16 @@ async def bars_until(redis: aioredis.Redis, keys: Keys, ticker: str, interval: s
     ``cutoff_s`` only (the forming bar is real time); None for an unknown ticker."""
     key = keys.bars(interval, ticker)
     newest_start = math.floor(cutoff_s) - INTERVALS[interval]
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def queue(pipe: Pipeline) -> None:
         if since is None:
             pipe.zrevrangebyscore(key, newest_start, "-inf", start=0, num=limit)
         else:
             pipe.zrangebyscore(key, math.ceil(since), newest_start, start=0, num=limit)
         pipe.exists(key)
         pipe.sismember(keys.watchlist, ticker)
-        members, known, watched = await pipe.execute()
+
+    members, known, watched = await read_together(redis, queue)
     if since is None:
         members = list(reversed(members))
     closed = [c for c in (checked(m, ticker) for m in members) if c is not None]

@@ -103,6 +103,7 @@ async def test_redis_out_of_memory_keeps_reads_working_and_says_so(redis_server_
                 assert prices.status_code == 200 and set(prices.json()) == set(TICKERS)
                 assert (await http.get("/api/prices/AAPL")).status_code == 200
                 assert (await http.get("/api/watchlist")).status_code == 200
+                assert (await http.get("/api/bars/AAPL?interval=1s")).status_code == 200
                 async with open_stream(http, "/api/stream/prices") as sse:  # a new client
                     assert set((await sse.event()).json()) == set(TICKERS)
                 added = await http.post("/api/watchlist", json={"ticker": "IBM"})
