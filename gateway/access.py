@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Final
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from shared.models import InvalidTicker, normalize_ticker
 from shared.settings import Settings
 from shared.tokens import SCOPES
 
@@ -64,6 +65,18 @@ class Refused(Exception):
             challenge += f', error="{self.error}"'
         return JSONResponse({"detail": self.detail}, status_code=self.status,
                             headers={"WWW-Authenticate": challenge})
+
+
+def entitled_symbol(ticker: str, grant: Grant) -> str:
+    """``ticker`` normalised for a REST path: 422 when it is no ticker, 403 when the
+    token does not cover it."""
+    try:
+        symbol = normalize_ticker(ticker)
+    except InvalidTicker as e:
+        raise HTTPException(422, f"ticker: {e}") from e
+    if not grant.allows(symbol):
+        raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
+    return symbol
 
 
 def bearer_of(conn: HTTPConnection) -> str | None:

@@ -9,11 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from gateway.access import ReadGrant, Refused
+from gateway.access import ReadGrant, entitled_symbol
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
 from gateway.delayed import bars_until
 from gateway.state import Gateway
-from shared.models import InvalidTicker, normalize_ticker
 
 router = APIRouter()
 
@@ -58,12 +57,7 @@ async def bars(
     """Bars oldest first; the last one is the forming bar (``partial: true``) when there is
     one. Without ``since``: the newest ``limit`` bars."""
     gw: Gateway = request.app.state.gateway
-    try:
-        symbol = normalize_ticker(ticker)
-    except InvalidTicker as e:
-        raise HTTPException(422, f"ticker: {e}") from e
-    if not grant.allows(symbol):
-        raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
+    symbol = entitled_symbol(ticker, grant)
     if grant.delay_s:  # closed bars that ended by now minus the delay, only
         found = await bars_until(gw.redis, gw.settings.keys, symbol, interval, limit, since,
                                  time.time() - grant.delay_s)

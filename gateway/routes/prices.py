@@ -8,12 +8,11 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from gateway.access import Grant, ReadGrant, Refused
+from gateway.access import Grant, ReadGrant, entitled_symbol
 from gateway.cache import read_cache, read_one
 from gateway.delayed import state_at
 from gateway.hub import encode_items
 from gateway.state import Gateway
-from shared.models import InvalidTicker, normalize_ticker
 
 router = APIRouter()
 
@@ -44,12 +43,7 @@ async def one_price(ticker: str, request: Request, grant: ReadGrant) -> Response
     """The cached PriceUpdate of one ticker; 404 when there is none, 403 when the token
     does not cover it."""
     gw: Gateway = request.app.state.gateway
-    try:
-        symbol = normalize_ticker(ticker)
-    except InvalidTicker as e:
-        raise HTTPException(422, f"ticker: {e}") from e
-    if not grant.allows(symbol):
-        raise Refused(403, f"the token does not cover {symbol}", error="insufficient_scope")
+    symbol = entitled_symbol(ticker, grant)
     if grant.delay_s:
         delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),
                                     frozenset({symbol}))
