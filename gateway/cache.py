@@ -3,7 +3,6 @@ the stream and REST."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,15 +12,12 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import OutOfMemoryError
 
 from gateway.hub import NO_EPOCH, Item
-from gateway.throttle import LogThrottle
-from shared.codec import decode_update, encode_update
+from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.redisio import decode_latest
 from shared.ticklog import parse_entry_id
-
-log = logging.getLogger(__name__)
-_bad_entry_log = LogThrottle(log, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,33 +45,7 @@ async def read_cache(redis: aioredis.Redis, keys: Keys) -> CacheView:
         pipe.hgetall(keys.latest)
         pipe.get(keys.seq)
         raw_latest, raw_seq = await pipe.execute()
-    return CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
-
-
-def _decode_cache(raw_latest: dict[bytes, bytes]) -> dict[str, PriceUpdate]:
-    updates: dict[str, PriceUpdate] = {}
-    for field, value in raw_latest.items():
-        ticker = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
-        try:
-            update = decode_update(value)
-        except CodecError as e:
-            _bad_entry_log.warning("skipping malformed cache entry %r: %s", ticker[:20], e)
-            continue
-        if update.ticker == ticker:
-            updates[ticker] = update
-    return updates
-
-
-async def read_one(redis: aioredis.Redis, keys: Keys, ticker: str) -> PriceUpdate | None:
-    """The cached update of ``ticker``, or None when absent or malformed."""
-    raw = await redis.hget(keys.latest, ticker)
-    if raw is None:
-        return None
-    try:
-        return decode_update(raw)
-    except CodecError as e:
-        _bad_entry_log.warning("malformed cache entry for %s: %s", ticker, e)
-        return None
+    return CacheView(decode_latest(raw_latest.items()), _parse_seq(raw_seq))
 
 
 def _parse_seq(raw: bytes | str | None) -> int | None:
@@ -136,7 +106,7 @@ async def read_view(redis: aioredis.Redis, keys: Keys) -> StreamView:
         pipe.hgetall(keys.latest)
 
     epoch, first, last, raw_seq, raw_latest = await read_together(redis, queue)
-    cache = CacheView(_decode_cache(raw_latest), _parse_seq(raw_seq))
+    cache = CacheView(decode_latest(raw_latest.items()), _parse_seq(raw_seq))
     first_seq = _entry_seq(first[0][0]) if first else 0
     top = (_entry_seq(last[0][0]) if last else 0) or max(
         (u.seq for u in cache.updates.values()), default=0)

@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.protocol import HttpLimits, guarded_protocol
 from shared.logs import configure
-from shared.settings import Settings, is_loopback, load_or_exit, redacted_url
+from shared.redisio import redacted_url
+from shared.settings import Settings, is_loopback, load_or_exit
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
 """The process's one Redis subscription: ``NS:prices`` decoded once, into the hub.
 
-redis-py's own reconnect would resubscribe silently and the hub would never know that
-ticks were lost, so the subscription's client is built with retries off
-(`gateway.connections`): every failure
-surfaces here, the whole session is rebuilt with capped backoff, and the hub hands every
-client a fresh snapshot (issue 3, "Resilience"). A PING on the subscription connection
-when it has been quiet proves it is still alive; a missing PONG rebuilds it.
+The session is `shared.redisio.subscription`: subscribe, then read the stream view, then
+every tick. redis-py's own reconnect would resubscribe silently and the hub would never
+know that ticks were lost, so the subscription's client is built with retries off
+(`gateway.connections`): every failure surfaces here, the whole session is rebuilt with
+capped backoff, and the hub hands every client a fresh snapshot (docs/RELIABILITY.md). A
+PING on the subscription connection when it has been quiet proves it is still alive; a
+missing PONG (`StaleSubscription`, a connection error) rebuilds it.
 
 A session that subscribes but is cut before it delivers a tick did not work: the backoff
 is reset, and the losses forgotten, only by a tick delivered. A subscription cut again and
@@ -24,19 +25,21 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.cache import epoch_text, read_view
+from gateway.cache import StreamView, epoch_text, read_view
 from gateway.hub import NO_EPOCH, Hub, Item
 from gateway.stats import Stats
-from gateway.throttle import LogThrottle
 from shared.backoff import Backoff
 from shared.codec import decode_map, encode_update
 from shared.errors import CodecError
+from shared.logs import LogThrottle
 from shared.models import PriceUpdate
+from shared.redisio import Snapshot, subscription
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +48,6 @@ log = logging.getLogger(__name__)
 # between, "keeps dropping": a WARNING with the count, and readiness is degraded.
 FLAP_LOSSES = 3
 FLAP_WINDOW_S = 30.0
-
-
-class StaleSubscription(Exception):
-    """The subscription connection stopped answering (no PONG to a probe)."""
 
 
 class Subscriber:
@@ -87,7 +86,7 @@ class Subscriber:
             self._worked = False
             try:
                 await self._session(failed)
-            except (RedisError, OSError, StaleSubscription) as e:
+            except (RedisError, OSError) as e:  # StaleSubscription is a RedisError
                 # News unless the subscription was already failing: a session that carried
                 # ticks had recovered from any earlier loss.
                 self._lost(e, news=self._worked or not failed)
@@ -121,29 +120,40 @@ class Subscriber:
 
     async def _session(self, after_failure: bool) -> None:
         client = self.connect()
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        keys = self.settings.keys
+        channels = (keys.prices, keys.control) if self.on_control else (keys.prices,)
+        control = keys.control.encode()
+        # Subscribe first, then read the cache: nothing published in between is lost,
+        # and the hub drops anything the snapshot already covers (by seq).
+        events = subscription(client, channels, lambda: read_view(client, keys), poll_s=0.5,
+                              probe_after_s=self.probe_after_s,
+                              probe_timeout_s=self.probe_timeout_s)
         try:
-            keys = self.settings.keys
-            await pubsub.subscribe(*((keys.prices, keys.control) if self.on_control
-                                     else (keys.prices,)))
-            # Subscribe first, then read the cache: nothing published in between is lost,
-            # and the hub drops anything the snapshot already covers (by seq).
-            await self._resync(client)
-            self._client = client
-            self.connected = True
-            if after_failure:
-                self.stats.redis_reconnects += 1
-                log.info("Redis subscription re-established; clients get a fresh snapshot")
-            if self.on_control is not None:
-                self.on_control()  # changes made while it was down
-            await self._consume(pubsub)
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, Snapshot):
+                        self._resynced(event.value)
+                        if not self.connected:
+                            self._opened(client, after_failure)
+                    elif event.channel == control and self.on_control is not None:
+                        self.on_control()
+                    else:
+                        self._delivered()
+                        await self.on_prices(event.data)
         finally:
             self._client = None
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
 
-    async def _resync(self, client: aioredis.Redis) -> None:
-        view = await read_view(client, self.settings.keys)
+    def _opened(self, client: aioredis.Redis, after_failure: bool) -> None:
+        self._client = client
+        self.connected = True
+        if after_failure:
+            self.stats.redis_reconnects += 1
+            log.info("Redis subscription re-established; clients get a fresh snapshot")
+        if self.on_control is not None:
+            self.on_control()  # changes made while it was down
+
+    def _resynced(self, view: StreamView) -> None:
         self.hub.resync(view.cache.items(), view.epoch, view.top)
         self._seq_bound = view.cache.last_seq or 0
 
@@ -155,29 +165,6 @@ class Subscriber:
             if len(self._losses) >= FLAP_LOSSES:
                 log.info("Redis subscription delivers ticks again")
             self._losses.clear()
-
-    async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        last_seen = loop.time()
-        probe_sent: float | None = None
-        control = self.settings.keys.control.encode()
-        while True:
-            message = await pubsub.get_message(timeout=0.5)
-            now = loop.time()
-            if message is None:
-                if probe_sent is not None and now - probe_sent > self.probe_timeout_s:
-                    raise StaleSubscription("no answer to a PING on the subscription")
-                if probe_sent is None and now - last_seen > self.probe_after_s:
-                    await pubsub.ping()
-                    probe_sent = now
-                continue
-            last_seen, probe_sent = now, None
-            if message.get("type") == "message":
-                if message["channel"] == control and self.on_control is not None:
-                    self.on_control()
-                else:
-                    self._delivered()
-                    await self.on_prices(message["data"])
 
     async def on_prices(self, payload: bytes) -> None:
         """Decode one tick message (once, for every client) and hand it to the hub."""
@@ -221,7 +208,7 @@ class Subscriber:
         elif epoch != self.hub.epoch:
             log.warning("%s changed: Redis holds another dataset now; clients get a reset",
                         keys.epoch)
-            await self._resync(client)
+            self._resynced(await read_view(client, keys))
             return False
         self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)
         if top > self._seq_bound:

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from shared.errors import PricefeedError
-from shared.settings import redacted_url
-from shared.subscriber import CONNECTION_ERRORS
+from shared.redisio import CONNECTION_ERRORS, connect, probe, redacted_url
+from shared.settings import Settings
 
-redact = redacted_url  # the name `up` and `watch` use
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 0.5
 
@@ -82,9 +79,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-async def ping(url: str, timeout_s: float = 2.0) -> str | None:
-    """None when Redis at ``url`` answers PING; else the reason it does not."""
-    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+async def ping(settings: Settings, url: str | None = None, timeout_s: float = 2.0) -> str | None:
+    """None when Redis at ``url`` (default: ``REDIS_URL``) answers PING; else the reason
+    it does not."""
+    client = connect(settings, probe(timeout_s), url=url)
     try:
         await client.ping()
         return None
@@ -97,11 +95,14 @@ async def ping(url: str, timeout_s: float = 2.0) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def given_redis(url: str) -> AsyncIterator[str]:
-    """The Redis the user named; fail fast with one line when it does not answer."""
-    reason = await ping(url)
+async def given_redis(settings: Settings) -> AsyncIterator[str]:
+    """The Redis the user named (``REDIS_URL``); fail fast with one line when it does not
+    answer."""
+    url = settings.redis_url
+    reason = await ping(settings)
     if reason is not None:
-        raise RedisUnavailable(f"cannot reach Redis at {redact(url)} (REDIS_URL): {reason}")
+        raise RedisUnavailable(f"cannot reach Redis at {redacted_url(url)} (REDIS_URL): "
+                               f"{reason}")
     yield url
 
 
@@ -190,7 +191,7 @@ async def _wait_answers(url: str, died: Callable[[], bool], why: Callable[[], st
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_S
     while True:
-        reason = await ping(url, timeout_s=0.5)
+        reason = await ping(Settings(redis_url=url), timeout_s=0.5)  # private: no TLS
         if reason is None:
             return
         if died():

@@ -30,12 +30,11 @@ from pricefeed.localredis import (
     embedded_redis,
     given_redis,
     private_redis_server,
-    redact,
 )
 from shared.errors import PricefeedError
+from shared.redisio import CONNECTION_ERRORS, connect, probe, redacted_url
 from shared.settings import Settings, child_environ, is_set, load_or_exit
 from shared.status import SOURCE_DOWN, describe, problem
-from shared.subscriber import CONNECTION_ERRORS
 
 READY_TIMEOUT_S = 30.0
 CHILD_GRACE_S = 2.0  # + up to 0.5 s for Redis: inside the 3 s promised (issue 4)
@@ -93,7 +92,7 @@ async def _run(settings: Settings, verbose: bool, stop: asyncio.Event) -> None:
             await _until_ready(settings, url, children, stop)
             if stop.is_set():
                 return
-            print(f"pricefeed is up: open {_page_url(settings)}  (Redis: {redact(url)}; "
+            print(f"pricefeed is up: open {_page_url(settings)}  (Redis: {redacted_url(url)}; "
                   f"Ctrl+C to stop)", flush=True)
             await _say_source(settings, url)
             _print_export_line(url)
@@ -106,7 +105,7 @@ async def _run(settings: Settings, verbose: bool, stop: asyncio.Event) -> None:
 
 def _redis(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
     if is_set("REDIS_URL"):
-        return given_redis(settings.redis_url)
+        return given_redis(settings)
     exe = shutil.which("redis-server")
     if exe is not None:
         return private_redis_server(exe)
@@ -124,7 +123,7 @@ def _redis(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
 async def _say_source(settings: Settings, url: str) -> None:
     """One line naming the price source; a warning too when it produces nothing."""
     status = None
-    async with _client(url) as client:
+    async with _client(settings, url) as client:
         with contextlib.suppress(*CONNECTION_ERRORS, ValueError):
             raw = await client.get(settings.keys.producer_status)
             status = json.loads(raw) if raw else None
@@ -140,7 +139,7 @@ def _print_export_line(url: str) -> None:
     """The line to paste into another terminal so the README's examples reach this Redis.
 
     Not for a URL with a password: that is the user's own REDIS_URL, which they have."""
-    if redact(url) == url:
+    if redacted_url(url) == url:
         print(f"export REDIS_URL={shlex.quote(url)}  # paste into another terminal for the "
               f"README's examples", flush=True)
 
@@ -181,7 +180,7 @@ async def _until_ready(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_S
         reason = "no answer yet"
-        async with _client(url) as client:
+        async with _client(settings, url) as client:
             while not (stop.is_set() or died.done()):
                 ready, reason = await _ready(settings, client)
                 if ready:
@@ -229,8 +228,8 @@ async def _racing(children: list[Child], stop: asyncio.Event) -> AsyncIterator[a
 
 
 @contextlib.asynccontextmanager
-async def _client(url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+async def _client(settings: Settings, url: str) -> AsyncIterator[aioredis.Redis]:
+    client = connect(settings, probe(1.0), url=url)
     try:
         yield client
     finally:

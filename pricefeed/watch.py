@@ -28,14 +28,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pricefeed.localredis import ping, redact
+from pricefeed.localredis import ping
 from shared.bars import decode_bar
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import InvalidTicker, PriceUpdate, normalize_ticker
+from shared.redisio import CONNECTION_ERRORS, CONSUMER, connect, redacted_url
 from shared.settings import Settings, load_or_exit
 from shared.status import describe, problem
-from shared.subscriber import CONNECTION_ERRORS, subscribe
+from shared.subscriber import subscribe
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 40
@@ -250,17 +251,17 @@ def _ticker_list(raw: str) -> tuple[str, ...]:
 
 async def watch(settings: Settings, board: Board, console: Console) -> int:
     """Run the dashboard until Ctrl+C or SIGTERM; 1 when Redis cannot be reached at start."""
-    reason = await ping(settings.redis_url)
+    reason = await ping(settings)
     if reason is not None:
-        print(f"pricefeed watch: cannot reach Redis at {redact(settings.redis_url)}: {reason}",
+        print(f"pricefeed watch: cannot reach Redis at {redacted_url(settings.redis_url)}: "
+              f"{reason}",
               file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
-                               health_check_interval=10, **settings.redis_options)
+    client = connect(settings, CONSUMER)
     try:
         with Live(board.render(), console=console, auto_refresh=False,
                   redirect_stderr=False) as live:

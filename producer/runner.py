@@ -33,9 +33,9 @@ from producer.source import MarketDataSource
 from producer.tasks import stop_tasks
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
-from shared.codec import decode_update
-from shared.errors import CodecError, PricefeedError
+from shared.errors import PricefeedError
 from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
+from shared.redisio import read_latest
 from shared.settings import Settings
 from shared.ticklog import parse_entry_id
 
@@ -197,22 +197,7 @@ class ProducerRunner:
 
     async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:
         """The cached updates of ``tickers``; a corrupt entry is logged and left out."""
-        wanted = list(tickers)
-        if not wanted:
-            return {}
-        out = {}
-        values = await self.redis.hmget(self.keys.latest, wanted)
-        for ticker, raw in zip(wanted, values, strict=True):
-            if raw is None:
-                continue
-            try:
-                update = decode_update(raw)
-            except CodecError as e:
-                log.warning("ignoring the corrupt cached price of %s: %s", ticker, e)
-                continue
-            if update.ticker == ticker:
-                out[ticker] = update
-        return out
+        return await read_latest(self.redis, self.keys, list(tickers))
 
     async def _logged(self) -> list[tuple[int, int]]:
         """The ``(seq, ms)`` ids in the tick log, oldest first: this term's seqs go above

@@ -1,4 +1,4 @@
-"""`pricefeed producer`: the producer process (issue 2, point 10).
+"""`pricefeed producer`: the producer process.
 
 SIGTERM or Ctrl+C sets the stop event; the runner stops its source, gives the lease up
 (so a standby takes over at once) and the process exits within a second.
@@ -11,22 +11,14 @@ import asyncio
 import logging
 import signal
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from producer.runner import ProducerRunner, SourceConfigError
 from producer.scripts import ScriptingRefused
 from shared.logs import configure
-from shared.settings import Settings, fail, load_or_exit, redacted_url
+from shared.redisio import SERVICE, connect, redacted_url
+from shared.settings import Settings, fail, load_or_exit
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
-
-# A Redis that hangs (rather than refusing) fails a call after this long.
-SOCKET_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 2.0
-
 
 def main(argv: list[str]) -> int:
     """Run the producer until SIGTERM or Ctrl+C; the exit status."""
@@ -49,24 +41,15 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def connect(settings: Settings) -> aioredis.Redis:
-    """A client for ``settings.redis_url``; it connects lazily, on first use.
-
-    redis-py's own retries are off: the runner retries with our backoff and logs it.
-    """
-    return aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0), **settings.redis_options,
-    )
-
-
 async def serve(settings: Settings) -> None:
     """The producer's main coroutine."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    redis = connect(settings)
+    # redis-py's own retries are off (`SERVICE`): the runner retries with its backoff and
+    # logs it; a Redis that hangs fails a call after the profile's socket timeout.
+    redis = connect(settings, SERVICE)
     try:
         runner = ProducerRunner(settings, redis)
         log.info(

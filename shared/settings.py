@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
 from shared.keys import DEFAULT_NAMESPACE, Keys
@@ -111,20 +111,6 @@ class Settings:
     def keys(self) -> Keys:
         """The Redis names under this namespace."""
         return Keys(self.namespace)
-
-    @property
-    def redis_options(self) -> dict[str, Any]:
-        """Keyword arguments of every redis-py client of ``redis_url`` (docs/REDIS.md):
-        the TLS files for ``rediss://``; the password or ACL user travel in the URL."""
-        if not self.redis_url.startswith("rediss://"):
-            return {}
-        options: dict[str, Any] = {"ssl_cert_reqs": "required"}
-        if self.redis_ca_file:
-            options["ssl_ca_certs"] = self.redis_ca_file
-        if self.redis_cert_file:
-            options["ssl_certfile"] = self.redis_cert_file
-            options["ssl_keyfile"] = self.redis_key_file
-        return options
 
     @property
     def use_massive(self) -> bool:
@@ -415,16 +401,6 @@ def _choice(options: frozenset[str], upper: bool = False) -> Callable[[str], str
         return value
 
     return parse
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for a log line."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_loopback(host: str) -> bool:

@@ -1,11 +1,12 @@
 """A small subscriber API for other services: the cache snapshot, then live updates.
 
     from contextlib import aclosing
-    import redis.asyncio as aioredis
     from shared.keys import Keys
+    from shared.redisio import CONSUMER, connect
+    from shared.settings import Settings
     from shared.subscriber import snapshot, subscribe
 
-    client = aioredis.from_url("redis://127.0.0.1:6379/0")
+    client = connect(Settings.from_env(), CONSUMER)        # REDIS_URL and its TLS files
     prices = await snapshot(client, Keys())                # {TICKER: PriceUpdate}
     async with aclosing(subscribe(client, Keys(), tickers=["AAPL"])) as batches:
         async for batch in batches:                        # Batch(updates, snapshot)
@@ -31,34 +32,24 @@ behind that ticks it never processed were trimmed away::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.backoff import Backoff
-from shared.codec import decode_map, decode_update
+from shared.codec import decode_map
 from shared.errors import CodecError, PricefeedError
 from shared.keys import Keys
 from shared.models import PriceUpdate
+from shared.redisio import CONNECTION_ERRORS, Snapshot, honour_cancel, read_latest, subscription
 from shared.ticklog import LogEntry, decode_entry
 
 log = logging.getLogger(__name__)
-
-# What a lost or refused connection looks like from redis-py.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -78,21 +69,7 @@ async def snapshot(
 
     A malformed cache entry is logged and left out rather than failing the whole read.
     """
-    if tickers is not None:
-        names = sorted(tickers)
-        values: list[Any] = await redis.hmget(keys.latest, names) if names else []
-        raw = {name: value for name, value in zip(names, values, strict=True) if value}
-    else:
-        raw = {_text(k): v for k, v in (await redis.hgetall(keys.latest)).items()}
-    out: dict[str, PriceUpdate] = {}
-    for ticker, payload in raw.items():
-        try:
-            update = decode_update(payload)
-        except CodecError as e:
-            log.warning("skipping malformed cache entry %s: %s", ticker, e)
-            continue
-        out[update.ticker] = update
-    return out
+    return await read_latest(redis, keys, tickers)
 
 
 async def subscribe(
@@ -135,29 +112,23 @@ async def _session(
     redis: Redis, keys: Keys, wanted: frozenset[str] | None
 ) -> AsyncGenerator[Batch, None]:
     """One connection's worth of batches; raises a connection error when it breaks."""
-    pubsub: PubSub = redis.pubsub()
-    try:
-        await pubsub.subscribe(keys.prices)
-        seen: dict[str, int] = {}
-        confirmations = bad = 0
-        epoch: bytes | str | None = None
-        task = asyncio.current_task()
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            _honour_cancel(task)
-            if message is None:
-                continue
-            if message["type"] == "subscribe":
+
+    async def read() -> tuple[Any, dict[str, PriceUpdate]]:
+        return await redis.get(keys.epoch), await snapshot(redis, keys, wanted)
+
+    seen: dict[str, int] = {}
+    epoch: Any = None
+    bad = 0
+    events = subscription(redis, (keys.prices,), read)
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Snapshot):
                 # The first confirmation opens the session; another one means redis-py
                 # reconnected and re-subscribed on its own: ticks may have been missed,
-                # so read the cache again.
-                confirmations += 1
-                epoch = await redis.get(keys.epoch)
-                state = await snapshot(redis, keys, wanted)
+                # so the cache was read again.
+                epoch, state = event.value
                 seen = {t: u.seq for t, u in state.items()}
                 yield Batch(state, snapshot=True)
-                continue
-            if message["type"] != "message" or confirmations == 0:
                 continue
             current = await redis.get(keys.epoch)
             if current != epoch:  # a wiped Redis: this tick is in the new snapshot
@@ -169,7 +140,7 @@ async def _session(
                 yield Batch(state, snapshot=True, reset=reset)
                 continue
             try:
-                fresh = _fresh(message["data"], wanted, seen)
+                fresh = _fresh(event.data, wanted, seen)
             except CodecError as e:
                 bad += 1
                 if bad == 1 or bad % 1000 == 0:  # one line per problem, not a flood
@@ -177,17 +148,6 @@ async def _session(
                 continue
             if fresh:
                 yield Batch(fresh, snapshot=False)
-    finally:
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-def _honour_cancel(task: asyncio.Task[Any] | None) -> None:
-    """Raise the cancel that a Redis read swallowed. redis-py can lose a cancel that lands
-    in a blocking read: as ``get_message``'s own timeout fires (measured: 1 in 20 Ctrl+C of
-    the README's example hung forever), or inside its retry of XREADGROUP BLOCK."""
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _fresh(
@@ -315,7 +275,7 @@ class _Durable:
         task = asyncio.current_task()
         while True:
             entries = await self._read(">", block_ms)
-            _honour_cancel(task)
+            honour_cancel(task)
             if loop.time() - self._checked > self.CHECK_EVERY_S:
                 await self.check()
             await self._drain(entries)

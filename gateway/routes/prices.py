@@ -9,10 +9,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from gateway.access import Grant, ReadGrant, entitled_symbol
-from gateway.cache import read_cache, read_one
+from gateway.cache import read_cache
 from gateway.delayed import state_at
 from gateway.hub import encode_items
 from gateway.state import Gateway
+from shared.redisio import read_latest_one
 
 router = APIRouter()
 
@@ -50,7 +51,7 @@ async def one_price(ticker: str, request: Request, grant: ReadGrant) -> Response
         if symbol not in delayed:
             raise HTTPException(404, f"no price for ticker {symbol} {grant.delay_s:g} s ago")
         return json_response(delayed[symbol][1], headers=delay_header(grant))
-    update = await read_one(gw.redis, gw.settings.keys, symbol)
+    update = await read_latest_one(gw.redis, gw.settings.keys, symbol)
     if update is None:
         raise HTTPException(404, f"no price for ticker {symbol}")
     return json_response(orjson.dumps(update.to_dict()))

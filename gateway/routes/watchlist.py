@@ -18,12 +18,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from gateway.access import ReadGrant, WriteGrant, writer
-from gateway.cache import read_one
 from gateway.delayed import state_at
 from gateway.state import Gateway
 from shared.codec import decode_update, encode_control
 from shared.errors import CodecError
 from shared.models import InvalidTicker, is_valid_ticker, normalize_ticker
+from shared.redisio import read_latest, read_latest_one
 
 router = APIRouter()
 
@@ -77,8 +77,8 @@ async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, A
         delayed, _ = await state_at(gw.redis, keys, cutoff, frozenset(members))
         return [{"ticker": t, "price": _price(delayed[t][1] if t in delayed else None)}
                 for t in members]
-    prices: list[bytes | str | None] = await gw.redis.hmget(keys.latest, members) if members else []
-    return [{"ticker": t, "price": _price(raw)} for t, raw in zip(members, prices, strict=True)]
+    cached = await read_latest(gw.redis, keys, members)
+    return [{"ticker": t, "price": cached[t].price if t in cached else None} for t in members]
 
 
 @router.post("/api/watchlist", status_code=201)
@@ -96,7 +96,7 @@ async def add_ticker(
     if added == -1:
         raise HTTPException(422, f"watchlist is full: at most {cap} tickers")
     shown = grant.allows(symbol) and not grant.delay_s  # the cache is real time
-    update = await read_one(gw.redis, keys, symbol) if shown else None
+    update = await read_latest_one(gw.redis, keys, symbol) if shown else None
     return {"ticker": symbol, "price": None if update is None else update.price}
 
 

@@ -4,42 +4,60 @@ from __future__ import annotations
 
 import asyncio
 
+import fakeredis
 import httpx
 import pytest
 
 from gateway.hub import Hub
 from gateway.stats import Stats
-from gateway.subscriber import StaleSubscription, Subscriber
+from gateway.subscriber import Subscriber
 from gateway.tasks import Supervisor
 from shared.keys import Keys
+from shared.redisio import StaleSubscription
 from shared.settings import Settings
 from tests.gateway.sse import open_stream
 from tests.gateway.support import FakeProducer, served, wait_until
 
 
 class SilentPubSub:
-    """A subscription whose connection died without an error: nothing ever arrives."""
+    """A subscription whose connection died without an error once Redis confirmed it:
+    nothing more ever arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str) -> None:
         self.pings = 0
+        self.confirmation: dict[str, object] | None = {
+            "type": "subscribe", "channel": channel.encode(), "data": 1}
 
-    async def get_message(self, timeout: float) -> None:  # noqa: ASYNC109 - redis-py signature
+    async def subscribe(self, *channels: str) -> None:
+        pass
+
+    async def get_message(self, timeout: float) -> dict[str, object] | None:  # noqa: ASYNC109 - redis-py signature
+        if self.confirmation is not None:
+            message, self.confirmation = self.confirmation, None
+            return message
         await asyncio.sleep(timeout)
+        return None
 
     async def ping(self) -> None:
         self.pings += 1
 
+    async def aclose(self) -> None:
+        pass
+
 
 async def test_a_silent_subscription_is_noticed_by_the_ping_probe():
     stats = Stats()
+    settings = Settings()
+    pubsub = SilentPubSub(settings.keys.prices)
+    client = fakeredis.FakeAsyncRedis()
+    client.pubsub = lambda **_: pubsub  # type: ignore[method-assign,assignment,return-value]
     subscriber = Subscriber(
-        Settings(), Hub(stats), stats, connect=lambda: None,  # type: ignore[arg-type,return-value]
+        settings, Hub(stats), stats, connect=lambda: client,
         probe_after_s=0.2, probe_timeout_s=0.2,
     )
-    pubsub = SilentPubSub()
     with pytest.raises(StaleSubscription):
         async with asyncio.timeout(5):
-            await subscriber._consume(pubsub)  # type: ignore[arg-type]
+            await subscriber._session(after_failure=False)
     assert pubsub.pings == 1
 
 

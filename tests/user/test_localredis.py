@@ -10,7 +10,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from pricefeed.localredis import embedded_redis, find_server, redact
+from pricefeed.localredis import embedded_redis, find_server
+from shared.redisio import redacted_url as redact
 from tests.support import ROOT
 
 OTHER_PROCESS = """

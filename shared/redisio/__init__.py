@@ -1,0 +1,31 @@
+"""The Redis layer every pricefeed process and library consumer goes through
+(docs/REDIS.md): the one client builder, the connection errors, the URL redactor, the
+reader of ``NS:latest`` and the subscribe-then-snapshot session.
+
+Named ``redisio`` so that it never shadows redis-py's own ``redis`` package.
+"""
+
+from shared.redisio.clients import (
+    CONNECTION_ERRORS,
+    CONSUMER,
+    POOLED,
+    SERVICE,
+    Profile,
+    connect,
+    probe,
+    redacted_url,
+)
+from shared.redisio.latest import decode_latest, read_latest, read_latest_one
+from shared.redisio.session import (
+    Message,
+    Snapshot,
+    StaleSubscription,
+    honour_cancel,
+    subscription,
+)
+
+__all__ = [
+    "CONNECTION_ERRORS", "CONSUMER", "POOLED", "SERVICE", "Message", "Profile", "Snapshot",
+    "StaleSubscription", "connect", "decode_latest", "honour_cancel", "probe",
+    "read_latest", "read_latest_one", "redacted_url", "subscription",
+]
