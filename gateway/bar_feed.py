@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.hub import Hub
-from gateway.throttle import LogThrottle
 from shared.backoff import Backoff
 from shared.bars import INTERVALS, bar_from_obj, encode_bar, with_partial
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from gateway.cache import read_together
-from gateway.throttle import LogThrottle
 from shared.bars import decode_bar, with_partial
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 _bad_bar_log = LogThrottle(log, 10.0)

@@ -21,11 +21,11 @@ from redis.asyncio.client import Pipeline
 from gateway.bars import checked
 from gateway.cache import read_cache, read_together
 from gateway.hub import Item
-from gateway.throttle import LogThrottle
 from shared.bars import INTERVALS, with_partial
 from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.logs import LogThrottle
 from shared.ticklog import LogEntry, decode_entry
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from gateway.headers import SECURITY_HEADERS
-from gateway.throttle import LogThrottle
+from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 

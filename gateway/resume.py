@@ -26,10 +26,10 @@ import redis.asyncio as aioredis
 
 from gateway.cache import StreamView
 from gateway.hub import Batch, Client, Item
-from gateway.throttle import LogThrottle
 from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.logs import LogThrottle
 from shared.ticklog import MAP_FIELD, decode_entry
 
 log = logging.getLogger(__name__)

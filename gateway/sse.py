@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.hub import Client, Hub
 from gateway.stats import Stats
-from gateway.throttle import LogThrottle
+from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 _dropped_log = LogThrottle(log, 10.0)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from gateway.throttle import LogThrottle
+from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 _throttled = LogThrottle(log, 10.0)
