@@ -5,6 +5,7 @@ its own namespace instead."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.settings import Settings
-from tests.support import RedisServer
+from tests.helpers.support import RedisServer
 
 _counter = itertools.count()
 
@@ -95,7 +96,7 @@ async def fake_redis() -> aioredis.Redis:
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """The Chromium executable for playwright (tests/chromium.py says which, and why)."""
-    from tests.chromium import find_chromium
+    from tests.helpers.chromium import find_chromium
 
     return find_chromium()
 
@@ -106,3 +107,21 @@ def artifacts_dir() -> Path:
     path = Path(__file__).parent / "artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reliability_figures() -> Iterator[None]:
+    """Writes the figures the fault and load scenarios measured to
+    tests/artifacts/reliability/figures.json."""
+    yield
+    from tests.gateway import test_load
+    from tests.helpers.system import LOGS
+    from tests.producer import test_redis_faults
+    from tests.system import test_faults
+
+    found = {**test_faults.FIGURES, **test_load.FIGURES, **test_redis_faults.FIGURES}
+    if found:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        path = LOGS / "figures.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **found, "loadavg": os.getloadavg()}, indent=1))

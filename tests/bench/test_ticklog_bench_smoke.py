@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.helpers.support import ROOT
 
 
 def run(args: list[str]) -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.gateway.support import FakeProducer, wait_until
+from tests.helpers.gateway import FakeProducer, wait_until
 
 AppClient = Callable[..., contextlib.AbstractAsyncContextManager[tuple[httpx.AsyncClient, FastAPI]]]
 

@@ -10,7 +10,7 @@ import pytest
 from shared.codec import decode_control
 from shared.settings import Secret, Settings
 from shared.version import VERSION
-from tests.gateway.support import wait_until
+from tests.helpers.gateway import wait_until
 
 
 async def test_prices_snapshot_and_one_price(api, fake_producer):
@@ -217,7 +217,7 @@ async def test_the_readme_alerts_and_metric_table_name_metrics_the_gateway_serve
 
     import yaml
 
-    from tests.support import ROOT
+    from tests.helpers.support import ROOT
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Running in production"):readme.index("## Troubleshooting")]

@@ -12,8 +12,8 @@ import pytest
 from producer.publisher import BarOptions, Publisher
 from producer.source import PriceBatch
 from shared.keys import Keys
-from tests.gateway.sse import open_stream
-from tests.gateway.support import served
+from tests.helpers.gateway import served
+from tests.helpers.sse import open_stream
 
 pytestmark = pytest.mark.integration
 TICKERS = ["AAPL", "MSFT"]

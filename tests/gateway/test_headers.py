@@ -1,5 +1,5 @@
 """The Host allowlist's parsing and defaults (the process-level checks are in
-tests/reliability/test_http_layer.py)."""
+tests/gateway/test_http_layer.py)."""
 
 from __future__ import annotations
 

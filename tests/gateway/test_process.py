@@ -12,9 +12,9 @@ import pytest
 
 from shared.keys import Keys
 from shared.version import VERSION
-from tests.gateway.sse import open_stream
-from tests.gateway.support import FakeProducer, wait_until
-from tests.support import free_port, running
+from tests.helpers.gateway import FakeProducer, wait_until
+from tests.helpers.sse import open_stream
+from tests.helpers.support import free_port, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STREAM = "/api/stream/prices"

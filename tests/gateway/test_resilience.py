@@ -15,8 +15,8 @@ from gateway.tasks import Supervisor
 from shared.keys import Keys
 from shared.redisio import StaleSubscription
 from shared.settings import Settings
-from tests.gateway.sse import open_stream
-from tests.gateway.support import FakeProducer, served, wait_until
+from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.sse import open_stream
 
 
 class SilentPubSub:

@@ -14,9 +14,9 @@ import redis
 from shared.codec import decode_update
 from shared.keys import Keys
 from shared.ticklog import decode_entry
-from tests.gateway.sse import Block, SSEReader, open_stream
 from tests.gateway.test_process import gateway_env, wait_serving
-from tests.support import RedisServer, Service, free_port, running, wait_for
+from tests.helpers.sse import Block, SSEReader, open_stream
+from tests.helpers.support import RedisServer, Service, free_port, running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STREAM = "/api/stream/prices"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from shared.keys import Keys
-from tests.gateway.sse import open_stream
-from tests.gateway.support import FakeProducer, served, wait_until
+from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.sse import open_stream
 
 pytestmark = pytest.mark.integration
 STREAM = "/api/stream/prices"

@@ -13,7 +13,7 @@ from shared.codec import decode_map, decode_update, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.seed import SEED_PRICES
-from tests.support import running, wait_for
+from tests.helpers.support import running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.reliability]
 

@@ -12,7 +12,7 @@ import producer.runner as runner_module
 from producer.runner import ProducerRunner, SourceConfigError
 from producer.source import MarketDataSource, Quote
 from shared.settings import Settings
-from tests.support import free_port
+from tests.helpers.support import free_port
 
 SETTINGS = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", namespace="run",
                     tickers=("AAPL", "MSFT"), tick_interval_s=0.01)

@@ -11,7 +11,7 @@ import redis
 
 from shared.keys import Keys
 from shared.ticklog import decode_entry
-from tests.support import running, wait_for
+from tests.helpers.support import running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -1,0 +1,52 @@
+"""Raw SSE clients that keep every frame with its arrival time (for timing assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.helpers.system import check_frame, split_frames
+
+
+@dataclass
+class Recorder:
+    """One stream's frames: (monotonic arrival, data or None for pings/retry)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    frames: list[tuple[float, dict | None]] = field(default_factory=list)
+    status: int = 0
+    ended: bool = False
+
+    def data(self, since: float = 0.0) -> list[tuple[float, dict]]:
+        return [(t, d) for t, d in self.frames if d is not None and t >= since]
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as client:
+            async with client.stream("GET", self.url + "/api/stream/prices",
+                                     headers=self.headers) as response:
+                self.status = response.status_code
+                buffer = b""
+                async for chunk in response.aiter_bytes():
+                    whole, buffer = split_frames(buffer + chunk)
+                    now = time.monotonic()
+                    self.frames.extend((now, check_frame(f)) for f in whole)
+        self.ended = True
+
+
+@contextlib.asynccontextmanager
+async def recording(*recorders: Recorder) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(r.run()) for r in recorders]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await task

@@ -1,0 +1,108 @@
+"""The durable consumer of `shared.subscriber` (XREADGROUP on ``NS:ticks``): real
+producer and consumer processes on a real redis-server, SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.keys import Keys
+from shared.subscriber import LogTrimmed, consume
+from tests.helpers.feed import TickWriter
+from tests.helpers.support import ROOT, running, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+FAST = {"PRICEFEED_TICK_INTERVAL": "0.02", "PRICEFEED_TICKERS": "AAPL,MSFT,TSLA"}
+
+
+class Worker:
+    """`tests.helpers.durable_worker` as a process; what it wrote is in ``out``."""
+
+    def __init__(self, redis_url: str, namespace: str, consumer: str, out: Path,
+                 slow_ms: float = 0) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.durable_worker", redis_url, namespace, "g",
+             consumer, str(out), str(slow_ms)], cwd=ROOT, stderr=subprocess.PIPE)
+
+    def lines(self) -> list[list[str]]:
+        return [ln.split() for ln in self.out.read_text().splitlines()] if self.out.exists() else []
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(10)
+
+
+def log_ids(client: redis.Redis, keys: Keys) -> list[str]:
+    return [i.decode() for i, _ in client.xrange(keys.ticks)]
+
+
+def test_a_killed_consumer_loses_nothing_and_acks_nothing_twice(
+    sredis, redis_url, service_env, namespace, artifacts_dir, tmp_path
+):
+    keys = Keys(namespace)
+    out = tmp_path / "processed.txt"
+    with running(["producer"], {**service_env, **FAST}, artifacts_dir / f"durable-{namespace}"):
+        wait_for(lambda: sredis.xlen(keys.ticks) >= 5, what="ticks")
+        first = Worker(redis_url, namespace, "c1", out, slow_ms=15)
+        wait_for(lambda: sum(ln[0] == "seen" for ln in first.lines()) >= 20, what="processing")
+        wait_for(lambda: sredis.xpending(keys.ticks, "g")["pending"] > 0, what="a batch in hand")
+        first.stop(signal.SIGKILL)  # mid-batch: delivered, some not yet acked
+        assert sredis.xpending(keys.ticks, "g")["pending"] > 0
+        wait_for(lambda: sredis.xlen(keys.ticks) >= 150, what="ticks while it was dead")
+        second = Worker(redis_url, namespace, "c2", out)  # another name: claims c1's entries
+        wait_for(lambda: sum(ln[0] == "seen" for ln in second.lines()) >= 150, what="catch-up")
+    logged = log_ids(sredis, keys)  # the producer stopped: this is every tick
+    wait_for(lambda: logged[-1] in {ln[1] for ln in second.lines() if ln[0] == "ack"},
+             what="the last tick processed")
+    assert second.stop() == 0
+    lines = second.lines()
+    seen = {ln[1] for ln in lines if ln[0] == "seen"}
+    assert set(logged) <= seen  # none lost
+    acks = collections.Counter(ln[1] for ln in lines if ln[0] == "ack" and ln[2] == "1")
+    assert set(acks) == set(logged) and max(acks.values()) == 1  # none acked twice
+    assert not any(ln[0] == "ack" and ln[2] == "0" for ln in lines)
+    assert sredis.xpending(keys.ticks, "g")["pending"] == 0
+
+
+async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    writer = TickWriter(sredis, keys, {"AAPL": 190.0})
+    for _ in range(3):
+        writer.tick()
+    processed: list[int] = []
+    three = asyncio.Event()
+
+    async def handler(entry) -> None:
+        processed.append(entry.seq)
+        if len(processed) == 3:
+            three.set()
+
+    task = asyncio.create_task(consume(aredis, keys, "g", "c", handler, start="0"))
+    await asyncio.wait_for(three.wait(), 5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for _ in range(5):
+        writer.tick()
+    sredis.xtrim(keys.ticks, minid=str(processed[-1] + 3), approximate=False)  # 2 unread gone
+    with pytest.raises(LogTrimmed, match="never read"):
+        await asyncio.wait_for(consume(aredis, keys, "g", "c", handler), 5)
+    assert processed == [1, 2, 3]
+
+
+def test_the_worker_stops_cleanly_on_sigterm(redis_url, namespace, tmp_path, sredis):
+    TickWriter(sredis, Keys(namespace), {"AAPL": 190.0}).tick()
+    worker = Worker(redis_url, namespace, "c", tmp_path / "out.txt")
+    wait_for(lambda: ["ack"] == [ln[0] for ln in worker.lines() if ln[0] == "ack"],
+             what="the tick processed")
+    assert worker.stop() == 0

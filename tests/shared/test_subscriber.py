@@ -1,0 +1,184 @@
+"""shared.subscriber against a real redis-server: snapshot first, then ticks, narrowed
+by ticker, and a fresh snapshot after Redis comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from shared.backoff import Backoff
+from shared.keys import Keys
+from shared.subscriber import Batch, snapshot, subscribe
+from tests.helpers.feed import TickWriter
+
+pytestmark = pytest.mark.integration
+
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0}
+
+
+@contextlib.asynccontextmanager
+async def collecting(client: aioredis.Redis, keys: Keys, **kwargs) -> AsyncIterator[asyncio.Queue]:
+    """Run `subscribe` in a task that puts every batch (and state change) on a queue."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def run() -> None:
+        async with contextlib.aclosing(subscribe(
+                client, keys, on_state=lambda up: queue.put_nowait(("state", up)), **kwargs)) as it:
+            async for batch in it:
+                queue.put_nowait(batch)
+
+    task = asyncio.create_task(run())
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def next_batch(queue: asyncio.Queue, timeout_s: float = 10.0) -> Batch:
+    while True:
+        item = await asyncio.wait_for(queue.get(), timeout_s)
+        if isinstance(item, Batch):
+            return item
+
+
+async def test_snapshot_reads_the_cache_and_narrows_to_tickers(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    sredis.hset(keys.latest, "BAD", b"{not json")  # one bad entry must not spoil the read
+    everything = await snapshot(aredis, keys)
+    assert set(everything) == set(PRICES)
+    assert everything["AAPL"].price == round(190.0 * 1.001, 2)
+    only = await snapshot(aredis, keys, ["MSFT", "NOPE"])
+    assert set(only) == {"MSFT"}
+
+
+async def test_subscribe_yields_the_snapshot_then_each_tick(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    writer = TickWriter(sredis, keys, PRICES)
+    first = writer.tick()
+    async with collecting(aredis, keys) as queue:
+        snap = await next_batch(queue)
+        assert snap.snapshot and {t: u.seq for t, u in snap.updates.items()} == {
+            t: u.seq for t, u in first.items()}
+        sredis.publish(keys.prices, b"garbage")  # skipped, the stream goes on
+        second = writer.tick()
+        tick = await next_batch(queue)
+        assert not tick.snapshot
+        assert dict(tick.updates) == second
+
+
+async def test_subscribe_narrows_to_the_tickers_asked_for(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    writer = TickWriter(sredis, keys, PRICES)
+    writer.tick()
+    async with collecting(aredis, keys, tickers=["TSLA"]) as queue:
+        assert set((await next_batch(queue)).updates) == {"TSLA"}
+        writer.tick()
+        assert set((await next_batch(queue)).updates) == {"TSLA"}
+
+
+async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
+        redis_server_factory, namespace):
+    server = redis_server_factory()
+    keys = Keys(namespace)
+    client = aioredis.from_url(server.url, socket_connect_timeout=1)
+    sync = redis.Redis(port=server.port)
+    try:
+        TickWriter(sync, keys, PRICES).tick()
+        fast = Backoff(initial_s=0.05, cap_s=0.2)
+        async with collecting(client, keys, backoff=fast) as queue:
+            assert await asyncio.wait_for(queue.get(), 5) == ("state", True)
+            assert (await next_batch(queue)).snapshot
+            server.stop()
+            assert await asyncio.wait_for(queue.get(), 10) == ("state", False)
+            server.start()
+            # Written while nobody was subscribed: only a fresh snapshot can deliver it.
+            missed = TickWriter(sync, keys, {"NVDA": 800.0}).tick(publish=False)
+            batch = await next_batch(queue)
+            assert batch.snapshot
+            assert batch.updates["NVDA"] == missed["NVDA"]
+    finally:
+        sync.close()
+        await client.aclose()
+
+
+async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
+        redis_server_factory, namespace):
+    server = redis_server_factory()
+    keys = Keys(namespace)
+    client = aioredis.from_url(server.url)
+    sync = redis.Redis(port=server.port)
+    try:
+        writer = TickWriter(sync, keys, PRICES)
+        writer.tick()
+        async with collecting(client, keys, backoff=Backoff(initial_s=0.05, cap_s=0.2)) as queue:
+            assert (await next_batch(queue)).snapshot
+            # Written but never published: only a fresh snapshot can deliver it.
+            missed = writer.tick(publish=False)
+            assert sync.client_kill_filter(_type="pubsub") == 1
+            batch = await next_batch(queue)
+            while not batch.snapshot:
+                batch = await next_batch(queue)
+            assert batch.updates["AAPL"] == missed["AAPL"]
+    finally:
+        sync.close()
+        await client.aclose()
+
+
+async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(aredis, sredis, namespace):
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    async with collecting(aredis, keys) as queue:
+        assert not (await next_batch(queue)).reset
+        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
+            sredis.delete(key)  # wiped; a fresh producer starts its seqs over at 1
+        fresh = TickWriter(sredis, keys, {"AAPL": 50.0})
+        first = fresh.tick()
+        batch = await next_batch(queue)
+        assert batch.snapshot and batch.reset and dict(batch.updates) == first
+        second = fresh.tick()  # lower seqs than before the wipe, and still delivered
+        tick = await next_batch(queue)
+        assert not tick.snapshot and dict(tick.updates) == second
+
+
+async def test_a_cancel_that_a_redis_read_swallows_still_ends_the_subscription(
+        aredis, sredis, namespace, monkeypatch):
+    """redis-py can lose a cancel that lands as ``get_message``'s own timeout fires (1 in 20
+    Ctrl+C of the README's example hung forever): the subscription must end all the same."""
+    keys = Keys(namespace)
+    TickWriter(sredis, keys, PRICES).tick()
+    real = aioredis.client.PubSub.get_message
+    swallowed = asyncio.Event()
+
+    async def get_message_that_swallows_a_cancel(self, *args, **kwargs):
+        try:
+            return await real(self, *args, **kwargs)
+        except asyncio.CancelledError:  # what the race does: the read just returns nothing
+            swallowed.set()
+            return None
+
+    monkeypatch.setattr(aioredis.client.PubSub, "get_message", get_message_that_swallows_a_cancel)
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def run() -> None:
+        async with contextlib.aclosing(subscribe(aredis, keys)) as it:
+            async for batch in it:
+                got.put_nowait(batch)
+
+    task = asyncio.create_task(run())
+    assert (await asyncio.wait_for(got.get(), 10)).snapshot
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)  # not wait_for: its own cancel would be swallowed too
+    ended = task.done()
+    if not ended:  # let the failure below be reported rather than hang the event loop
+        monkeypatch.undo()
+        task.cancel()
+    assert ended, "the cancelled subscription kept running"
+    assert task.cancelled() and swallowed.is_set()
