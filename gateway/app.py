@@ -73,7 +73,8 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "hub_subscriptions": lambda: float(subscriber.connected),
                     "background_tasks": lambda: supervisor.running,
                     "background_task_restarts": lambda: supervisor.restarts,
-                    # Leak detectors (issue 6, churn): every task and descriptor of the process.
+                    # Leak detectors (docs/RELIABILITY.md, churn): every task and descriptor of
+                    # the process.
                     "asyncio_tasks": lambda: len(asyncio.all_tasks()),
                     "open_fds": open_fds,
                 })

@@ -2,7 +2,7 @@
 
 The hub never queues: each client holds at most one pending batch (latest value per
 ticker wins), so a slow reader costs bounded memory and never delays the others
-(issue 3, "per-client conflation"). A batch is encoded once and its bytes shared by
+(docs/PERFORMANCE.md, conflation). A batch is encoded once and its bytes shared by
 every client that gets exactly that batch after the same previous position; only a client
 that fell behind (its pending batch merged two ticks) pays for an encoding of its own.
 Positions and ids are those of README "Resume and continuity".

@@ -2,7 +2,7 @@
 
 The listening socket gets a small SO_SNDBUF (accepted sockets inherit it on Linux), so a
 client whose socket stays blocked fills the kernel buffer quickly and is found by the
-send timeout within seconds, instead of parking megabytes in kernel memory (issue 3).
+send timeout within seconds, instead of parking megabytes in kernel memory (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SEND_BUFFER_BYTES = 32 * 1024
 BACKLOG = 4096
 GRACEFUL_SHUTDOWN_S = 1
 # CPython's full collections walk every live object; with 10,000 clients one took long
-# enough to stall the hub past the latency target (issue 3). Collect young objects less
+# enough to stall the hub past the latency target (docs/PERFORMANCE.md). Collect young objects less
 # often and freeze everything that exists after startup out of the collector's sight.
 GC_THRESHOLDS = (50_000, 20, 100)
 

@@ -1,7 +1,7 @@
 """The SSE response: sse-starlette's response and framing, with a lean per-connection life.
 
 sse-starlette runs each stream as a task group of four tasks (stream, ping, disconnect,
-shutdown) and arms a cancel-scope timer around every send. Measured for issue 3's targets
+shutdown) and arms a cancel-scope timer around every send. Measured (docs/PERFORMANCE.md)
 (bench/gateway_bench.py and tracemalloc): ~53 KB of gateway memory per idle connection,
 and a third of the per-event CPU under cProfile was the per-send timer. Here a stream
 is ONE extra task (the disconnect listener) beside the request task:

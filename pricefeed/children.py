@@ -27,7 +27,7 @@ class Child:
         self.verbose = verbose
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         # Until the system is up, output is only kept: a child that dies at start is
-        # then reported as one line, not a wall of traceback (issue 4).
+        # then reported as one line, not a wall of traceback.
         # With --verbose everything is shown as it comes.
         self.held: list[str] | None = None if verbose else []
         self.pump = asyncio.create_task(self._pump(), name=f"{role}-output")

@@ -37,7 +37,7 @@ from shared.settings import Settings, child_environ, is_set, load_or_exit
 from shared.status import SOURCE_DOWN, describe, problem
 
 READY_TIMEOUT_S = 30.0
-CHILD_GRACE_S = 2.0  # + up to 0.5 s for Redis: inside the 3 s promised (issue 4)
+CHILD_GRACE_S = 2.0  # + up to 0.5 s for Redis: inside a 3 s stop budget
 
 
 class UpError(PricefeedError):

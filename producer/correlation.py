@@ -1,4 +1,4 @@
-"""The correlation structure of the simulator's normal draws (SPEC "Simulator").
+"""The correlation structure of the simulator's normal draws (README.md, "Architecture").
 
 The spec's correlation matrix is exactly a factor model: every ticker loads ``sqrt(0.3)`` on
 a market factor, tech members load ``sqrt(0.3)`` more on a tech factor (0.3 + 0.3 = 0.6
@@ -6,8 +6,8 @@ within tech) and finance members ``sqrt(0.2)`` on a finance factor (0.3 + 0.2 = 
 keeps an idiosyncratic part so its variance is 1. So ``C = B·Bᵀ + D`` with B of width 3.
 
 Up to `DENSE_LIMIT` tickers we draw through the Cholesky factor of the dense matrix, as the
-spec names it; beyond, through the factor form, which has the same distribution: at 10,000
-tickers (the benchmark, issue 2) a dense Cholesky is an 800 MB matrix, O(n³) to rebuild
+model defines it; beyond, through the factor form, which has the same distribution: at 10,000
+tickers (the benchmark, docs/PERFORMANCE.md) a dense Cholesky is an 800 MB matrix, O(n³) to rebuild
 and O(n²) per draw, while the factor form is O(n) in memory and per draw.
 """
 

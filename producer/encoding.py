@@ -1,4 +1,4 @@
-"""Fast encoding of one tick's updates into the wire JSON (SPEC "Wire contract").
+"""Fast encoding of one tick's updates into the wire JSON (README.md, "The Redis contract").
 
 Byte for byte what `shared.codec.encode_update` gives for the same `PriceUpdate`, but for
 a whole tick at once: the derived fields are computed with numpy, and orjson encodes all

@@ -1,4 +1,4 @@
-"""One producer at a time: a lease in Redis, renewed every second (issue 2, point 8).
+"""One producer at a time: a lease in Redis, renewed every second (docs/RELIABILITY.md).
 
 ``NS:producer:lease`` holds the writing producer's id with a TTL of `LEASE_TTL_MS`;
 ``SET NX PX`` takes it, a compare-and-pexpire script renews it only while it is still

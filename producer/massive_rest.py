@@ -22,7 +22,7 @@ from urllib3.util.retry import Retry
 from producer.source import Quote
 
 # A plain string on purpose: the SDK formats a SnapshotMarketType enum member into the
-# path as "SnapshotMarketType.STOCKS" (issue 5).
+# path as "SnapshotMarketType.STOCKS".
 SNAPSHOT_MARKET: Final[str] = "stocks"
 DEFAULT_BASE_URL: Final[str] = "https://api.massive.com"
 
@@ -93,7 +93,7 @@ class SnapshotClient:
 
     def __init__(self, api_key: str, base_url: str | None, timeout_s: float) -> None:
         # The key is passed explicitly: the SDK's default is os.getenv() evaluated once,
-        # when `massive` was imported (issue 5).
+        # when `massive` was imported.
         self._rest = RESTClient(
             api_key=api_key,
             base=base_url or DEFAULT_BASE_URL,

@@ -2,7 +2,7 @@
 
 `MassiveStreamSource` runs the SDK's `WebSocketClient` on ``T.<TICKER>`` and conflates
 trades into one quote per ticker per tick. Around the SDK it adds what the SDK does not
-do (issue 5): reconnect after a clean close (its `connect` just returns), resubscribe
+do (docs/RELIABILITY.md): reconnect after a clean close (its `connect` just returns), resubscribe
 the current watchlist on every new connection, survive a malformed frame, and stop with
 one clear line when the key is rejected.
 """

@@ -5,7 +5,7 @@ log ``NS:ticks``, writes every update into ``NS:latest``, publishes each on its 
 the tick map on ``NS:prices`` (README "The Redis contract"). The publisher owns
 ``previous_price`` and ``seq``; sources hand it quotes only.
 
-Speed (issue 2 asks for 300,000 updates/s at 10,000 tickers): seqs come from blocks
+Speed (docs/PERFORMANCE.md: updates/s at 10,000 tickers): seqs come from blocks
 reserved ahead in ``NS:seq`` (one round trip per ~64 ticks, not per tick), the tick is
 encoded in one orjson call (`producer.encoding`), and the next tick is encoded while Redis
 still runs the previous one: `publish` returns once its tick is *sent*; the reply is

@@ -4,7 +4,7 @@ A *term* lasts while this process holds the lease: it loads the watchlist and th
 prices, runs the source into the publisher, renews the lease and follows the watchlist,
 until the lease is lost, Redis fails or a stop is asked for. Then the source stops, and the
 runner waits as a standby (lease held elsewhere) or retries Redis with capped backoff,
-logging one line per change of state rather than one per retry (issue 2, points 8 and 9).
+logging one line per change of state rather than one per retry (docs/RELIABILITY.md).
 A term whose ticks landed was a success, so the backoff starts over after it: the first
 retry after a blip comes within ~0.1 s, not after the delay earlier outages grew to.
 

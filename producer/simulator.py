@@ -1,4 +1,4 @@
-"""Correlated geometric Brownian motion for a changing set of tickers (SPEC "Simulator").
+"""Correlated geometric Brownian motion for a changing set of tickers (README.md, "Architecture").
 
 Keeps the seed's public interface (`GBMSimulator` with `step`, `add_ticker`,
 `remove_ticker`, `get_price`, `get_tickers`), vectorised with numpy: one step of 10,000

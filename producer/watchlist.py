@@ -1,7 +1,7 @@
 """Following the watchlist: the ``NS:watchlist`` set is the truth, ``NS:control`` the news.
 
 Control messages are applied at once; the set is re-read every `RESYNC_INTERVAL_S` so a
-message lost while disconnected heals by itself (issue 2, point 6).
+message lost while disconnected heals by itself (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations

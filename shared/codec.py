@@ -1,4 +1,4 @@
-"""Encoding and decoding of the wire format (SPEC "Wire contract").
+"""Encoding and decoding of the wire format (README.md, "The Redis contract").
 
 Every malformed input — bad JSON, a missing or wrongly typed field, a non-finite or
 non-positive price, an oversized payload — raises `CodecError` and nothing else, so a

@@ -1,4 +1,5 @@
-"""Seed data of the simulator: prices, GBM parameters and correlation groups (SPEC "Simulator")."""
+"""Seed data of the simulator: prices, GBM parameters and correlation groups
+(README.md, "Architecture")."""
 
 from __future__ import annotations
 

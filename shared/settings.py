@@ -426,7 +426,7 @@ def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """True when the variable ``name`` holds a non-blank value.
 
     `pricefeed up` needs this to tell "REDIS_URL given" from "the default URL"
-    (issue 4: use the given Redis, else start one).
+    (README.md, "Quick start": use the given Redis, else start one).
     """
     env = os.environ if environ is None else environ
     return bool(env.get(name, "").strip())

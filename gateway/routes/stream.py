@@ -2,7 +2,8 @@
 
 A raw ASGI endpoint rather than a FastAPI route: a stream lives for hours, and FastAPI's
 request machinery (dependency exit stacks, exception wrappers) would stay alive with it,
-several KB per connection against issue 3's 30 KB budget. Errors are still JSON bodies.
+several KB per connection against a 30 KB budget (docs/PERFORMANCE.md). Errors are still
+JSON bodies.
 """
 
 from __future__ import annotations
