@@ -30,8 +30,8 @@ from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn
 from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
-from gateway.tasks import Supervisor
 from shared.settings import Settings
+from shared.tasks import Supervisor
 
 log = logging.getLogger(__name__)
 

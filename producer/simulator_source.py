@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 
 from producer.simulator import GBMSimulator
 from producer.source import MarketDataSource, PriceBatch, QuoteSink
-from producer.tasks import stop_tasks
 from shared.seed import dt_for_interval
+from shared.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
