@@ -21,13 +21,13 @@ from gateway import unavailable
 from gateway.access import Refused, refused_handler
 from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
+from gateway.deps import Gateway
 from gateway.headers import HostCheck, SecurityHeaders
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.notices import Notices
 from gateway.routes import bars, ops, prices, static, stream, watchlist
 from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
-from gateway.state import Gateway
 from gateway.stats import Stats, registry_for
 from gateway.subscriber import Subscriber
 from shared.settings import Settings

@@ -25,12 +25,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.access import Grant, Refused, read_grant, seconds_left
 from gateway.cache import StreamView, read_view
 from gateway.delayed import DelayedLog, state_at
+from gateway.deps import Gateway, gateway_of
 from gateway.headers import SECURITY_HEADERS
 from gateway.hub import RESET_FRAME, Batch, Client, Item, encode_items
 from gateway.notices import parse_kinds
 from gateway.resume import EventId, changed_since, parse_event_id, replay, resumable
 from gateway.sse import PING_FRAME, PriceStream
-from gateway.state import Gateway
 from shared.bars import INTERVALS
 from shared.models import InvalidTicker, normalize_ticker
 
@@ -308,7 +308,7 @@ def parse_replay(raw: str | None) -> bool:
 
 def respond(request: Request) -> Response:
     """Validate the request; the stream, or a JSON error."""
-    gw: Gateway = request.app.state.gateway
+    gw = gateway_of(request)
     try:
         grant = read_grant(request, gw.settings, gw.verifier)
         asked = parse_tickers(request.query_params.get("tickers"), gw.settings.max_stream_tickers)
