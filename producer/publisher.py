@@ -49,7 +49,7 @@ from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
 from producer.reference import DayReferences
 from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
-from producer.source import PriceBatch, Quote
+from producer.sources.base import PriceBatch, Quote
 from shared.bars import Bar, encode_bar
 from shared.codec import encode_update
 from shared.keys import Keys

@@ -25,11 +25,11 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
 from producer.publisher import LOG_SLACK, BarOptions, Publisher
 from producer.scripts import LOG_IDS, Script, check_scripting
-from producer.source import MarketDataSource
+from producer.sources.base import MarketDataSource
+from producer.sources.factory import create_source
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
 from shared.errors import PricefeedError
@@ -140,7 +140,7 @@ class ProducerRunner:
         budget = getattr(self.source, "budget", None)
         if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
             # Imported here so the simulator never loads the Massive client.
-            from producer.backfill import AggsClient, Backfill
+            from producer.sources.massive_backfill import AggsClient, Backfill
 
             key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
             # The poller's calls come first: the backfill only takes what they leave
