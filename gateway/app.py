@@ -32,8 +32,8 @@ from gateway.stream import endpoint as stream
 from gateway.stream.liveness import SendWatchdog, ping_forever, quiet_uvicorn_drops
 from gateway.stream.shutdown import StreamShutdown
 from gateway.subscriber import Subscriber
-from gateway.tasks import Supervisor
 from shared.settings import Settings
+from shared.tasks import Supervisor
 
 log = logging.getLogger(__name__)
 

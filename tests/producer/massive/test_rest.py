@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from producer.massive import MassiveRestSource, create_massive_source
-from producer.massive_rest import SnapshotClient, to_seconds
-from producer.source import MarketDataSource, Quote
+from producer.sources.base import MarketDataSource, Quote
+from producer.sources.massive_api import SnapshotClient, to_seconds
+from producer.sources.massive_rest import MassiveRestSource, create_massive_source
 from shared.settings import Secret, Settings
 from tests.helpers.massive import (
     API_KEY,
@@ -329,7 +329,7 @@ async def test_stop_ends_polling_even_when_the_answer_lands_at_the_same_moment(
                 lambda _: loop.call_soon_threadsafe(loop.call_soon, cancel_the_poll))
             return future
 
-    monkeypatch.setattr("producer.massive.ThreadPoolExecutor", LandingExecutor)
+    monkeypatch.setattr("producer.sources.massive_rest.ThreadPoolExecutor", LandingExecutor)
     # The thread's two hand-offs to the loop may or may not share an iteration, so the
     # race is hit in most attempts, not all: 15 attempts make a miss vanishingly rare.
     for attempt in range(15):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from producer.simulator_source import SimulatorSource
-from producer.source import MarketDataSource, QuoteSink
+from producer.sources.base import MarketDataSource, QuoteSink
+from producer.sources.simulator import SimulatorSource
 from shared.settings import Settings
 
 
@@ -11,7 +11,7 @@ def create_source(settings: Settings, sink: QuoteSink) -> MarketDataSource:
     """The simulator, unless ``MASSIVE_API_KEY`` is set (then the Massive source)."""
     if settings.use_massive:
         # Imported here so the simulator never loads the Massive client.
-        from producer.massive import create_massive_source
+        from producer.sources.massive_rest import create_massive_source
 
         return create_massive_source(settings, sink)
     return SimulatorSource(sink, settings.tick_interval_s, settings.seed)

@@ -2,7 +2,7 @@
 
 Everything here is blocking or pure: `SnapshotClient.fetch` runs in a worker thread,
 `parse_snapshot` turns the JSON into quotes, `classify` turns any failure into a state
-and one safe line. The poll loop around them is `producer.massive.MassiveRestSource`.
+and one safe line. The poll loop around them is `producer.sources.massive_rest.MassiveRestSource`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from massive.rest.models import TickerSnapshot
 from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from producer.source import Quote
+from producer.sources.base import Quote
 
 # A plain string on purpose: the SDK formats a SnapshotMarketType enum member into the
 # path as "SnapshotMarketType.STOCKS".

@@ -2,7 +2,7 @@
 
 `create_massive_source` builds the source the settings ask for: `MassiveRestSource`
 (snapshot polling, the default, fits the free tier) or the websocket streamer in
-`producer.massive_ws`. The SDK is blocking, so REST calls run in a worker thread with
+`producer.sources.massive_ws`. The SDK is blocking, so REST calls run in a worker thread with
 timeouts; the event loop only waits.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from producer.backfill import CallBudget
-from producer.massive_rest import Failure, SnapshotClient, classify, parse_snapshot
-from producer.source import MarketDataSource, Quote, QuoteSink
+from producer.sources.base import MarketDataSource, Quote, QuoteSink
+from producer.sources.massive_api import Failure, SnapshotClient, classify, parse_snapshot
+from producer.sources.massive_backfill import CallBudget
 from shared.backoff import Backoff
 from shared.settings import MASSIVE_MODES, Settings
 from shared.status import QUIET_AFTER_S, feed_of_lag
@@ -230,7 +230,7 @@ def create_massive_source(settings: Settings, sink: QuoteSink) -> MarketDataSour
     if settings.massive_mode not in MASSIVE_MODES:
         raise ValueError(f"PRICEFEED_MASSIVE_MODE must be one of {sorted(MASSIVE_MODES)}")
     if settings.massive_mode == "websocket":
-        from producer.massive_ws import create_stream_source
+        from producer.sources.massive_ws import create_stream_source
 
         return create_stream_source(settings, sink)
     if not 1 <= settings.poll_interval_s <= 3600:

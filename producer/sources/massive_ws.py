@@ -22,8 +22,8 @@ from massive import WebSocketClient
 from massive.exceptions import AuthError
 from massive.websocket.models import EquityTrade, Feed
 
-from producer.massive_rest import to_seconds
-from producer.source import MarketDataSource, Quote, QuoteSink
+from producer.sources.base import MarketDataSource, Quote, QuoteSink
+from producer.sources.massive_api import to_seconds
 from shared.backoff import Backoff
 from shared.settings import Settings
 from shared.status import QUIET_AFTER_S
