@@ -1,10 +1,11 @@
 """Background tasks for both services: stopped for sure, raced, and supervised.
 
-A cancellation that lands exactly while a redis-py read's own timeout expires can be
-swallowed (Python 3.11's ``asyncio.timeout``; see redis/redis-py#2551): the task then runs
-on, and awaiting it hangs shutdown. We saw it happen to a producer stopped under load, so
-every stop here cancels again until the task has ended, and gives up after a deadline
-with one log line naming what it dropped.
+A cancellation can be swallowed by a library the task awaits: the task then runs on, and
+awaiting it hangs shutdown. We saw it happen to a producer stopped under load; the cause
+we measured is redis-py's send under Python 3.11's ``wait_for`` (our clients no longer
+use it: shared/redisio/connections.py), but a client built elsewhere still can. So every
+stop here cancels again until the task has ended, and gives up after a deadline with one
+log line naming what it dropped.
 """
 
 from __future__ import annotations
