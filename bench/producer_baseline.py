@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import redis
 
-from producer.source import Quote
+from producer.sources.base import Quote
 from shared.codec import encode_map, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate

@@ -39,8 +39,8 @@ from producer_baseline import BaselinePublisher  # noqa: E402
 
 from pricefeed.localredis import find_server  # noqa: E402
 from producer.publisher import Publisher  # noqa: E402
-from producer.simulator import GBMSimulator  # noqa: E402
-from producer.source import PriceBatch, Quote  # noqa: E402
+from producer.sources.base import PriceBatch, Quote  # noqa: E402
+from producer.sources.gbm import GBMSimulator  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.settings import DEFAULT_HISTORY_LEN  # noqa: E402
 

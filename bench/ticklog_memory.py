@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from producer_bench import columns, redis_server  # noqa: E402
 
 from producer.publisher import Publisher  # noqa: E402
-from producer.simulator import GBMSimulator  # noqa: E402
+from producer.sources.gbm import GBMSimulator  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 
 

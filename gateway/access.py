@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.deps import GatewayDep
 from shared.models import InvalidTicker, normalize_ticker
 from shared.settings import Settings
 from shared.tokens import SCOPES
@@ -128,15 +129,13 @@ def seconds_left(grant: Grant) -> float | None:
     return None if grant.expires_at is None else grant.expires_at - time.time()
 
 
-def reader(request: Request) -> Grant:
+def reader(request: Request, gw: GatewayDep) -> Grant:
     """FastAPI dependency: the grant of a read request (raises `Refused`)."""
-    gw = request.app.state.gateway
     return read_grant(request, gw.settings, gw.verifier)
 
 
-def writer(request: Request) -> Grant:
+def writer(request: Request, gw: GatewayDep) -> Grant:
     """FastAPI dependency: the grant of a watchlist write (raises `Refused`)."""
-    gw = request.app.state.gateway
     return write_grant(request, gw.settings, gw.verifier)
 
 

@@ -41,14 +41,14 @@ from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
 from producer.reference import DayReferences
 from producer.scripts import RESERVE_SEQ, Script
-from producer.source import PriceBatch, Quote
-from producer.tasks import stop_tasks
+from producer.sources.base import PriceBatch, Quote
 from producer.transaction import FencedWriter, wrap
 from shared.bars import Bar, encode_bar
 from shared.codec import encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.settings import DEFAULT_HISTORY_LEN, DEFAULT_HISTORY_S
+from shared.tasks import stop_tasks
 from shared.ticklog import new_epoch
 
 log = logging.getLogger(__name__)

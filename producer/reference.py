@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from producer.lease import LeaseLost
 from producer.scripts import SET_REFERENCES, Script
-from producer.source import PriceBatch, Quote
+from producer.sources.base import PriceBatch, Quote
 from shared.keys import Keys
 
 log = logging.getLogger(__name__)

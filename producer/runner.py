@@ -19,24 +19,24 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from producer.factory import create_source
 from producer.lease import Lease, LeaseLost, new_owner_id
 from producer.publisher import LOG_SLACK, BarOptions, Publisher
 from producer.scripts import LOG_IDS, Script, check_scripting
-from producer.source import MarketDataSource
-from producer.tasks import stop_tasks
+from producer.sources.base import MarketDataSource
+from producer.sources.factory import create_source
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
 from shared.errors import PricefeedError
 from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
 from shared.redisio import read_latest
 from shared.settings import Settings
+from shared.tasks import race, stop_tasks
 from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class ProducerRunner:
         budget = getattr(self.source, "budget", None)
         if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
             # Imported here so the simulator never loads the Massive client.
-            from producer.backfill import AggsClient, Backfill
+            from producer.sources.massive_backfill import AggsClient, Backfill
 
             key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
             # The poller's calls come first: the backfill only takes what they leave
@@ -256,18 +256,6 @@ def bar_options(settings: Settings) -> BarOptions | None:
         return None
     return BarOptions({"1s": settings.bars_1s_retention_s, "1m": settings.bars_1m_retention_s},
                       settings.bars_forming_interval_s)
-
-
-async def race(*aws: Awaitable[Any]) -> None:
-    """Run ``aws`` until the first one ends; cancel the rest; re-raise the first's error."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await stop_tasks(tasks)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from gateway.access import ReadGrant, entitled_symbol
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
 from gateway.delayed import bars_until
-from gateway.state import Gateway
+from gateway.deps import GatewayDep
 
 router = APIRouter()
 
@@ -45,7 +45,7 @@ class BarsOut(BaseModel):
 )
 async def bars(
     ticker: str,
-    request: Request,
+    gw: GatewayDep,
     grant: ReadGrant,
     interval: Literal["1s", "1m"] = Query("1m", description="bar width"),
     limit: int = Query(300, ge=1, le=MAX_LIMIT, description="most bars returned"),
@@ -56,7 +56,6 @@ async def bars(
 ) -> Response:
     """Bars oldest first; the last one is the forming bar (``partial: true``) when there is
     one. Without ``since``: the newest ``limit`` bars."""
-    gw: Gateway = request.app.state.gateway
     symbol = entitled_symbol(ticker, grant)
     if grant.delay_s:  # closed bars that ended by now minus the delay, only
         found = await bars_until(gw.redis, gw.settings.keys, symbol, interval, limit, since,

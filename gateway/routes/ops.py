@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from gateway.state import Gateway
+from gateway.deps import GatewayDep
 from gateway.subscriber import FLAP_WINDOW_S
 from shared.models import OUT_OF_MEMORY_STATE
 from shared.status import SOURCE_DOWN, problem
@@ -32,11 +32,10 @@ router.add_api_route("/api/health", health, methods=["HEAD"], include_in_schema=
 
 
 @router.get("/api/ready", response_model=None)
-async def ready(request: Request) -> JSONResponse:
+async def ready(gw: GatewayDep) -> JSONResponse:
     """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, its
     price source produces (a closed market counts: it is quiet, not broken) and prices are
     subscribed (and the subscription is not dropping again and again)."""
-    gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -91,7 +90,6 @@ def _producer_status(raw: bytes | None) -> Any:
 
 
 @router.get("/metrics", response_model=None)
-async def metrics(request: Request) -> Response:
+async def metrics(gw: GatewayDep) -> Response:
     """Prometheus text exposition of this process's counters and gauges."""
-    gw: Gateway = request.app.state.gateway
     return Response(generate_latest(gw.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 from gateway.access import Grant, ReadGrant, entitled_symbol
 from gateway.cache import read_cache
 from gateway.delayed import state_at
-from gateway.hub import encode_items
-from gateway.state import Gateway
+from gateway.deps import GatewayDep
+from gateway.updates import encode_updates
 from shared.redisio import read_latest_one
 
 router = APIRouter()
@@ -26,24 +26,22 @@ def json_response(body: bytes, status_code: int = 200,
 
 
 @router.get("/api/prices", response_model=None)
-async def all_prices(request: Request, grant: ReadGrant) -> Response:
+async def all_prices(gw: GatewayDep, grant: ReadGrant) -> Response:
     """Snapshot ``{TICKER: PriceUpdate}`` of every cached ticker the token may see."""
-    gw: Gateway = request.app.state.gateway
     if grant.delay_s:
         delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant), grant.tickers)
-        return json_response(encode_items(delayed), headers=delay_header(grant))
+        return json_response(encode_updates(delayed), headers=delay_header(grant))
     view = await read_cache(gw.redis, gw.settings.keys)
     items = view.items()
     if grant.tickers is not None:
         items = {t: i for t, i in items.items() if t in grant.tickers}
-    return json_response(encode_items(items))
+    return json_response(encode_updates(items))
 
 
 @router.get("/api/prices/{ticker}", response_model=None)
-async def one_price(ticker: str, request: Request, grant: ReadGrant) -> Response:
+async def one_price(ticker: str, gw: GatewayDep, grant: ReadGrant) -> Response:
     """The cached PriceUpdate of one ticker; 404 when there is none, 403 when the token
     does not cover it."""
-    gw: Gateway = request.app.state.gateway
     symbol = entitled_symbol(ticker, grant)
     if grant.delay_s:
         delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from gateway.access import ReadGrant, WriteGrant, writer
 from gateway.delayed import state_at
-from gateway.state import Gateway
+from gateway.deps import GatewayDep
 from shared.codec import decode_update, encode_control
 from shared.errors import CodecError
 from shared.models import InvalidTicker, is_valid_ticker, normalize_ticker
@@ -64,10 +64,9 @@ def _price(raw: bytes | str | None) -> float | None:
 
 
 @router.get("/api/watchlist")
-async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, Any]]:
+async def list_watchlist(gw: GatewayDep, grant: ReadGrant) -> list[dict[str, Any]]:
     """Every watched ticker the token may see (sorted) with its cached price, or null
     before its first tick."""
-    gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     raw_members = await gw.redis.smembers(keys.watchlist)
     texts = (m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in raw_members)
@@ -83,10 +82,9 @@ async def list_watchlist(request: Request, grant: ReadGrant) -> list[dict[str, A
 
 @router.post("/api/watchlist", status_code=201)
 async def add_ticker(
-    body: AddTicker, request: Request, grant: WriteGrant
+    body: AddTicker, gw: GatewayDep, grant: WriteGrant
 ) -> dict[str, Any]:
     """Add a ticker (adding twice is fine); the producer starts producing it."""
-    gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     symbol = _symbol(body.ticker, 422)
     cap = gw.settings.max_watchlist
@@ -103,13 +101,12 @@ async def add_ticker(
 @router.delete(
     "/api/watchlist/{ticker:path}", status_code=204, dependencies=[Depends(writer)]
 )
-async def remove_ticker(ticker: str, request: Request) -> Response:
+async def remove_ticker(ticker: str, gw: GatewayDep) -> Response:
     """Remove a ticker; 404 when it is not on the watchlist.
 
     A member that is no valid symbol (written into Redis directly) is removed by its
     exact text; the producer never produced it, so no control message is sent.
     """
-    gw: Gateway = request.app.state.gateway
     keys = gw.settings.keys
     try:
         symbol = normalize_ticker(ticker)

@@ -38,6 +38,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redisio.connections import CANCEL_SAFE
+
 # What a lost or refused connection looks like from redis-py.
 CONNECTION_ERRORS: Final[tuple[type[BaseException], ...]] = (
     RedisConnectionError,
@@ -109,10 +111,15 @@ Builder = Callable[[str, Profile, Mapping[str, Any]], aioredis.Redis]
 
 def _single_server(url: str, profile: Profile, tls: Mapping[str, Any]) -> aioredis.Redis:
     options = {**profile.options(), **tls}
+    pool: aioredis.ConnectionPool
     if profile.pool_size is None:
-        return aioredis.Redis.from_url(url, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=profile.pool_size, timeout=profile.pool_timeout_s, **options)
+        pool = aioredis.ConnectionPool.from_url(url, **options)
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=profile.pool_size, timeout=profile.pool_timeout_s, **options)
+    # The URL's scheme chose the class; take its twin whose send cannot lose a cancel
+    # (shared/redisio/connections.py). Connections are made lazily, so none exists yet.
+    pool.connection_class = CANCEL_SAFE.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 
 

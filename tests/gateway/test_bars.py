@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from producer.publisher import BarOptions, Publisher
-from producer.source import PriceBatch
+from producer.sources.base import PriceBatch
 from shared.keys import Keys
 from tests.helpers.gateway import served
 from tests.helpers.sse import open_stream

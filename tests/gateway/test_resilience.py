@@ -11,10 +11,10 @@ import pytest
 from gateway.hub import Hub
 from gateway.stats import Stats
 from gateway.subscriber import Subscriber
-from gateway.tasks import Supervisor
 from shared.keys import Keys
 from shared.redisio import StaleSubscription
 from shared.settings import Settings
+from shared.tasks import Supervisor
 from tests.helpers.gateway import FakeProducer, served, wait_until
 from tests.helpers.sse import open_stream
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from producer.lease import LeaseLost
 from producer.publisher import BarOptions, Publisher
-from producer.source import PriceBatch
+from producer.sources.base import PriceBatch
 from shared.bars import INTERVALS, decode_bar
 from shared.keys import Keys
 from tests.producer.test_bars import recompute

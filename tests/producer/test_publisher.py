@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producer.lease import LeaseLost
 from producer.publisher import Publisher
-from producer.source import Quote
+from producer.sources.base import Quote
 from shared.codec import decode_map, decode_update, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate

@@ -10,7 +10,7 @@ import pytest
 
 import producer.runner as runner_module
 from producer.runner import ProducerRunner, SourceConfigError
-from producer.source import MarketDataSource, Quote
+from producer.sources.base import MarketDataSource, Quote
 from shared.settings import Settings
 from tests.helpers.support import free_port
 

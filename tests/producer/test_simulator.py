@@ -7,8 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from producer.correlation import DENSE_LIMIT, CorrelatedNormals, correlation_matrix, factor_loadings
-from producer.simulator import GBMSimulator
+from producer.sources.correlation import (
+    DENSE_LIMIT,
+    CorrelatedNormals,
+    correlation_matrix,
+    factor_loadings,
+)
+from producer.sources.gbm import GBMSimulator
 from shared.seed import DEFAULT_TICKERS, SEED_PRICES, pair_correlation
 
 

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 import producer.publisher as publisher_module
 from producer.publisher import Publisher
-from producer.source import Quote
+from producer.sources.base import Quote
 from shared.codec import decode_map, decode_update
 from shared.keys import Keys
 from shared.ticklog import decode_entry, parse_entry_id

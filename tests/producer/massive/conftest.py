@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 
-from producer.source import Quote
+from producer.sources.base import Quote
 from tests.helpers.massive import API_KEY, FakeMassiveHTTP, FakeMassiveWS
 
 

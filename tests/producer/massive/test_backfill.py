@@ -10,9 +10,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from producer.backfill import AggsClient, Backfill, CallBudget
 from producer.publisher import BarOptions, Publisher
 from producer.runner import ProducerRunner
+from producer.sources.massive_backfill import AggsClient, Backfill, CallBudget
 from shared.bars import Bar, decode_bar
 from shared.keys import Keys
 from shared.settings import Secret, Settings

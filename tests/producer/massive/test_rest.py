@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
-from producer.massive import MassiveRestSource, create_massive_source
-from producer.massive_rest import SnapshotClient, to_seconds
-from producer.source import MarketDataSource, Quote
+from producer.sources.base import MarketDataSource, Quote
+from producer.sources.factory import create_source
+from producer.sources.massive_api import SnapshotClient, to_seconds
+from producer.sources.massive_rest import MassiveRestSource
+from producer.sources.simulator import SimulatorSource
+from shared.errors import SettingsError
 from shared.settings import Secret, Settings
 from tests.helpers.massive import (
     API_KEY,
@@ -72,7 +75,7 @@ async def test_first_poll_sends_served_prices_with_their_trade_times(
                        snapshot_entry("MSFT", 420.5, T0_NS + 2_000_000_000))
     settings = Settings(massive_api_key=Secret(API_KEY), massive_base_url=massive_http.url,
                         poll_interval_s=1.0)
-    async with started(create_massive_source(settings, batches), ["AAPL", "MSFT"]) as source:
+    async with started(create_source(settings, batches), ["AAPL", "MSFT"]) as source:
         got = await batches.wait_for(lambda b: len(b) >= 1)
         assert source.kind == "massive-rest" and source.state == "ok"
     assert got[0] == {"AAPL": quote(190.12, T0_NS / 1e9), "MSFT": quote(420.5, T0_NS / 1e9 + 2)}
@@ -290,21 +293,20 @@ async def test_stop_does_not_wait_for_a_hanging_request(
     assert source.state == "stopped"
 
 
-def test_factory_refuses_a_blank_key() -> None:
-    with pytest.raises(ValueError, match="MASSIVE_API_KEY"):
-        create_massive_source(Settings(massive_api_key=Secret("  ")), Batches())
+def test_factory_chooses_the_simulator_for_a_blank_key() -> None:
+    source = create_source(Settings(massive_api_key=Secret("  ")), Batches())
+    assert isinstance(source, SimulatorSource)
 
 
-def test_factory_refuses_an_unknown_mode() -> None:
-    settings = Settings(massive_api_key=Secret(API_KEY), massive_mode="carrier-pigeon")
-    with pytest.raises(ValueError, match="PRICEFEED_MASSIVE_MODE"):
-        create_massive_source(settings, Batches())
+def test_an_unknown_mode_is_refused_by_the_settings() -> None:
+    # The settings alone validate PRICEFEED_MASSIVE_MODE; the factory only chooses.
+    with pytest.raises(SettingsError, match="PRICEFEED_MASSIVE_MODE"):
+        Settings.from_env({"MASSIVE_API_KEY": API_KEY, "PRICEFEED_MASSIVE_MODE": "carrier-pigeon"})
 
 
-def test_factory_refuses_a_poll_interval_below_one_second() -> None:
-    settings = Settings(massive_api_key=Secret(API_KEY), poll_interval_s=0.2)
-    with pytest.raises(ValueError, match="PRICEFEED_POLL_INTERVAL"):
-        create_massive_source(settings, Batches())
+def test_a_poll_interval_below_one_second_is_refused_by_the_settings() -> None:
+    with pytest.raises(SettingsError, match="PRICEFEED_POLL_INTERVAL"):
+        Settings.from_env({"MASSIVE_API_KEY": API_KEY, "PRICEFEED_POLL_INTERVAL": "0.2"})
 
 
 
@@ -329,14 +331,14 @@ async def test_stop_ends_polling_even_when_the_answer_lands_at_the_same_moment(
                 lambda _: loop.call_soon_threadsafe(loop.call_soon, cancel_the_poll))
             return future
 
-    monkeypatch.setattr("producer.massive.ThreadPoolExecutor", LandingExecutor)
+    monkeypatch.setattr("producer.sources.massive_rest.ThreadPoolExecutor", LandingExecutor)
     # The thread's two hand-offs to the loop may or may not share an iteration, so the
     # race is hit in most attempts, not all: 15 attempts make a miss vanishingly rare.
     for attempt in range(15):
         source = rest_source(massive_http, batches)
         await source.start(["AAPL"], {})
-        assert source._task is not None
-        polls.append(source._task)
+        assert len(source._tasks) == 1
+        polls.append(source._tasks[0])
         try:
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(polls[-1], 2)

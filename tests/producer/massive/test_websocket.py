@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from massive import WebSocketClient
 
-from producer.massive import create_massive_source
-from producer.massive_ws import MassiveStreamSource, feed_of
-from producer.source import Quote
+from producer.sources.base import Quote
+from producer.sources.factory import create_source
+from producer.sources.massive_ws import MassiveStreamSource, feed_of
 from shared.settings import Secret, Settings
 from tests.helpers.massive import API_KEY, FakeMassiveWS, trade
 from tests.producer.massive.conftest import Batches, eventually, lines
@@ -39,7 +39,7 @@ def stream_settings(server: FakeMassiveWS) -> Settings:
 @contextlib.asynccontextmanager
 async def streaming(server: FakeMassiveWS, sink: Batches,
                     tickers: list[str]) -> AsyncIterator[Any]:
-    source = create_massive_source(stream_settings(server), sink)
+    source = create_source(stream_settings(server), sink)
     assert isinstance(source, MassiveStreamSource)
     await source.start(tickers, {})
     try:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,8 +22,8 @@ from massive import WebSocketClient
 from massive.exceptions import AuthError
 from massive.websocket.models import EquityTrade, Feed
 
-from producer.massive_rest import to_seconds
-from producer.source import MarketDataSource, Quote, QuoteSink
+from producer.sources.base import MassiveSource, Quote, QuoteSink
+from producer.sources.massive_api import to_seconds
 from shared.backoff import Backoff
 from shared.settings import Settings
 from shared.status import QUIET_AFTER_S
@@ -65,29 +65,26 @@ def feed_of(ws_url: str | None) -> tuple[str, bool]:
     return parts.netloc + parts.path.rstrip("/"), parts.scheme == "wss"
 
 
-class MassiveStreamSource(MarketDataSource):
+class MassiveStreamSource(MassiveSource):
     """Trades from the websocket, at most one quote per ticker per ``tick_interval_s``."""
+
+    reference = "first trade of the UTC day"
 
     def __init__(self, client_factory: ClientFactory, sink: QuoteSink, *,
                  tick_interval_s: float, reconnect_backoff: Backoff | None = None,
                  connect_grace_s: float = 10.0) -> None:
+        super().__init__(sink)
         self._client_factory = client_factory
-        self._sink = sink
         self._tick_interval_s = tick_interval_s
         self._backoff = reconnect_backoff or Backoff(initial_s=0.5, cap_s=30.0)
         self._connect_grace_s = connect_grace_s
-        self._tickers: dict[str, None] = {}
         self._pending: dict[str, Quote] = {}
         self._client: WebSocketClient | None = None
-        self._state = "starting"
         self._connecting_since = time.monotonic()
         self._reported: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
         self._wire_log = _ConnectFailures(self._connect_failed)
         self._failures = 0  # failed connects since the last WARNING about them
         self._warned_at: float | None = None
-        self._detail: str | None = None
-        self._last_trade: float | None = None
         self._since = time.time()  # the stream's start, for a market quiet since then
         self.feed = "real time"
 
@@ -95,33 +92,9 @@ class MassiveStreamSource(MarketDataSource):
     def kind(self) -> str:
         return "massive-websocket"
 
-    @property
-    def state(self) -> str:
-        return self._state
-
-    def details(self) -> dict[str, object]:
-        return {"feed": self.feed, "reference": "first trade of the UTC day",
-                "detail": self._detail, "last_trade": self._last_trade}
-
-    def get_tickers(self) -> list[str]:
-        return list(self._tickers)
-
-    async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
-        """Connect and stream; ``last_prices`` are not needed, trades carry real prices."""
-        if self._tasks:
-            raise RuntimeError("the Massive stream is already started")
-        self._tickers = dict.fromkeys(tickers)
-        self._tasks = [asyncio.create_task(self._stream(), name="massive-ws-stream"),
-                       asyncio.create_task(self._flush(), name="massive-ws-flush")]
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._state = "stopped"
+    def _run(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._stream(), name="massive-ws-stream"),
+                asyncio.create_task(self._flush(), name="massive-ws-flush")]
 
     async def add_ticker(self, ticker: str, last_price: float | None = None) -> None:
         """Subscribe ``T.<ticker>``; the SDK sends it within about a second."""
@@ -275,7 +248,7 @@ async def _close(client: WebSocketClient) -> None:
             await client.close()
 
 
-def create_stream_source(settings: Settings, sink: QuoteSink) -> MassiveStreamSource:
+def create_ws_source(settings: Settings, sink: QuoteSink) -> MassiveStreamSource:
     """The websocket source for ``settings`` (key, PRICEFEED_MASSIVE_WS_URL, tick)."""
     feed, secure = feed_of(settings.massive_ws_url)
     key = settings.massive_api_key

@@ -1,26 +1,24 @@
-"""Real prices from Massive (formerly Polygon.io) through the official `massive` SDK.
+"""Real prices from Massive (formerly Polygon.io) by polling REST snapshots, the default
+Massive mode (it fits the free tier), through the official `massive` SDK.
 
-`create_massive_source` builds the source the settings ask for: `MassiveRestSource`
-(snapshot polling, the default, fits the free tier) or the websocket streamer in
-`producer.massive_ws`. The SDK is blocking, so REST calls run in a worker thread with
-timeouts; the event loop only waits.
+The SDK is blocking, so each request runs in a worker thread with timeouts
+(`producer.sources.massive_api`); the event loop only waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from producer.backfill import CallBudget
-from producer.massive_rest import Failure, SnapshotClient, classify, parse_snapshot
-from producer.source import MarketDataSource, Quote, QuoteSink
+from producer.sources.base import MassiveSource, Quote, QuoteSink
+from producer.sources.massive_api import Failure, SnapshotClient, classify, parse_snapshot
+from producer.sources.massive_backfill import CallBudget
 from shared.backoff import Backoff
-from shared.settings import MASSIVE_MODES, Settings
+from shared.settings import Settings
 from shared.status import QUIET_AFTER_S, feed_of_lag
 
 log = logging.getLogger(__name__)
@@ -34,7 +32,7 @@ class Fetcher(Protocol):
     def close(self) -> None: ...
 
 
-class MassiveRestSource(MarketDataSource):
+class MassiveRestSource(MassiveSource):
     """Polls one snapshot of every ticker per interval and sends what changed.
 
     A ticker is sent only when its price or trade time moved, so a closed market is
@@ -43,14 +41,16 @@ class MassiveRestSource(MarketDataSource):
     rejected key is retried every ``auth_retry_s``.
     """
 
+    reference = "previous close"
+
     def __init__(self, fetcher_factory: Callable[[], Fetcher], sink: QuoteSink, *,
                  poll_interval_s: float, request_timeout_s: float = 10.0,
                  max_backoff_s: float = 300.0, auth_retry_s: float = 60.0,
                  budget: CallBudget | None = None) -> None:
         if poll_interval_s <= 0 or max_backoff_s < poll_interval_s:
             raise ValueError("poll interval must be > 0 and <= the backoff cap")
+        super().__init__(sink)
         self._fetcher_factory = fetcher_factory
-        self._sink = sink
         self.budget = budget  # REST calls a minute, shared with the 1 min backfill
         self._poll_interval_s = poll_interval_s
         # the worker thread has its own urllib3 timeouts; this bounds the whole call
@@ -58,49 +58,23 @@ class MassiveRestSource(MarketDataSource):
         self._max_backoff_s = max_backoff_s
         self._auth_retry_s = auth_retry_s
         self._backoff = Backoff(initial_s=poll_interval_s, cap_s=max_backoff_s)
-        self._tickers: dict[str, None] = {}
         self._sent: dict[str, Quote] = {}
         self._reported: set[tuple[str, str]] = set()
-        self._state = "starting"
-        self._problem: str | None = None
-        self._last_trade: float | None = None
-        self._feed: str | None = None
         self._fetcher: Fetcher | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def kind(self) -> str:
         return "massive-rest"
 
-    @property
-    def state(self) -> str:
-        return self._state
-
-    def details(self) -> dict[str, object]:
-        return {"feed": self._feed, "reference": "previous close", "detail": self._problem,
-                "last_trade": self._last_trade}
-
-    def get_tickers(self) -> list[str]:
-        return list(self._tickers)
-
-    async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
-        """Start polling; ``last_prices`` are not needed, Massive has the real ones."""
-        if self._task is not None:
-            raise RuntimeError("the Massive source is already started")
-        self._tickers = dict.fromkeys(tickers)
+    def _run(self) -> list[asyncio.Task[None]]:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="massive-rest")
         self._fetcher = self._fetcher_factory()
-        self._task = asyncio.create_task(self._run(), name="massive-rest-poll")
         log.info("polling Massive snapshots every %.3g s for %d tickers",
                  self._poll_interval_s, len(self._tickers))
+        return [asyncio.create_task(self._poll_forever(), name="massive-rest-poll")]
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def _release(self) -> None:
         if self._executor is not None:
             # a request still in flight ends on its own urllib3 timeout
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -108,7 +82,6 @@ class MassiveRestSource(MarketDataSource):
         if self._fetcher is not None:
             self._fetcher.close()
             self._fetcher = None
-        self._state = "stopped"
 
     async def add_ticker(self, ticker: str, last_price: float | None = None) -> None:
         """Price ``ticker`` from the next poll on."""
@@ -119,7 +92,7 @@ class MassiveRestSource(MarketDataSource):
         self._sent.pop(ticker, None)
         self._reported = {r for r in self._reported if r[0] != ticker}
 
-    async def _run(self) -> None:
+    async def _poll_forever(self) -> None:
         while True:
             delay = await self._poll()
             await asyncio.sleep(delay)
@@ -174,8 +147,8 @@ class MassiveRestSource(MarketDataSource):
             if failure.retry_after_s is not None:
                 delay = max(delay, failure.retry_after_s)
             delay = min(delay, self._max_backoff_s)
-        if failure.detail != self._problem:  # one line per problem, not one per retry
-            self._problem = failure.detail
+        if failure.detail != self._detail:  # one line per problem, not one per retry
+            self._detail = failure.detail
             serious = failure.state in ("auth_rejected", "plan_missing", "error")
             level = logging.ERROR if serious else logging.WARNING
             hint = "; check MASSIVE_API_KEY" if failure.state == "auth_rejected" else ""
@@ -188,15 +161,15 @@ class MassiveRestSource(MarketDataSource):
         return delay
 
     def _recovered(self, quotes: Mapping[str, Quote]) -> None:
-        if self._problem is not None:
-            log.info("Massive snapshots are flowing again (after: %s)", self._problem)
-        self._problem = None
+        if self._detail is not None:
+            log.info("Massive snapshots are flowing again (after: %s)", self._detail)
+        self._detail = None
         self._backoff.reset()
         newest = max((q.timestamp for q in quotes.values()), default=None)
         if newest is not None and (self._last_trade is None or newest > self._last_trade):
             self._last_trade = newest
         lag = None if self._last_trade is None else time.time() - self._last_trade
-        self._feed = (feed_of_lag(lag) if lag is not None else None) or self._feed
+        self.feed = (feed_of_lag(lag) if lag is not None else None) or self.feed
         quiet = lag is not None and lag > QUIET_AFTER_S
         if quiet and self._state != "market_closed":
             log.info("no trade on Massive for %d min: the market is closed", QUIET_AFTER_S // 60)
@@ -212,29 +185,8 @@ class MassiveRestSource(MarketDataSource):
         self._reported = {r for r in self._reported if r[0] not in quotes}
 
 
-def _adopt_sdk_loggers() -> None:
-    """Route the SDK's log lines through our one format only.
-
-    `massive` gives its "RESTClient" and "WebSocketClient" loggers their own stdout
-    handler at import, so every SDK line came out twice, in two formats.
-    """
-    for name in ("RESTClient", "WebSocketClient"):
-        logging.getLogger(name).handlers.clear()
-
-
-def create_massive_source(settings: Settings, sink: QuoteSink) -> MarketDataSource:
-    """The Massive source for ``settings.massive_mode``; raises ValueError on a bad setting."""
-    if not settings.use_massive:
-        raise ValueError("MASSIVE_API_KEY is blank: use the simulator")
-    _adopt_sdk_loggers()
-    if settings.massive_mode not in MASSIVE_MODES:
-        raise ValueError(f"PRICEFEED_MASSIVE_MODE must be one of {sorted(MASSIVE_MODES)}")
-    if settings.massive_mode == "websocket":
-        from producer.massive_ws import create_stream_source
-
-        return create_stream_source(settings, sink)
-    if not 1 <= settings.poll_interval_s <= 3600:
-        raise ValueError("PRICEFEED_POLL_INTERVAL must be between 1 and 3600 seconds")
+def create_rest_source(settings: Settings, sink: QuoteSink) -> MassiveRestSource:
+    """The snapshot poller for ``settings`` (key, base URL, poll interval, call budget)."""
     key, base_url = settings.massive_api_key, settings.massive_base_url
     return MassiveRestSource(
         lambda: SnapshotClient(key.get(), base_url, timeout_s=10.0),

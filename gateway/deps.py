@@ -1,20 +1,26 @@
-"""What the app's routes share, built by the app factory and opened by its lifespan."""
+"""What the routes depend on: the gateway's shared state, and the one way to get it.
+
+`create_app`'s lifespan builds one `Gateway` per app; a route asks for it with the typed
+dependency `GatewayDep` (the stream endpoint, a bare ASGI app, calls `gateway_of`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import redis.asyncio as aioredis
+from fastapi import Depends
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
     from gateway.verifier import Verifier
 
 from gateway.hub import Hub
 from gateway.notices import Notices
-from gateway.sse import SendWatchdog
 from gateway.stats import Stats
+from gateway.stream.liveness import SendWatchdog
 from gateway.subscriber import Subscriber
 from shared.settings import Settings
 
@@ -32,3 +38,13 @@ class Gateway:
     watchdog: SendWatchdog
     notices: Notices
     verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)
+
+
+def gateway_of(conn: HTTPConnection) -> Gateway:
+    """The `Gateway` of the app serving ``conn`` (set by the app's lifespan)."""
+    gw: Gateway = conn.app.state.gateway
+    return gw
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway_of)]
+"""A route parameter ``gw: GatewayDep`` receives the app's `Gateway`."""

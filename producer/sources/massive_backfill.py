@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 from massive import RESTClient
 from massive.rest.models import Agg
 
-from producer.massive_rest import DEFAULT_BASE_URL, NoRetry, StatusError, classify
+from producer.sources.massive_api import DEFAULT_BASE_URL, NoRetry, StatusError, classify
 from shared.bars import Bar
 
 log = logging.getLogger(__name__)

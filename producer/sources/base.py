@@ -7,6 +7,8 @@ seq) and writes them into Redis. A source knows nothing about Redis.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,3 +98,61 @@ class MarketDataSource(ABC):
     def details(self) -> dict[str, object]:
         """What the status shows besides kind and state (``shared.status`` names the keys)."""
         return {}
+
+
+class MassiveSource(MarketDataSource):
+    """What the two Massive sources share: the watchlist, the state and the status details,
+    and the background tasks that run between `start` and `stop`.
+
+    A subclass says which tasks to run (`_run`) and what else to let go at stop
+    (`_release`); it sets `_state`, `_detail`, `_last_trade` and `feed` as the feed goes.
+    Nothing here loads the Massive SDK, so the simulator's imports stay free of it.
+    """
+
+    reference = ""  # what the day's change is measured from, as the status says it
+
+    def __init__(self, sink: QuoteSink) -> None:
+        self._sink = sink
+        self._tickers: dict[str, None] = {}  # an ordered set
+        self._state = "starting"
+        self._detail: str | None = None
+        self._last_trade: float | None = None
+        self.feed: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def details(self) -> dict[str, object]:
+        return {"feed": self.feed, "reference": self.reference, "detail": self._detail,
+                "last_trade": self._last_trade}
+
+    def get_tickers(self) -> list[str]:
+        return list(self._tickers)
+
+    async def start(self, tickers: Sequence[str], last_prices: Mapping[str, float]) -> None:
+        """Start; ``last_prices`` are not needed, Massive has the real prices."""
+        if self._tasks:
+            raise RuntimeError(f"the {self.kind} source is already started")
+        self._tickers = dict.fromkeys(tickers)
+        self._tasks = self._run()
+
+    async def stop(self) -> None:
+        # Cancelled once and awaited: the websocket's stream closes its connection in a
+        # `finally`, which a repeated cancel (`shared.tasks.stop_tasks`) would cut short.
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._release()
+        self._state = "stopped"
+
+    @abstractmethod
+    def _run(self) -> list[asyncio.Task[None]]:
+        """Start the source's background tasks."""
+
+    def _release(self) -> None:
+        """Let go of what the tasks used, once they have ended."""

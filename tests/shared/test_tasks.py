@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from producer.tasks import stop_tasks
+from shared.tasks import Supervisor, race, stop_tasks
 
 
 async def swallows_one_cancel() -> None:
@@ -44,3 +44,24 @@ async def test_gives_up_after_the_deadline_and_says_so(caplog) -> None:
     assert "stubborn" in caplog.text
     release.set()  # the test's own cleanup of the stubborn task
     await task
+
+
+async def test_supervisor_exit_survives_a_swallowed_cancel() -> None:
+    async with Supervisor() as supervisor:
+        supervisor.start("swallower", swallows_one_cancel)
+        await asyncio.sleep(0)
+    assert supervisor.running == 0
+
+
+async def test_race_reraises_the_first_error_and_stops_the_rest() -> None:
+    async def fails() -> None:
+        raise ValueError("first")
+
+    slow = asyncio.ensure_future(asyncio.sleep(10))
+    try:
+        await race(fails(), slow)
+    except ValueError as e:
+        assert str(e) == "first"
+    else:
+        raise AssertionError("race swallowed the error")
+    assert slow.cancelled()

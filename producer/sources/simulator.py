@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from producer.simulator import GBMSimulator
-from producer.source import MarketDataSource, PriceBatch, QuoteSink
-from producer.tasks import stop_tasks
+from producer.sources.base import MarketDataSource, PriceBatch, QuoteSink
+from producer.sources.gbm import GBMSimulator
 from shared.seed import dt_for_interval
+from shared.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,14 @@
 
 Everything here is blocking or pure: `SnapshotClient.fetch` runs in a worker thread,
 `parse_snapshot` turns the JSON into quotes, `classify` turns any failure into a state
-and one safe line. The poll loop around them is `producer.massive.MassiveRestSource`.
+and one safe line. The poll loop around them is `producer.sources.massive_rest.MassiveRestSource`;
+the 1 min backfill (`producer.sources.massive_backfill`) uses the same failure handling.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from massive.rest.models import TickerSnapshot
 from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from producer.source import Quote
+from producer.sources.base import Quote
 
 # A plain string on purpose: the SDK formats a SnapshotMarketType enum member into the
 # path as "SnapshotMarketType.STOCKS".
@@ -251,3 +253,13 @@ def _classify_status(error: StatusError) -> Failure:
         return Failure("upstream_error", f"Massive server error (HTTP {status})",
                        error.retry_after_s)
     return Failure("upstream_error", f"Massive refused the request (HTTP {status})")
+
+
+def adopt_sdk_loggers() -> None:
+    """Route the SDK's log lines through our one format only.
+
+    `massive` gives its "RESTClient" and "WebSocketClient" loggers their own stdout
+    handler at import, so every SDK line came out twice, in two formats.
+    """
+    for name in ("RESTClient", "WebSocketClient"):
+        logging.getLogger(name).handlers.clear()

@@ -12,7 +12,7 @@ from typing import Final
 
 import numpy as np
 
-from producer.correlation import CorrelatedNormals
+from producer.sources.correlation import CorrelatedNormals
 from shared.seed import (
     DEFAULT_PARAMS,
     EVENT_PROBABILITY,
