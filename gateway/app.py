@@ -26,9 +26,11 @@ from gateway.headers import HostCheck, SecurityHeaders
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.notices import Notices
-from gateway.routes import bars, ops, prices, static, stream, watchlist
-from gateway.sse import SendWatchdog, close_on_exit, ping_forever, quiet_uvicorn_drops
+from gateway.routes import bars, ops, prices, static, watchlist
 from gateway.stats import Stats, registry_for
+from gateway.stream import endpoint as stream
+from gateway.stream.liveness import SendWatchdog, ping_forever, quiet_uvicorn_drops
+from gateway.stream.shutdown import StreamShutdown
 from gateway.subscriber import Subscriber
 from shared.settings import Settings
 from shared.tasks import Supervisor
@@ -51,6 +53,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     """
     stats = Stats()
     hub = Hub(stats)
+    shutdown = StreamShutdown(hub)
     make_redis = connect or redis_factory(settings)
     verifier = None
     if settings.read_auth == "jwt":
@@ -86,27 +89,28 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                 feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
                 supervisor.start("bar-feed", feed.run)
                 supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
-                supervisor.start("exit-watcher", lambda: close_on_exit(hub))
+                supervisor.start("exit-watcher", shutdown.watch_server_exit)
                 supervisor.start("source-notices", notices.follow_source)
                 supervisor.start("watchlist-notices", notices.follow_watchlist)
                 log.info("gateway started (namespace %s)", settings.namespace)
                 try:
                     yield
                 finally:
-                    hub.close()
+                    shutdown.begin()
         finally:
             await redis.aclose()
 
     app = FastAPI(title="pricefeed gateway", lifespan=lifespan)
     app.state.registry = registry_for(stats)
     app.state.hub = hub
+    app.state.stream_shutdown = shutdown
     app.router.routes.append(stream.route)
     for module in (prices, bars, watchlist, ops, static):
         app.include_router(module.router)
     unavailable.install(app)
     app.add_exception_handler(Refused, refused_handler)
     app.add_middleware(BodyLimit)
-    app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/headers.py)
+    app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/stream/response.py)
     app.add_middleware(stream.StreamFastPath)  # outside BodyLimit; CORS still wraps it
     if settings.cors_origins:
         app.add_middleware(

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.hub import Hub
+from gateway.stream.framing import bar_frame
 from shared.backoff import Backoff
 from shared.bars import INTERVALS, bar_from_obj, encode_bar, with_partial
 from shared.errors import CodecError
@@ -89,7 +90,7 @@ class BarFeed:
         except (orjson.JSONDecodeError, CodecError) as e:
             self._bad.warning("skipping a malformed message on %s: %s", name, e)
             return
-        self.hub.publish_bars(interval, bars)
+        self.hub.publish_bars(interval, bars, bar_frame)
 
     async def send_forming(self) -> None:
         """The forming bars of every interval some stream wants, once."""
@@ -113,4 +114,4 @@ class BarFeed:
                     self._bad.warning("skipping the malformed forming bar of %s: %s",
                                       ticker[:20], e)
             if bars:
-                self.hub.publish_bars(interval, bars)
+                self.hub.publish_bars(interval, bars, bar_frame)

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import OutOfMemoryError
 
-from gateway.hub import NO_EPOCH, Item
+from gateway.hub import NO_EPOCH
+from gateway.updates import EncodedUpdate
 from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
@@ -27,9 +28,9 @@ class CacheView:
     updates: dict[str, PriceUpdate]
     last_seq: int | None
 
-    def items(self) -> dict[str, Item]:
-        """The updates as hub items (seq, JSON bytes)."""
-        return {t: (u.seq, encode_update(u)) for t, u in self.updates.items()}
+    def items(self) -> dict[str, EncodedUpdate]:
+        """The updates as the hub holds them (seq, JSON bytes)."""
+        return {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in self.updates.items()}
 
 
 async def read_cache(redis: aioredis.Redis, keys: Keys) -> CacheView:

@@ -20,7 +20,7 @@ from redis.asyncio.client import Pipeline
 
 from gateway.bars import checked
 from gateway.cache import read_cache, read_together
-from gateway.hub import Item
+from gateway.updates import EncodedUpdate
 from shared.bars import INTERVALS, with_partial
 from shared.codec import encode_update
 from shared.errors import CodecError
@@ -73,20 +73,20 @@ async def boundary(redis: aioredis.Redis, keys: Keys, cutoff_ms: int) -> LogEntr
 
 async def state_at(
     redis: aioredis.Redis, keys: Keys, cutoff_ms: int, wanted: frozenset[str] | None
-) -> tuple[dict[str, Item], int | None]:
+) -> tuple[dict[str, EncodedUpdate], int | None]:
     """Every wanted ticker's update as of ``cutoff_ms``, and the log position it stands at
     (None: the log does not reach back that far, so nothing is known)."""
     edge = await boundary(redis, keys, cutoff_ms)
     if edge is None:
         return {}, None
     view = await read_cache(redis, keys)
-    state: dict[str, Item] = {}
+    state: dict[str, EncodedUpdate] = {}
     missing: set[str] = set()
     for ticker, update in view.updates.items():
         if wanted is not None and ticker not in wanted:
             continue
         if update.seq <= edge.seq:  # published no later than the edge: still current then
-            state[ticker] = (update.seq, encode_update(update))
+            state[ticker] = EncodedUpdate(update.seq, encode_update(update))
         else:
             missing.add(ticker)
     start, read = edge.entry_id, 0
@@ -97,7 +97,7 @@ async def state_at(
         for entry in page:
             for ticker in missing & entry.updates.keys():
                 update = entry.updates[ticker]
-                state[ticker] = (update.seq, encode_update(update))
+                state[ticker] = EncodedUpdate(update.seq, encode_update(update))
             missing -= entry.updates.keys()
         read += len(page)
         start = f"({page[-1].entry_id}"
@@ -114,20 +114,20 @@ class DelayedLog:
         self.position = position  # the last seq released
         self.ahead: deque[LogEntry] = deque()
 
-    async def release(self, now_ms: int) -> dict[str, Item]:
+    async def release(self, now_ms: int) -> dict[str, EncodedUpdate]:
         """The wanted updates published up to ``now_ms - delay``, latest per ticker."""
         cutoff = now_ms - self.delay_ms
         if not self.ahead:
             raw = await self.redis.xrange(self.keys.ticks, f"{self.position + 1}-0", "+",
                                           count=READ_AHEAD)
             self.ahead.extend(e for e in _entries(raw) if e.seq > self.position)
-        out: dict[str, Item] = {}
+        out: dict[str, EncodedUpdate] = {}
         while self.ahead and self.ahead[0].ms <= cutoff:
             entry = self.ahead.popleft()
             self.position = entry.seq
             for ticker, update in entry.updates.items():
                 if self.wanted is None or ticker in self.wanted:
-                    out[ticker] = (update.seq, encode_update(update))
+                    out[ticker] = EncodedUpdate(update.seq, encode_update(update))
         return out
 
 

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 from gateway.hub import Hub
 from gateway.notices import Notices
-from gateway.sse import SendWatchdog
 from gateway.stats import Stats
+from gateway.stream.liveness import SendWatchdog
 from gateway.subscriber import Subscriber
 from shared.settings import Settings
 

@@ -3,7 +3,7 @@
 
 Both are pure ASGI middlewares. `HostCheck` wraps nothing: it answers or passes the
 request on untouched. `SecurityHeaders` wraps ``send``, one frame per message, so it sits
-inside `gateway.routes.stream.StreamFastPath` and the stream adds the same headers itself:
+inside `gateway.stream.endpoint.StreamFastPath` and the stream adds the same headers itself:
 the SSE hot path pays nothing for it.
 """
 

@@ -2,10 +2,12 @@
 
 The hub never queues: each client holds at most one pending batch (latest value per
 ticker wins), so a slow reader costs bounded memory and never delays the others
-(docs/PERFORMANCE.md, conflation). A batch is encoded once and its bytes shared by
-every client that gets exactly that batch after the same previous position; only a client
-that fell behind (its pending batch merged two ticks) pays for an encoding of its own.
-Positions and ids are those of README "Resume and continuity".
+(docs/PERFORMANCE.md, conflation). A `Changes` is framed once (by `gateway.stream.framing`,
+which caches the bytes on it) and shared by every client that gets exactly those changes
+after the same previous position; only a client that fell behind (its pending changes
+merged two ticks) pays for a frame of its own. The hub knows no transport: what it holds
+for bars and notices are frames built elsewhere, opaque bytes here. Positions are those
+of README "Resume and continuity".
 """
 
 from __future__ import annotations
@@ -14,53 +16,28 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from sse_starlette import ServerSentEvent
-
 from gateway.stats import Stats
+from gateway.updates import EncodedUpdate
 
 log = logging.getLogger(__name__)
-
-# (seq, the update's JSON bytes): what the hub stores per ticker.
-Item = tuple[int, bytes]
-
-
-def encode_items(items: Mapping[str, Item]) -> bytes:
-    """``{TICKER: PriceUpdate}`` JSON built from already-encoded updates (no re-encoding)."""
-    return b"{" + b",".join(b'"%s":%s' % (t.encode(), j) for t, (_, j) in items.items()) + b"}"
-
-
-def event_id(epoch: str, pos: int, prev: int) -> str:
-    """An SSE event id: the epoch, the log position the event brings the client to, and
-    the position of the client's previous event (0: a full snapshot, follows nothing)."""
-    return f"{epoch}-{pos}-{prev}"
-
 
 # The epoch of a dataset before its first tick (the producer's tick script creates the real
 # one): no position can be resumed under it, and leaving it is no reset.
 NO_EPOCH = "0" * 16
-RESET_FRAME = ServerSentEvent(event="reset", data='{"reason": "resync"}').encode()
 
 
-class Batch:
-    """An immutable set of updates at log position ``pos``, and its SSE frame (shared
-    bytes for every client whose previous event was at the same position)."""
+class Changes:
+    """An immutable set of updates, the latest per ticker, that brings a client to log
+    position ``pos``; and the frame the transport built for it (``wire``, for the
+    ``(epoch, previous position)`` in ``wire_key``), shared by every client that sends it."""
 
-    __slots__ = ("_frame", "_frame_key", "items", "pos")
+    __slots__ = ("items", "pos", "wire", "wire_key")
 
-    def __init__(self, items: dict[str, Item], pos: int) -> None:
+    def __init__(self, items: dict[str, EncodedUpdate], pos: int) -> None:
         self.items = items
         self.pos = pos
-        self._frame: bytes = b""
-        self._frame_key: tuple[str, int] | None = None
-
-    def frame(self, epoch: str, prev: int) -> bytes:
-        """The whole SSE event (``id: <epoch>-<pos>-<prev>``, one ``data:`` line)."""
-        key = (epoch, prev)
-        if self._frame_key != key:
-            data = encode_items(self.items).decode()
-            self._frame = ServerSentEvent(data=data, id=event_id(epoch, self.pos, prev)).encode()
-            self._frame_key = key
-        return self._frame
+        self.wire: bytes = b""
+        self.wire_key: tuple[str, int] | None = None
 
 
 class Client:
@@ -80,9 +57,9 @@ class Client:
         self.wanted = tickers  # what a delayed stream serves (its `tickers` is empty)
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
-        self.pending: Batch | dict[str, Item] | None = None
+        self.pending: Changes | dict[str, EncodedUpdate] | None = None
         self.pending_pos = 0
-        self.resync: Batch | None = None  # a fresh snapshot that replaces anything pending
+        self.resync: Changes | None = None  # a fresh snapshot that replaces anything pending
         self.reset = False  # the resync is of another epoch: send `event: reset` first
         self.floor = 0  # ticks at or below this position are already covered
         self.last_pos = 0
@@ -98,15 +75,15 @@ class Client:
         notices, self.notices = self.notices, None
         return list(notices.values()) if notices else []
 
-    def take(self) -> Batch | None:
+    def take(self) -> Changes | None:
         """What to send now: a fresh snapshot if one is due, else the pending updates."""
         if self.resync is not None:
             batch, self.resync, self.pending = self.resync, None, None
             return batch
         pending, self.pending = self.pending, None
-        if pending is None or isinstance(pending, Batch):
+        if pending is None or isinstance(pending, Changes):
             return pending
-        return Batch(pending, self.pending_pos)
+        return Changes(pending, self.pending_pos)
 
     def take_bars(self) -> list[bytes]:
         """The bar frames to send now, oldest first."""
@@ -123,7 +100,7 @@ class Client:
         pending = self.pending
         if pending is None:
             return
-        items = pending.items if isinstance(pending, Batch) else pending
+        items = pending.items if isinstance(pending, Changes) else pending
         kept = {t: i for t, i in items.items() if i[0] > pos}
         self.pending = kept or None
 
@@ -134,7 +111,7 @@ class Hub:
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.clients: set[Client] = set()
-        self.latest: dict[str, Item] = {}
+        self.latest: dict[str, EncodedUpdate] = {}
         self.epoch = ""
         self.pos = 0  # log position of the last tick marked (or of the last snapshot)
         self.closing = False
@@ -156,7 +133,7 @@ class Hub:
             client.expiry.cancel()
             client.expiry = None
 
-    def publish(self, tick: Mapping[str, Item], pos: int) -> None:
+    def publish(self, tick: Mapping[str, EncodedUpdate], pos: int) -> None:
         """Mark the tick at log position ``pos`` on every client; a tick at or below the
         last position seen is already covered (by the snapshot read after subscribing)."""
         if pos <= self.pos or not tick:
@@ -165,17 +142,17 @@ class Hub:
         fresh = dict(tick)
         self.latest.update(fresh)
         self.stats.ticks += 1
-        whole = Batch(fresh, pos)
-        by_filter: dict[frozenset[str], Batch | None] = {}
+        whole = Changes(fresh, pos)
+        by_filter: dict[frozenset[str], Changes | None] = {}
         conflated = 0
         for client in self.clients:
             tickers = client.tickers
-            batch: Batch | None = whole
+            batch: Changes | None = whole
             if tickers is not None:
                 batch = by_filter.get(tickers, whole)
                 if batch is whole:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
-                    batch = by_filter[tickers] = Batch(sub, pos) if sub else None
+                    batch = by_filter[tickers] = Changes(sub, pos) if sub else None
             if batch is not None and pos > client.floor:
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
@@ -194,10 +171,11 @@ class Hub:
                 out[interval] = None if have is None or more is None else have | more
         return out
 
-    def publish_bars(self, interval: str, bars: Mapping[str, bytes]) -> None:
-        """Queue one ``event: bar`` with ``bars`` ({ticker: bar JSON with "partial"}) on every
-        stream of ``interval``, narrowed to its tickers; a stream that has fallen
-        `MAX_BAR_FRAMES` behind loses its oldest bar frames."""
+    def publish_bars(self, interval: str, bars: Mapping[str, bytes],
+                     encode: Callable[[str, Mapping[str, bytes]], bytes]) -> None:
+        """Queue one bar frame, ``encode(interval, bars)`` with ``bars`` ({ticker: bar JSON
+        with "partial"}) narrowed to its tickers, on every stream of ``interval``; a stream
+        that has fallen `MAX_BAR_FRAMES` behind loses its oldest bar frames."""
         by_filter: dict[frozenset[str] | None, bytes | None] = {}
         for client in self.clients:
             if client.bars != interval:
@@ -205,7 +183,7 @@ class Hub:
             key = client.tickers
             if key not in by_filter:
                 items = bars if key is None else {t: bars[t] for t in key if t in bars}
-                by_filter[key] = bar_frame(interval, items) if items else None
+                by_filter[key] = encode(interval, items) if items else None
             frame = by_filter[key]
             if frame is None:
                 continue
@@ -216,18 +194,18 @@ class Hub:
                 self.stats.conflated += 1
             client.wake.set()
 
-    def resync(self, snapshot: dict[str, Item], epoch: str, pos: int) -> None:
+    def resync(self, snapshot: dict[str, EncodedUpdate], epoch: str, pos: int) -> None:
         """Replace the hub's view after (re)subscribing; every client gets this snapshot
         next. Under another epoch it comes after `event: reset` and follows nothing."""
         reset = self.epoch not in ("", NO_EPOCH) and epoch != self.epoch
         self.latest = dict(snapshot)
         self.epoch, self.pos = epoch, pos
-        by_filter: dict[frozenset[str] | None, Batch] = {}
+        by_filter: dict[frozenset[str] | None, Changes] = {}
         for client in self.clients:
             key = client.tickers
             if key not in by_filter:
                 items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
-                by_filter[key] = Batch(dict(items), pos)
+                by_filter[key] = Changes(dict(items), pos)
             client.resync = by_filter[key]
             client.floor = pos
             if reset:
@@ -270,15 +248,7 @@ class Hub:
 MAX_BAR_FRAMES = 8  # ~4 s of closes and forming bars: a slower stream loses the oldest
 
 
-def bar_frame(interval: str, bars: Mapping[str, bytes]) -> bytes:
-    """``event: bar`` with ``{"interval": ..., "bars": {TICKER: bar}}``; no id, so a
-    resuming stream's Last-Event-ID stays the price seq."""
-    body = b",".join(b'"%s":%s' % (t.encode(), raw) for t, raw in bars.items())
-    data = b'{"interval":"%s","bars":{%s}}' % (interval.encode(), body)
-    return ServerSentEvent(data=data.decode(), event="bar").encode()
-
-
-def _offer(client: Client, batch: Batch) -> int:
+def _offer(client: Client, batch: Changes) -> int:
     """Mark ``batch`` on ``client``; the number of pending updates it overwrote."""
     pending = client.pending
     if pending is None:
@@ -286,7 +256,7 @@ def _offer(client: Client, batch: Batch) -> int:
         client.pending_pos = batch.pos
         client.wake.set()
         return 0
-    merged = dict(pending.items) if isinstance(pending, Batch) else pending
+    merged = dict(pending.items) if isinstance(pending, Changes) else pending
     before = len(merged)
     merged.update(batch.items)
     client.pending = merged

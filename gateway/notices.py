@@ -22,9 +22,9 @@ from typing import Any, Final
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sse_starlette import ServerSentEvent
 
 from gateway.hub import Hub
+from gateway.stream.framing import notice_frame
 from shared.keys import Keys
 from shared.models import is_valid_ticker
 from shared.status import problem
@@ -35,22 +35,6 @@ KINDS: Final[frozenset[str]] = frozenset({"source", "watchlist"})
 SOURCE_POLL_S: Final[float] = 1.0  # the producer rewrites its status every second
 RETRY_S: Final[float] = 1.0
 _SOURCE_FIELDS: Final = ("source", "state", "feed", "reference", "detail", "last_trade")
-
-
-def parse_kinds(raw: str | None) -> frozenset[str] | None:
-    """The ``?events=`` list; raises ValueError naming an unknown kind."""
-    if raw is None:
-        return None
-    kinds = frozenset(k.strip() for k in raw.split(",") if k.strip())
-    unknown = kinds - KINDS
-    if unknown or not kinds:
-        raise ValueError(f"events: give any of {', '.join(sorted(KINDS))}, comma-separated")
-    return kinds
-
-
-def frame(kind: str, payload: Any) -> bytes:
-    """One named SSE event (no ``id:``, so a resume point stays the last price's seq)."""
-    return ServerSentEvent(data=orjson.dumps(payload).decode(), event=kind).encode()
 
 
 def source_view(heartbeat: bool, raw_status: bytes | None) -> dict[str, Any]:
@@ -133,10 +117,11 @@ class Notices:
 
     def _watchlist_for(self, entitled: frozenset[str]) -> bytes:
         """The watchlist cut to an access token's tickers (docs/ACCESS.md)."""
-        return frame("watchlist", {"tickers": [t for t in self._tickers or () if t in entitled]})
+        tickers = [t for t in self._tickers or () if t in entitled]
+        return notice_frame("watchlist", {"tickers": tickers})
 
     def _set(self, kind: str, payload: Any,
              narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:
-        data = frame(kind, payload)
+        data = notice_frame(kind, payload)
         self.frames[kind] = data
         self.hub.notify(kind, data, narrow)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.protocol import HttpLimits, guarded_protocol
+from gateway.stream.shutdown import shutdown_of
 from shared.logs import configure
 from shared.redisio import redacted_url
 from shared.settings import Settings, is_loopback, load_or_exit
@@ -40,7 +41,7 @@ class GatewayServer(uvicorn.Server):
         self.app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.app.state.hub.close()
+        shutdown_of(self.app).begin()  # before uvicorn waits for the streams to end
         await super().shutdown(sockets)
         # uvicorn re-raises the caught SIGTERM/SIGINT once served: exit status -15, or a
         # KeyboardInterrupt traceback on Ctrl+C. A graceful stop is a success: exit 0.

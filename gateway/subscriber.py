@@ -32,8 +32,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.cache import StreamView, epoch_text, read_view
-from gateway.hub import NO_EPOCH, Hub, Item
+from gateway.hub import NO_EPOCH, Hub
 from gateway.stats import Stats
+from gateway.updates import EncodedUpdate
 from shared.backoff import Backoff
 from shared.codec import decode_map, encode_update
 from shared.errors import CodecError
@@ -178,7 +179,7 @@ class Subscriber:
             return
         if not updates:
             return
-        tick: dict[str, Item] = {t: (u.seq, encode_update(u)) for t, u in updates.items()}
+        tick = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in updates.items()}
         self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
         self.hub.publish(tick, max(u.seq for u in updates.values()))
 

@@ -12,7 +12,7 @@ from gateway.access import Grant, ReadGrant, entitled_symbol
 from gateway.cache import read_cache
 from gateway.delayed import state_at
 from gateway.deps import GatewayDep
-from gateway.hub import encode_items
+from gateway.updates import encode_updates
 from shared.redisio import read_latest_one
 
 router = APIRouter()
@@ -30,12 +30,12 @@ async def all_prices(gw: GatewayDep, grant: ReadGrant) -> Response:
     """Snapshot ``{TICKER: PriceUpdate}`` of every cached ticker the token may see."""
     if grant.delay_s:
         delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant), grant.tickers)
-        return json_response(encode_items(delayed), headers=delay_header(grant))
+        return json_response(encode_updates(delayed), headers=delay_header(grant))
     view = await read_cache(gw.redis, gw.settings.keys)
     items = view.items()
     if grant.tickers is not None:
         items = {t: i for t, i in items.items() if t in grant.tickers}
-    return json_response(encode_items(items))
+    return json_response(encode_updates(items))
 
 
 @router.get("/api/prices/{ticker}", response_model=None)

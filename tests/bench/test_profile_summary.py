@@ -7,7 +7,7 @@ from bench.profile_summary import centre, parse, short
 P = 'process 1:"python -m pricefeed gateway"'
 RAW = [
     f"{P};Runner.run (asyncio/runners.py:118);send (uvicorn/protocols/http/httptools_impl.py:5) 30",
-    f"{P};_events (gateway/routes/stream.py:90);frame (gateway/hub.py:44) 10",
+    f"{P};_frames (gateway/stream/events.py:90);frame (gateway/hub.py:44) 10",
     f"{P};Event.wait (asyncio/locks.py:213) 5",
     f"{P} 1",
     "not a stack line",

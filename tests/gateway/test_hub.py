@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.hub import Batch, Hub
+from gateway.hub import Changes, Hub
 from gateway.stats import Stats
+from gateway.stream.framing import price_frame
 
 E1, E2 = "0123456789abcdef", "fedcba9876543210"
 
@@ -28,12 +29,12 @@ def test_clients_with_the_same_view_share_one_encoded_frame():
         client.take()  # the (empty) snapshot
     tick(hub, AAPL=1, MSFT=2)
     ta, tb, t1, t2 = a.take(), b.take(), f1.take(), f2.take()
-    assert isinstance(ta, Batch) and ta is tb
-    assert isinstance(t1, Batch) and t1 is t2
-    assert ta.frame(E1, 0) is tb.frame(E1, 0)
+    assert isinstance(ta, Changes) and ta is tb
+    assert isinstance(t1, Changes) and t1 is t2
+    assert price_frame(ta, E1, 0) is price_frame(tb, E1, 0)
     assert set(t1.items) == {"AAPL"}
     # The position is the tick's, not the filtered batch's largest seq.
-    assert t1.frame(E1, 0).startswith(b"id: %s-2-0\r\ndata: " % E1.encode())
+    assert price_frame(t1, E1, 0).startswith(b"id: %s-2-0\r\ndata: " % E1.encode())
 
 
 def test_a_slow_client_gets_the_latest_value_per_ticker_only():
@@ -46,7 +47,7 @@ def test_a_slow_client_gets_the_latest_value_per_ticker_only():
     assert pending is not None
     assert pending.items == {"AAPL": item(200, 100), "MSFT": item(201, 100)}
     assert stats.conflated == 2 * 99
-    frame = pending.frame(E1, 0)
+    frame = price_frame(pending, E1, 0)
     assert frame.startswith(b"id: %s-201-0\r\n" % E1.encode())
     assert orjson.loads(frame.split(b"data: ")[1])["AAPL"]["price"] == 100
 
@@ -123,7 +124,7 @@ def test_close_wakes_every_client():
 
 
 def test_the_watchdog_aborts_only_streams_blocked_past_the_timeout():
-    from gateway.sse import SendWatchdog
+    from gateway.stream.liveness import SendWatchdog
 
     class FakeStream:
         def __init__(self, send_started: float) -> None:

@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from gateway.resume import REPLAY_MAX_UPDATES
+from gateway.stream.resume import REPLAY_MAX_UPDATES
 from shared.keys import Keys
 from tests.helpers.gateway import FakeProducer, served, wait_until
 from tests.helpers.sse import open_stream

@@ -1,11 +1,12 @@
 """Resuming a stream from its last event id (README "Resume and continuity").
 
 An event id is ``<epoch>-<pos>-<prev>``: the dataset's epoch, the tick-log position the
-event brings the client to, and the position of the client's previous event. A client
-that comes back with one gets, when the epoch is the same and the position is still in
-the log, what it missed: by default one event with the latest value of every ticker that
-changed, with ``?replay=all`` every missed tick in order (read from ``NS:ticks`` a chunk
-at a time). Otherwise it gets `event: reset` and a full snapshot.
+event brings the client to, and the position of the client's previous event (parsed by
+`gateway.stream.request`). A client that comes back with one gets, when the epoch is the
+same and the position is still in the log, what it missed: by default one event with the
+latest value of every ticker that changed, with ``?replay=all`` every missed tick in
+order (read from ``NS:ticks`` a chunk at a time). Otherwise it gets `event: reset` and a
+full snapshot.
 
 A replay is bounded: at most `REPLAY_MAX_UPDATES` updates behind (the distance in seqs,
 which is at least the number of updates), else a reset; it holds one chunk of at most
@@ -17,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 
 from gateway.cache import StreamView
-from gateway.hub import Batch, Client, Item
+from gateway.hub import Changes, Client
+from gateway.stream.request import EventId
+from gateway.updates import EncodedUpdate
 from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
@@ -35,35 +36,11 @@ from shared.ticklog import MAP_FIELD, decode_entry
 log = logging.getLogger(__name__)
 _bad_entry_log = LogThrottle(log, 10.0)
 
-MAX_EVENT_ID_CHARS: Final[int] = 64
 # 50,000 updates is the whole default log at the default load (3,600 ticks x 10 tickers,
 # plus the seqs skipped between blocks) and ~11 MB of JSON to send.
 REPLAY_MAX_UPDATES: Final[int] = 50_000
 REPLAY_CHUNK_BYTES: Final[int] = 512 * 1024
 UPDATE_BYTES: Final[int] = 230  # one PriceUpdate in a tick map, about (measured: 205-225)
-_EVENT_ID = re.compile(r"([0-9a-f]{16})-([0-9]{1,19})(?:-[0-9]{1,19})?")
-
-
-@dataclass(frozen=True, slots=True)
-class EventId:
-    """A parsed event id: the epoch and the log position the client reached."""
-
-    epoch: str
-    pos: int
-
-
-def parse_event_id(raw: str | None) -> EventId | None:
-    """The resume point of ``Last-Event-ID``; None when it is not one of ours (ASCII
-    ``<16 hex>-<digits>[-<digits>]`` of at most `MAX_EVENT_ID_CHARS` characters)."""
-    if raw is None:
-        return None
-    text = raw.strip()
-    if len(text) > MAX_EVENT_ID_CHARS or not text.isascii():
-        return None
-    match = _EVENT_ID.fullmatch(text)
-    if match is None:
-        return None
-    return EventId(match[1], int(match[2]))
 
 
 def resumable(view: StreamView, last: EventId, replay_all: bool) -> bool:
@@ -74,20 +51,20 @@ def resumable(view: StreamView, last: EventId, replay_all: bool) -> bool:
     return not replay_all or view.top - last.pos <= REPLAY_MAX_UPDATES
 
 
-def changed_since(view: StreamView, wanted: frozenset[str] | None, after: int) -> Batch:
+def changed_since(view: StreamView, wanted: frozenset[str] | None, after: int) -> Changes:
     """The default resume event: the latest update of every wanted ticker newer than
     ``after`` (all of them for ``after`` = 0), at the view's position."""
-    items: dict[str, Item] = {
-        t: (u.seq, encode_update(u))
+    items: dict[str, EncodedUpdate] = {
+        t: EncodedUpdate(u.seq, encode_update(u))
         for t, u in view.updates.items()
         if (wanted is None or t in wanted) and u.seq > after
     }
-    return Batch(items, view.top)
+    return Changes(items, view.top)
 
 
 async def replay(
     redis: aioredis.Redis, keys: Keys, client: Client, after: int, tickers_hint: int
-) -> AsyncGenerator[Batch, None]:
+) -> AsyncGenerator[Changes, None]:
     """Every tick after position ``after`` from the log, in order, until caught up (or
     `REPLAY_MAX_UPDATES` past ``after``); each narrowed to the client's filter. A tick
     without a wanted ticker is skipped; a malformed entry is logged and skipped."""
@@ -119,10 +96,10 @@ class EntryCache:
     def __init__(self, most_bytes: int) -> None:
         self.most_bytes = most_bytes
         self.bytes = 0
-        self._items: collections.OrderedDict[tuple[bytes, bytes], Batch]
+        self._items: collections.OrderedDict[tuple[bytes, bytes], Changes]
         self._items = collections.OrderedDict()
 
-    def get(self, entry_id: bytes, raw: bytes) -> Batch | None:
+    def get(self, entry_id: bytes, raw: bytes) -> Changes | None:
         """The whole entry as a batch (its frame shared too); None for a malformed one."""
         key = (entry_id, raw)
         hit = self._items.get(key)
@@ -134,7 +111,8 @@ class EntryCache:
         except CodecError as e:
             _bad_entry_log.warning("skipping malformed tick log entry %r: %s", entry_id[:40], e)
             return None
-        value = Batch({t: (u.seq, encode_update(u)) for t, u in entry.updates.items()}, entry.seq)
+        items = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in entry.updates.items()}
+        value = Changes(items, entry.seq)
         self._items[key] = value
         self.bytes += len(raw)
         while self.bytes > self.most_bytes:
@@ -152,7 +130,7 @@ _readers = asyncio.Semaphore(REPLAY_READERS)
 _cache = EntryCache(CACHE_BYTES)
 
 
-def _entry_batch(entry_id: Any, fields: Any, wanted: frozenset[str] | None) -> Batch | None:
+def _entry_batch(entry_id: Any, fields: Any, wanted: frozenset[str] | None) -> Changes | None:
     raw = fields.get(MAP_FIELD) if isinstance(fields, dict) else None
     if not isinstance(entry_id, bytes) or not isinstance(raw, bytes):
         _bad_entry_log.warning("skipping a tick log entry without a map: %r", entry_id)
@@ -160,7 +138,7 @@ def _entry_batch(entry_id: Any, fields: Any, wanted: frozenset[str] | None) -> B
     whole = _cache.get(entry_id, raw)
     if whole is None or wanted is None:
         return whole
-    return Batch({t: i for t, i in whole.items.items() if t in wanted}, whole.pos)
+    return Changes({t: i for t, i in whole.items.items() if t in wanted}, whole.pos)
 
 
 def _seq_of(entry_id: Any, default: int) -> int:
