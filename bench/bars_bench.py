@@ -33,7 +33,7 @@ from producer_bench import columns, free_port, redis_server, subscribers, throug
 
 from producer.publisher import BarOptions, Publisher  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.seed import DEFAULT_TICKERS  # noqa: E402
+from shared.settings import DEFAULT_TICKERS  # noqa: E402
 
 VARIANTS = {  # name: (tick log entries kept, bars)
     "no tick log, no bars (baseline)": (0, False),

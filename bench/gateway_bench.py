@@ -45,7 +45,7 @@ from bench.procs import (
 )
 from bench.sampling import TreeSampler, cpu_cores
 from shared.keys import Keys
-from shared.seed import DEFAULT_TICKERS
+from shared.settings import DEFAULT_TICKERS
 
 GATEWAYS = ("ours", "pubsub", "polling")
 # Ours with uvicorn's stock protocols instead of the guarded one (bench/gateway_variants.py).

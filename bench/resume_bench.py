@@ -35,7 +35,7 @@ from producer_bench import columns, free_port, redis_server  # noqa: E402
 from producer.publisher import Publisher  # noqa: E402
 from producer.sources.gbm import GBMSimulator  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.seed import DEFAULT_TICKERS  # noqa: E402
+from shared.settings import DEFAULT_TICKERS  # noqa: E402
 
 BEHIND_TICKS = 600  # 5 minutes at the default 2 ticks/s
 NS = "bench-resume"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pricefeed.process import fail
 from shared.models import InvalidTicker, normalize_ticker
-from shared.settings import Settings, fail, load_or_exit
+from shared.settings import Settings, load_or_exit
 from shared.tokens import ALL_TICKERS, SCOPES, mint, private_key_algorithm
 
 

@@ -31,9 +31,10 @@ from pricefeed.localredis import (
     given_redis,
     private_redis_server,
 )
+from pricefeed.process import child_environ
 from shared.errors import PricefeedError
 from shared.redisio import CONNECTION_ERRORS, connect, probe, redacted_url
-from shared.settings import Settings, child_environ, is_set, load_or_exit
+from shared.settings import Settings, is_set, load_or_exit
 from shared.status import SOURCE_DOWN, describe, problem
 
 READY_TIMEOUT_S = 30.0

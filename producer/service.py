@@ -11,11 +11,12 @@ import asyncio
 import logging
 import signal
 
+from pricefeed.process import fail
 from producer.runner import ProducerRunner, SourceConfigError
 from producer.scripts import ScriptingRefused
 from shared.logs import configure
 from shared.redisio import SERVICE, connect, redacted_url
-from shared.settings import Settings, fail, load_or_exit
+from shared.settings import Settings, load_or_exit
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,18 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
 from shared.keys import DEFAULT_NAMESPACE, Keys
 from shared.models import InvalidTicker, normalize_ticker
-from shared.seed import DEFAULT_TICKERS
 
 T = TypeVar("T")
 
+DEFAULT_TICKERS: Final[tuple[str, ...]] = (
+    "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "NVDA", "META", "JPM", "V", "NFLX",
+)
 DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
 MASSIVE_MODES: Final[frozenset[str]] = frozenset({"rest", "websocket"})
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
@@ -413,13 +415,8 @@ def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         return Settings.from_env(environ)
     except SettingsError as e:
-        fail(f"pricefeed: configuration error: {e}")
-
-
-def fail(line: str) -> NoReturn:
-    """Print one line to stderr and exit with status 2."""
-    print(line, file=sys.stderr)
-    raise SystemExit(2)
+        print(f"pricefeed: configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -430,8 +427,3 @@ def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if environ is None else environ
     return bool(env.get(name, "").strip())
-
-
-def child_environ(overrides: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment with ``overrides`` applied, for a child process."""
-    return {**os.environ, **overrides}

@@ -18,7 +18,12 @@ from typing import Final
 
 import numpy as np
 
-from shared.seed import CORRELATION_GROUPS, CROSS_GROUP_CORR, INTRA_GROUP_CORR, pair_correlation
+from producer.sources.seed import (
+    CORRELATION_GROUPS,
+    CROSS_GROUP_CORR,
+    INTRA_GROUP_CORR,
+    pair_correlation,
+)
 
 DENSE_LIMIT: Final[int] = 256
 # Factor 0 is the market; one factor per correlation group after it.

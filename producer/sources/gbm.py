@@ -13,7 +13,7 @@ from typing import Final
 import numpy as np
 
 from producer.sources.correlation import CorrelatedNormals
-from shared.seed import (
+from producer.sources.seed import (
     DEFAULT_PARAMS,
     EVENT_PROBABILITY,
     EVENT_SIZE_RANGE,

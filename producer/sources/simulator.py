@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from producer.sources.base import MarketDataSource, PriceBatch, QuoteSink
 from producer.sources.gbm import GBMSimulator
-from shared.seed import dt_for_interval
+from producer.sources.seed import dt_for_interval
 from shared.tasks import stop_tasks
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import redis
 
 from shared.codec import decode_map, decode_update
 from shared.keys import Keys
-from shared.seed import DEFAULT_TICKERS
+from shared.settings import DEFAULT_TICKERS
 from tests.helpers.support import running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

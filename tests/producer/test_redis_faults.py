@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from shared.seed import DEFAULT_TICKERS
+from shared.settings import DEFAULT_TICKERS
 from tests.helpers.support import RedisServer, Service, wait_for
 from tests.helpers.system import LOGS
 

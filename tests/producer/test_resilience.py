@@ -9,10 +9,10 @@ import psutil
 import pytest
 import redis
 
+from producer.sources.seed import SEED_PRICES
 from shared.codec import decode_map, decode_update, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
-from shared.seed import SEED_PRICES
 from tests.helpers.support import running, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.reliability]

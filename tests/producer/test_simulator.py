@@ -14,7 +14,8 @@ from producer.sources.correlation import (
     factor_loadings,
 )
 from producer.sources.gbm import GBMSimulator
-from shared.seed import DEFAULT_TICKERS, SEED_PRICES, pair_correlation
+from producer.sources.seed import SEED_PRICES, pair_correlation
+from shared.settings import DEFAULT_TICKERS
 
 
 def log_return_correlation(sim: GBMSimulator, steps: int, columns=None) -> np.ndarray:

@@ -1,13 +1,9 @@
 """Seed data of the simulator: prices, GBM parameters and correlation groups
-(README.md, "Architecture")."""
+(README.md, "Architecture"). The default tickers are a setting (`shared.settings`)."""
 
 from __future__ import annotations
 
 from typing import Final
-
-DEFAULT_TICKERS: Final[tuple[str, ...]] = (
-    "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "NVDA", "META", "JPM", "V", "NFLX",
-)
 
 SEED_PRICES: Final[dict[str, float]] = {
     "AAPL": 190.0, "GOOGL": 175.0, "MSFT": 420.0, "AMZN": 185.0, "TSLA": 250.0,
