@@ -1,4 +1,5 @@
-"""Bars in Redis: the Lua script that writes them with the tick, and the reads at takeover.
+"""Bars in Redis: the backfill script and the reads at takeover (the writes with the tick
+are in `producer.commands`).
 
 Layout (README "Bars"): closed bars in one sorted set per interval and ticker
 (``NS:bars:{1s|1m}:{TICKER}``, score = start, member = bar JSON), trimmed to the retention
@@ -6,68 +7,26 @@ and expiring one retention period after its last close; forming bars in one hash
 interval (``NS:forming:{1s|1m}``, ticker -> bar JSON); each close batch published on
 ``NS:bars:{1s|1m}`` as ``{TICKER: bar}``.
 
-A tick that closes bars or refreshes forming ones runs the tick script and `WRITE_BARS`
-in ONE ``MULTI``/``EXEC`` (docs/BARS.md "Consistency"): a reader sees the closed bar and
-its successor in the forming hash together or neither, and a standby taking over can
-neither close a bar twice nor miss one. Both scripts check the lease.
+A tick that closes bars or refreshes forming ones carries the bar writes in its own fenced
+``MULTI``/``EXEC`` (docs/BARS.md "Consistency"): a reader sees the closed bar and its
+successor in the forming hash together or neither, and a standby taking over can neither
+close a bar twice nor miss one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection as Connection
-from redis.exceptions import ResponseError
 
-from producer.bars import Bars
 from shared.bars import INTERVALS, Bar, decode_bar
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.ticklog import LogEntry, decode_entry
 
 log = logging.getLogger(__name__)
-
-# KEYS: lease, forming seq. ARGV: owner, the last seq folded into the forming bars sent
-# ('' when none are sent), then per interval (1s, 1m) a section: closed-key prefix,
-# forming hash, channel, retention s, #closed, #forming, #ended, channel message, then
-# #closed (ticker, start, bar) triples, #forming (ticker, bar) pairs, #ended tickers.
-# Chunks of 2,000 pairs keep unpack() under Lua's stack limit.
-WRITE_BARS: Final[str] = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
-local i = 3
-while i <= #ARGV do
-  local prefix, forming, channel = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local keep = tonumber(ARGV[i + 3])
-  local nc, nf, nd = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-  local message = ARGV[i + 7]
-  i = i + 8
-  for j = i, i + 3 * nc - 1, 3 do
-    local key, t = prefix .. ARGV[j], tonumber(ARGV[j + 1])
-    redis.call('ZADD', key, t, ARGV[j + 2])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', t - keep)
-    redis.call('EXPIRE', key, keep)
-  end
-  i = i + 3 * nc
-  local last = i + 2 * nf - 1
-  for j = i, last, 4000 do
-    redis.call('HSET', forming, unpack(ARGV, j, math.min(j + 3999, last)))
-  end
-  i = last + 1
-  last = i + nd - 1
-  for j = i, last, 4000 do
-    redis.call('HDEL', forming, unpack(ARGV, j, math.min(j + 3999, last)))
-  end
-  i = last + 1
-  if nc > 0 then redis.call('PUBLISH', channel, message) end
-end
-return 1
-"""
-
 
 # KEYS: lease, closed-bar key. ARGV: owner, retention s, cutoff (bars must start below it:
 # the forming bar's start), oldest start kept, then (start, bar) pairs. Adds only starts
@@ -89,65 +48,6 @@ if added > 0 then
 end
 return added
 """
-
-
-def bar_section(keys: Keys, interval: str, retention_s: int, closed: Bars,
-                forming: Bars | None, ended: Iterable[str]) -> list[str | bytes | int]:
-    """One interval's part of `WRITE_BARS`' arguments."""
-    closed_json = closed.encode()
-    forming_json = forming.encode() if forming is not None else []
-    forming_names = forming.tickers if forming is not None else []
-    ended = list(ended)
-    args: list[str | bytes | int] = [
-        keys.bars_prefix(interval), keys.forming(interval), keys.bar_channel(interval),
-        retention_s, len(closed_json), len(forming_json), len(ended),
-        bar_map(closed.tickers, closed_json),
-    ]
-    triples: list[str | bytes | int] = [b""] * (3 * len(closed_json))
-    triples[0::3], triples[1::3], triples[2::3] = closed.tickers, closed.t.tolist(), closed_json
-    pairs: list[str | bytes | int] = [b""] * (2 * len(forming_json))
-    pairs[0::2], pairs[1::2] = forming_names, forming_json
-    return args + triples + pairs + ended
-
-
-def bar_map(tickers: Iterable[str], payloads: Iterable[bytes]) -> bytes:
-    """``{TICKER: bar}`` from encoded bars, without re-encoding."""
-    parts = [b'"%b":%b' % (t.encode(), p) for t, p in zip(tickers, payloads, strict=True)]
-    return b"{" + b",".join(parts) + b"}"
-
-
-def pack_eval(source: str, keys: list[Any], args: list[Any]) -> bytes:
-    """An ``EVAL`` with the full source: inside MULTI it can never fail with NOSCRIPT."""
-    packed: bytes = hiredis.pack_command(("EVAL", source, len(keys), *keys, *args))
-    return packed
-
-
-def pack_multi(*commands: bytes) -> bytes:
-    """``commands`` (each already packed) wrapped in MULTI/EXEC."""
-    return b"".join([hiredis.pack_command(("MULTI",)), *commands, hiredis.pack_command(("EXEC",))])
-
-
-async def receive_multi(redis: aioredis.Redis, conn: Connection, count: int) -> list[Any]:
-    """The EXEC reply of a `pack_multi` of ``count`` commands sent on ``conn``.
-
-    An error inside the transaction is raised; the connection goes back to the pool (a
-    connection interrupted mid-reply is dropped first).
-    """
-    try:
-        for _ in range(count + 1):  # +OK for MULTI, +QUEUED per command
-            await conn.read_response()
-        results = await conn.read_response()
-    except BaseException:
-        await conn.disconnect()
-        raise
-    finally:
-        await redis.connection_pool.release(conn)
-    if not isinstance(results, list):
-        raise ResponseError(f"the tick transaction was aborted: {results!r}")
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return results
 
 
 Stored = dict[str, dict[str, tuple[Bar | None, int | None]]]

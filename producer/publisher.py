@@ -1,8 +1,8 @@
 """The publisher: turns a source's quotes into PriceUpdates and writes each tick atomically.
 
-Each tick is ONE script that checks the lease is still ours, appends the tick map to the
-log ``NS:ticks``, writes every update into ``NS:latest``, publishes each on its channel and
-the tick map on ``NS:prices`` (README "The Redis contract"). The publisher owns
+Each tick is ONE transaction, fenced by the lease (`producer.transaction`), that appends
+the tick map to the log ``NS:ticks``, writes every update into ``NS:latest``, publishes each
+on its channel and the tick map on ``NS:prices`` (README "The Redis contract"). The publisher owns
 ``previous_price`` and ``seq``; sources hand it quotes only.
 
 Speed (docs/PERFORMANCE.md: updates/s at 10,000 tickers): seqs come from blocks
@@ -34,22 +34,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from producer.bar_store import (
-    BACKFILL_BARS,
-    WRITE_BARS,
-    bar_section,
-    load_bars,
-    pack_eval,
-    pack_multi,
-    receive_multi,
-    ticks_after,
-)
+from producer.bar_store import BACKFILL_BARS, load_bars, ticks_after
 from producer.bars import EMPTY, BarBook, Bars, merge_folds
+from producer.commands import Commands, TickPacker, bar_commands, command
 from producer.encoding import encode_tick, encode_tick_map
 from producer.lease import LeaseLost
 from producer.reference import DayReferences
-from producer.scripts import PUBLISH_TICK, RESERVE_SEQ, Script
+from producer.scripts import RESERVE_SEQ, Script
 from producer.sources.base import PriceBatch, Quote
+from producer.transaction import FencedWriter, wrap
 from shared.bars import Bar, encode_bar
 from shared.codec import encode_update
 from shared.keys import Keys
@@ -67,7 +60,6 @@ MIN_SEQ_BLOCK: Final[int] = 1024
 FAILURES = (RedisError, OSError, LeaseLost)
 REPLAY_MOST: Final[int] = 10_000  # tick log entries replayed into the bars at most
 LOG_SLACK: Final[int] = 200  # MAXLEN ~ keeps up to one stream node (100 entries) more
-EPOCH_CREATED: Final[int] = 2  # the tick script's reply when it created NS:epoch
 
 
 def _now_ms() -> int:
@@ -92,7 +84,8 @@ class Publisher:
         self._replayed: list[Mapping[str, tuple[Bars, list[str]]]] = []  # closes to write
         self._forming_seq = 0  # the last seq folded into the bars
         self._reserve = Script(redis, RESERVE_SEQ)
-        self._write = Script(redis, PUBLISH_TICK)
+        self._writer = FencedWriter(redis, keys.lease, owner_id)
+        self._packer = TickPacker(keys)
         self._references = DayReferences(redis, keys, owner_id)
         self._lock = asyncio.Lock()
         self._allowed: set[str] = set()
@@ -186,13 +179,12 @@ class Publisher:
             await self.settle()
             if self.failure.done() or not self.bars.dirty():
                 return
-            args = self._bar_args({}, force=True)
-            if args is None:
+            bars = self._bar_commands({}, force=True)
+            if bars is None:
                 return
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self.redis.eval(WRITE_BARS, 2, self.keys.lease,
-                                          self.keys.forming_seq, *args)
+                    await self._writer.write(wrap(bars.parts), bars.count)
             except (*FAILURES, TimeoutError) as e:
                 log.warning("could not write the forming bars before stopping: %s", e)
 
@@ -239,6 +231,7 @@ class Publisher:
             self._fold()
             self._allowed.discard(ticker)
             self._forget({ticker})
+            self._packer.forget([ticker])
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.latest, ticker)
                 if self.bars is not None:
@@ -282,41 +275,34 @@ class Publisher:
         references = await self._references.of(tickers, prices, stamps.tolist(), quotes)
         payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices),
                                stamps.tolist(), first, references)
-        entry_id, min_id = self._log_entry(first + len(tickers) - 1) if tickers else ("", "")
-        args: list[str | bytes | int] = [
-            self.owner_id, self.keys.price_prefix, self.keys.prices,
-            encode_tick_map(tickers, payloads), len(tickers), entry_id, self.history_len,
-            min_id, self._epoch, *_interleave(tickers, payloads),
-        ]
+        log_entry = self._log_entry(first + len(tickers) - 1) if tickers else None
+        cached: list[tuple[str, bytes]] = []
         if self._rewrite:
             self._fold()
             sent = set(tickers)
-            args += [x for t, p in self._payloads.items() if t not in sent for x in (t, p)]
+            cached = [(t, p) for t, p in self._payloads.items() if t not in sent]
             self._rewrite = False  # before settle: a refusal found there asks for it again
-        tick_keys = [self.keys.lease, self.keys.latest, self.keys.ticks, self.keys.epoch]
-        bar_args = None
-        if self.bars is not None and tickers:
+        tick = self._packer.tick(tickers, payloads, encode_tick_map(tickers, payloads),
+                                 log_entry, self._epoch, cached)
+        if self.bars is not None and tickers:  # one atomic unit: docs/BARS.md "Consistency"
             self._forming_seq = first + len(tickers) - 1
-            bar_args = self._bar_args(self.bars.fold(tickers, prices, stamps, volumes))
-        if bar_args is None:
-            packed = self._write.pack(tick_keys, args)
-        else:  # one atomic unit: docs/BARS.md "Consistency"
-            packed = pack_multi(pack_eval(PUBLISH_TICK, tick_keys, args),
-                                pack_eval(WRITE_BARS, [self.keys.lease, self.keys.forming_seq],
-                                          bar_args))
+            bars = self._bar_commands(self.bars.fold(tickers, prices, stamps, volumes))
+            if bars is not None:
+                tick.add(b"".join(bars.parts), bars.count)
+        body = wrap(tick.parts)
         await self.settle()  # the previous tick has landed: send this one
         if self.failure.done():
             return
-        conn = await self._write.send(packed)  # sent now; Redis runs it while we go on
+        conn = await self._writer.send(body)  # sent now; Redis runs it while we go on
         self._inflight = asyncio.create_task(
-            self._land(conn, packed, bar_args is not None), name="publish-tick")
+            self._land(conn, body, tick.count, tick.epoch_at), name="publish-tick")
         self._tail = (tickers, prices, payloads)
         self.ticks += 1
 
-    def _bar_args(self, folded: Mapping[str, tuple[Bars, list[str]]], force: bool = False
-                  ) -> list[str | bytes | int] | None:
-        """`WRITE_BARS` arguments for what one tick closed, and the forming bars when due;
-        None when there is nothing to write."""
+    def _bar_commands(self, folded: Mapping[str, tuple[Bars, list[str]]], force: bool = False
+                      ) -> Commands | None:
+        """The bar writes for what one tick closed, and the forming bars when due; None when
+        there is nothing to write."""
         book, options = self.bars, self.bar_options
         assert book is not None and options is not None
         if self._replayed:  # closes met while replaying the tick log go out first
@@ -326,26 +312,21 @@ class Publisher:
         forming_due = force or book.forming_due(time.monotonic(), closed_any)
         if not closed_any and not forming_due:
             return None
-        args: list[str | bytes | int] = [
-            self.owner_id, self._forming_seq if forming_due else ""]
+        out = Commands()
+        if forming_due:  # continuity replays the tick log after this seq (docs/BARS.md)
+            out.add(command("SET", self.keys.forming_seq, self._forming_seq))
         for interval, series in book.series.items():
             closed, ended = folded.get(interval, (EMPTY, []))
             ended = [t for t in ended if not series.has_forming(t)]  # reopened since
             forming = series.forming() if forming_due else None
-            args += bar_section(self.keys, interval, options.retention_s[interval], closed,
-                                forming, ended)
-        return args
+            out.extend(bar_commands(self.keys, interval, options.retention_s[interval], closed,
+                                    forming, ended))
+        return out
 
-    async def _land(self, conn: Connection, packed: bytes, with_bars: bool = False) -> None:
+    async def _land(self, conn: Connection, body: bytes, count: int, epoch_at: int) -> None:
         try:
-            if with_bars:
-                reply, bars_ok = await receive_multi(self.redis, conn, 2)
-                reply = reply if bars_ok else 0
-            else:
-                reply = await self._write.receive(conn, packed)
-            if not reply:
-                raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
-            if reply == EPOCH_CREATED:  # a wipe later must never bring the same epoch back
+            results = await self._writer.land(conn, body, count)
+            if results[epoch_at] is not None:  # a wipe later must never bring it back
                 self._epoch = new_epoch()
         except OutOfMemoryError as e:
             self._refused(e)
@@ -357,11 +338,12 @@ class Publisher:
                 self.out_of_memory = False
                 log.info("Redis has memory again: ticks are written")
 
-    def _log_entry(self, last_seq: int) -> tuple[str, str]:
-        """The log entry id ``<last seq>-<ms>`` of a tick, and the MINID that drops every
-        entry past the age cap (the seq of the oldest entry young enough to stay)."""
+    def _log_entry(self, last_seq: int) -> tuple[str, int, str] | None:
+        """The log entry id ``<last seq>-<ms>`` of a tick, the count cap, and the MINID that
+        drops every entry past the age cap (the seq of the oldest entry young enough to
+        stay); None with the log off."""
         if not self.history_len:
-            return "", ""
+            return None
         now = _now_ms()
         logged = self._logged
         logged.append((last_seq, now))
@@ -370,7 +352,7 @@ class Publisher:
         cutoff = now - self.history_ms
         while logged[0][1] < cutoff:  # the entry just appended is never older
             logged.popleft()
-        return f"{last_seq}-{now}", str(logged[0][0])
+        return f"{last_seq}-{now}", self.history_len, str(logged[0][0])
 
     async def _take_seq(self, n: int) -> int:
         """The first of ``n`` fresh seqs, from the current block or a newly reserved one."""
@@ -462,10 +444,3 @@ class BarOptions:
 
     retention_s: Mapping[str, int]
     forming_interval_s: float
-
-
-def _interleave(tickers: Sequence[str], payloads: Sequence[bytes]) -> list[str | bytes]:
-    pairs: list[str | bytes] = [b""] * (2 * len(tickers))
-    pairs[0::2] = tickers
-    pairs[1::2] = payloads
-    return pairs

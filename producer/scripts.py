@@ -1,8 +1,9 @@
-"""The Lua scripts of the publisher and a fast way to call them with many arguments.
+"""The Lua scripts of the producer and a fast way to call them with many arguments.
 
-A tick of 10,000 tickers is one EVALSHA with ~20,000 arguments. redis-py's asyncio client
-packs arguments in Python (~15 ms for such a call, measured); hiredis packs them in C, so
-we pack with hiredis and send the packed bytes on a pooled connection ourselves.
+The tick itself is no script (`producer.transaction`). The others can carry one argument
+per ticker; redis-py's asyncio client packs arguments in Python (~15 ms for 20,000,
+measured); hiredis packs them in C, so we pack with hiredis and send the packed bytes on a
+pooled connection ourselves.
 """
 
 from __future__ import annotations
@@ -48,41 +49,6 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return out
 """
-
-# KEYS: lease, latest, ticks, epoch. ARGV: owner id, channel prefix, map channel, tick map,
-# number of published pairs, log entry id ('' = no entry), log MAXLEN, log MINID ('' = no
-# age trim), epoch candidate, then ticker/payload pairs (the published ones first, then
-# cache-only ones). Checks the lease, appends the tick to the log, writes the cache, then
-# publishes: one atomic unit (README "The Redis contract"). The XADD comes first: it is the
-# only call that can refuse (an id not above the log's top), and then nothing is written.
-# The count cap is approximate (whole stream nodes go at once, cheap); the age cap is exact,
-# since a small log fits in one node and `~` would then never trim it by age.
-# HSET takes 2,000 pairs at a time to stay under Lua's unpack() stack limit. The tick map
-# comes ready-made: building it in Lua costs Redis ~15 ms per 10,000 tickers, receiving it
-# ~3 ms (measured). Returns 0 when the lease is not ours, 2 when it created the epoch, else 1.
-PUBLISH_TICK: Final[str] = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local published = tonumber(ARGV[5])
-if published > 0 and ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], ARGV[6], 'map', ARGV[4])
-  if ARGV[8] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[8]) end
-end
-local made = 1
-if redis.call('SET', KEYS[4], ARGV[9], 'NX') then made = 2 end
-local n = #ARGV
-for i = 10, n, 4000 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, n)))
-end
-local last = 9 + 2 * published
-if last < 10 then return made end
-local prefix = ARGV[2]
-for i = 10, last, 2 do
-  redis.call('PUBLISH', prefix .. ARGV[i], ARGV[i + 1])
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return made
-"""
-
 
 # KEYS: ticks. ARGV: most ids. The ids of the log's first entries, oldest first, read 16
 # entries at a time so Redis never holds more than that many tick maps for a reply.
