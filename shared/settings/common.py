@@ -15,6 +15,7 @@ from shared.keys import DEFAULT_NAMESPACE, Keys
 from shared.models import InvalidTicker, normalize_ticker
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 DEFAULT_TICKERS: Final[tuple[str, ...]] = (
     "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "NVDA", "META", "JPM", "V", "NFLX",
@@ -169,29 +170,24 @@ def _tickers(raw: str) -> tuple[str, ...]:
 
 
 def interval(low: float, high: float) -> Callable[[str], float]:
-    expected = f"expected a number of seconds between {low:g} and {high:g}"
-
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(expected) from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(expected)
-        return value
-
-    return parse
+    """A parser of seconds within ``[low, high]``."""
+    return _bounded(float, low, high,
+                    f"expected a number of seconds between {low:g} and {high:g}")
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
-    expected = f"expected a whole number between {low} and {high}"
+    """A parser of whole numbers within ``[low, high]``."""
+    return _bounded(int, low, high, f"expected a whole number between {low} and {high}")
 
-    def parse(raw: str) -> int:
+
+def _bounded(convert: Callable[[str], N], low: N, high: N,
+             expected: str) -> Callable[[str], N]:
+    def parse(raw: str) -> N:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
             raise ValueError(expected) from None
-        if not low <= value <= high:
+        if not (math.isfinite(value) and low <= value <= high):
             raise ValueError(expected)
         return value
 
