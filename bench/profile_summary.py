@@ -35,7 +35,7 @@ CENTRES: tuple[tuple[str, str], ...] = (
     ("hub fan-out: Hub.publish / _offer / Event.set", r"gateway/hub\.py"),
     ("stream generator: gateway/stream/events.py _frames",
      r"gateway/stream/(events|endpoint)\.py"),
-    ("Redis subscriber + decoding", r"gateway/subscriber\.py|redis/|shared/codec\.py"),
+    ("Redis subscriber + decoding", r"gateway/price_feed\.py|redis/|shared/codec\.py"),
     ("asyncio: Event.wait / set, task steps, loop", r"asyncio/|uvloop/"),
     ("starlette / fastapi / middleware", r"starlette/|fastapi/|gateway/app\.py"),
 )

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway import unavailable
+from gateway import redis_outage
 from gateway.access import Refused, refused_handler
 from gateway.bar_feed import BarFeed
 from gateway.connections import RedisFactory, redis_factory
@@ -26,12 +26,12 @@ from gateway.headers import HostCheck, SecurityHeaders
 from gateway.hub import Hub
 from gateway.limits import BodyLimit
 from gateway.notices import Notices
+from gateway.price_feed import PriceFeed
 from gateway.routes import bars, ops, prices, static, watchlist
 from gateway.stats import Stats, registry_for
 from gateway.stream import endpoint as stream
 from gateway.stream.liveness import SendWatchdog, ping_forever, quiet_uvicorn_drops
 from gateway.stream.shutdown import StreamShutdown
-from gateway.subscriber import Subscriber
 from shared.settings import Settings
 from shared.tasks import Supervisor
 
@@ -66,14 +66,14 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
         quiet_uvicorn_drops()
         redis = make_redis(False)
         notices = Notices(redis, settings.keys, hub)
-        subscriber = Subscriber(settings, hub, stats, lambda: make_redis(True),
+        price_feed = PriceFeed(settings, hub, stats, lambda: make_redis(True),
                                 on_control=notices.watchlist_changed)
         watchdog = SendWatchdog(settings.send_timeout_s)
         try:
             async with Supervisor() as supervisor:
                 stats.gauges.update({
                     "open_streams": lambda: len(hub.clients),
-                    "hub_subscriptions": lambda: float(subscriber.connected),
+                    "hub_subscriptions": lambda: float(price_feed.connected),
                     "background_tasks": lambda: supervisor.running,
                     "background_task_restarts": lambda: supervisor.restarts,
                     # Leak detectors (docs/RELIABILITY.md, churn): every task and descriptor of
@@ -81,10 +81,10 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                     "asyncio_tasks": lambda: len(asyncio.all_tasks()),
                     "open_fds": open_fds,
                 })
-                app.state.gateway = Gateway(settings, redis, hub, stats, subscriber,
+                app.state.gateway = Gateway(settings, redis, hub, stats, price_feed,
                                             app.state.registry, watchdog, notices,
                                             verifier)
-                supervisor.start("subscriber", subscriber.run)
+                supervisor.start("price-feed", price_feed.run)
                 supervisor.start("send-watchdog", watchdog.run)
                 feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
                 supervisor.start("bar-feed", feed.run)
@@ -107,7 +107,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     app.router.routes.append(stream.route)
     for module in (prices, bars, watchlist, ops, static):
         app.include_router(module.router)
-    unavailable.install(app)
+    redis_outage.install(app)
     app.add_exception_handler(Refused, refused_handler)
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)  # the stream adds them itself (gateway/stream/response.py)

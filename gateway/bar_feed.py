@@ -1,7 +1,7 @@
 """``event: bar`` for SSE streams that ask for ``?bars=1s|1m``: every close, as published
 on ``NS:bars:{1s|1m}``, and the forming bars once a second, read from ``NS:forming:*``.
 
-Its own subscription, so the price subscription (`gateway.subscriber`) stays as it is; a
+Its own subscription, so the price subscription (`gateway.price_feed`) stays as it is; a
 Redis failure rebuilds it with capped backoff. A lost close is not replayed: a chart that
 reconnects backfills from ``GET /api/bars`` (README "Bars").
 """

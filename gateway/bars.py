@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from gateway.cache import read_together
+from gateway.reads import read_together
 from shared.bars import decode_bar, with_partial
 from shared.errors import CodecError
 from shared.keys import Keys

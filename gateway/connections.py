@@ -1,7 +1,7 @@
 """Redis clients of the gateway, built by `shared.redisio.connect`: a bounded pool for
 reads and writes (`POOLED`), and a client with redis-py's retries off for each pub/sub
 subscription (`SERVICE`: its own silent reconnect would resubscribe without the hub
-knowing ticks were lost, see `gateway.subscriber`)."""
+knowing ticks were lost, see `gateway.price_feed`)."""
 
 from __future__ import annotations
 

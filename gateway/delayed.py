@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from gateway.bars import checked
-from gateway.cache import read_cache, read_together
+from gateway.reads import read_cache, read_together
 from gateway.updates import EncodedUpdate
 from shared.bars import INTERVALS, with_partial
 from shared.codec import encode_update

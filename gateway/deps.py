@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 from gateway.hub import Hub
 from gateway.notices import Notices
+from gateway.price_feed import PriceFeed
 from gateway.stats import Stats
 from gateway.stream.liveness import SendWatchdog
-from gateway.subscriber import Subscriber
 from shared.settings import Settings
 
 
@@ -33,7 +33,7 @@ class Gateway:
     redis: aioredis.Redis
     hub: Hub
     stats: Stats
-    subscriber: Subscriber
+    price_feed: PriceFeed
     registry: CollectorRegistry
     watchdog: SendWatchdog
     notices: Notices

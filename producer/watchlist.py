@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from shared.codec import decode_control
 from shared.errors import CodecError
 from shared.keys import Keys
+from shared.logs import LogThrottle
 from shared.models import is_valid_ticker
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Watchlist:
         self.filled = False  # whether `load` filled an empty set
         self._warned: set[str] = set()
         self.malformed = 0  # control messages skipped as malformed
-        self._malformed_log_at = 0.0  # monotonic time before which those are not logged
+        self._malformed_log = LogThrottle(log, MALFORMED_LOG_INTERVAL_S)
 
     async def load(self, fallback: Iterable[str] | None = None) -> list[str]:
         """The set's tickers; a Redis that lost its data gets them back first.
@@ -97,11 +98,8 @@ class Watchlist:
             # Anyone can publish on the channel: a line per MALFORMED_LOG_INTERVAL_S at most,
             # with the count so far, rather than a line per message.
             self.malformed += 1
-            now = time.monotonic()
-            if now >= self._malformed_log_at:
-                self._malformed_log_at = now + MALFORMED_LOG_INTERVAL_S
-                log.warning("ignoring a malformed control message: %s (%d so far)",
-                            e, self.malformed)
+            self._malformed_log.warning("ignoring a malformed control message: %s (%d so far)",
+                                        e, self.malformed)
             return
         if action == "add":
             await self._add(ticker)

@@ -100,6 +100,10 @@ async def subscribe(
                         on_state(True)
                 yield batch
         except CONNECTION_ERRORS as e:
+            # A cancel dropped by a Redis call (honour_cancel) is raised here too: while
+            # Redis refuses us, the session fails before it reaches its own check, and
+            # this loop would retry for ever.
+            honour_cancel(asyncio.current_task())
             if not down:
                 log.warning("lost Redis (%s); retrying with backoff", e or type(e).__name__)
                 down = True

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.deps import GatewayDep
-from gateway.subscriber import FLAP_WINDOW_S
+from gateway.price_feed import FLAP_WINDOW_S
 from shared.models import OUT_OF_MEMORY_STATE
 from shared.status import SOURCE_DOWN, problem
 from shared.version import VERSION
@@ -54,11 +54,11 @@ async def ready(gw: GatewayDep) -> JSONResponse:
         return _not_ready("producer heartbeat missing (no live producer)", status)
     if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
         return _not_ready("Redis is out of memory: the producer's ticks are refused", status)
-    drops = gw.subscriber.flapping
+    drops = gw.price_feed.flapping
     if drops:
         return _not_ready(f"subscription to the prices channel keeps dropping ({drops} losses "
                           f"in {FLAP_WINDOW_S:.0f} s with no tick delivered)", status)
-    if not gw.subscriber.connected:
+    if not gw.price_feed.connected:
         return _not_ready("subscription to the prices channel not established yet", status)
     if why is not None:
         return _not_ready(f"{SOURCE_DOWN}: {why}", status)

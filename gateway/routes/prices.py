@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 from gateway.access import Grant, ReadGrant, entitled_symbol
-from gateway.cache import read_cache
 from gateway.delayed import state_at
 from gateway.deps import GatewayDep
+from gateway.reads import read_cache
 from gateway.updates import encode_updates
 from shared.redisio import read_latest_one
 

@@ -18,10 +18,10 @@ from contextlib import aclosing
 from redis.exceptions import RedisError
 
 from gateway.access import Grant, seconds_left
-from gateway.cache import StreamView, read_view
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
 from gateway.hub import Changes, Client
+from gateway.reads import StreamView, read_view
 from gateway.stream.framing import (
     PING_FRAME,
     RESET_FRAME,

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-from gateway.cache import StreamView
 from gateway.hub import Changes, Client
+from gateway.reads import StreamView
 from gateway.stream.request import EventId
 from gateway.updates import EncodedUpdate
 from shared.codec import encode_update

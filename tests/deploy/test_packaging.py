@@ -12,8 +12,9 @@ import pytest
 from tests.helpers.compose import environment, load
 from tests.helpers.support import ROOT
 
-SETTINGS_SRC = (ROOT / "shared" / "settings.py").read_text()
-# Every variable shared/settings.py reads: the configuration surface.
+SETTINGS_SRC = "".join((ROOT / "shared" / "settings" / f"{role}.py").read_text()
+                       for role in ("common", "producer", "gateway"))
+# Every variable shared/settings/ reads: the configuration surface.
 VARIABLES = sorted(set(re.findall(r'"((?:PRICEFEED|MASSIVE)_[A-Z0-9_]+|REDIS_URL)"', SETTINGS_SRC)))
 README = (ROOT / "README.md").read_text()
 

@@ -38,7 +38,7 @@ def api(fake_server: fakeredis.FakeServer, fake_settings: Settings) -> AppClient
         settings = Settings(**{**_fields(fake_settings), **overrides})
         app = create_app(settings, lambda _sub: fakeredis.FakeAsyncRedis(server=fake_server))
         async with app.router.lifespan_context(app):
-            await wait_until(lambda: app.state.gateway.subscriber.connected, what="subscription")
+            await wait_until(lambda: app.state.gateway.price_feed.connected, what="subscription")
             transport = httpx.ASGITransport(app=app)
             base = "http://localhost"  # a Host the default allowlist accepts
             async with httpx.AsyncClient(transport=transport, base_url=base) as client:

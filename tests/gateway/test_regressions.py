@@ -76,4 +76,4 @@ async def test_a_rest_call_while_redis_is_down_is_a_503_with_a_json_body(
                                  await client.delete("/api/watchlist/IBM")):
                     assert response.status_code == 503, response.text
                     assert response.json()["detail"] and response.headers["retry-after"]
-    assert len([r for r in caplog.records if r.name == "gateway.unavailable"]) == 1
+    assert len([r for r in caplog.records if r.name == "gateway.redis_outage"]) == 1

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from gateway.hub import Hub
+from gateway.price_feed import PriceFeed
 from gateway.stats import Stats
-from gateway.subscriber import Subscriber
 from shared.keys import Keys
 from shared.redisio import StaleSubscription
 from shared.settings import Settings
@@ -51,7 +51,7 @@ async def test_a_silent_subscription_is_noticed_by_the_ping_probe():
     pubsub = SilentPubSub(settings.keys.prices)
     client = fakeredis.FakeAsyncRedis()
     client.pubsub = lambda **_: pubsub  # type: ignore[method-assign,assignment,return-value]
-    subscriber = Subscriber(
+    subscriber = PriceFeed(
         settings, Hub(stats), stats, connect=lambda: client,
         probe_after_s=0.2, probe_timeout_s=0.2,
     )

@@ -80,7 +80,7 @@ async def served(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]:
         await wait_until(lambda: server.started or task.done(), what="in-process server")
         if task.done():
             task.result()
-        await wait_until(lambda: app.state.gateway.subscriber.connected, what="subscription")
+        await wait_until(lambda: app.state.gateway.price_feed.connected, what="subscription")
         yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True

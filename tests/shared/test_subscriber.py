@@ -182,3 +182,39 @@ async def test_a_cancel_that_a_redis_read_swallows_still_ends_the_subscription(
         task.cancel()
     assert ended, "the cancelled subscription kept running"
     assert task.cancelled() and swallowed.is_set()
+
+
+async def test_a_dropped_cancel_ends_the_subscription_while_redis_refuses_it(
+        aredis, namespace, monkeypatch):
+    """A cancel that a Redis call dropped, followed by connection errors: the retry loop
+    must not go on for ever (it never reaches the session's own check)."""
+    inside = asyncio.Event()
+
+    async def subscribe_that_drops_a_cancel_then_fails(self, *args, **kwargs):
+        try:
+            inside.set()
+            await asyncio.Event().wait()  # until cancelled
+        except asyncio.CancelledError:  # what wait_for does on 3.11: the cancel is gone
+            pass
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(aioredis.client.PubSub, "subscribe",
+                        subscribe_that_drops_a_cancel_then_fails)
+
+    async def run() -> None:
+        async with contextlib.aclosing(subscribe(aredis, Keys(namespace))) as it:
+            async for _ in it:
+                pass
+
+    task = asyncio.create_task(run())
+    await inside.wait()
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)  # not wait_for: its own cancel could be dropped
+    ended = task.done()
+    if not ended:  # report the failure rather than hang the event loop
+        monkeypatch.undo()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+    assert ended, "the cancelled subscription kept retrying"
+    assert task.cancelled()

@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.cache import StreamView, epoch_text, read_view
 from gateway.hub import NO_EPOCH, Hub
+from gateway.reads import StreamView, epoch_text, read_view
 from gateway.stats import Stats
 from gateway.updates import EncodedUpdate
 from shared.backoff import Backoff
@@ -51,7 +51,7 @@ FLAP_LOSSES = 3
 FLAP_WINDOW_S = 30.0
 
 
-class Subscriber:
+class PriceFeed:
     """Keeps one subscription to ``NS:prices`` alive and feeds the hub."""
 
     def __init__(

@@ -1,0 +1,222 @@
+"""Settings both services read: Redis, the namespace, the tickers, logging; and the
+reading machinery every role's settings use (`Reader` and its parsers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from shared.errors import SettingsError
+from shared.keys import DEFAULT_NAMESPACE, Keys
+from shared.models import InvalidTicker, normalize_ticker
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
+
+DEFAULT_TICKERS: Final[tuple[str, ...]] = (
+    "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "NVDA", "META", "JPM", "V", "NFLX",
+)
+DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
+LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+_TLS_VARIABLES: Final = ("PRICEFEED_REDIS_CA_FILE", "PRICEFEED_REDIS_CERT_FILE",
+                         "PRICEFEED_REDIS_KEY_FILE")
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or an f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value itself; use it only where it is sent to its owner."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What both services need: where Redis is, under which names, and how to log."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    tickers: tuple[str, ...] = DEFAULT_TICKERS
+    max_watchlist: int = 1_000
+    request_timeout_s: float = 10.0
+    log_level: str = "INFO"
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
+
+    @property
+    def keys(self) -> Keys:
+        """The Redis names under this namespace."""
+        return Keys(self.namespace)
+
+
+class Reader:
+    """Reads variables from ``env``; a bad one raises `SettingsError` naming it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        """``parse`` of the variable ``name``, or ``default`` when it is unset or blank."""
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, InvalidTicker) as e:
+            hidden = any(word in name for word in ("KEY", "TOKEN", "SECRET"))
+            shown = "<hidden>" if hidden else repr(raw[:80])
+            raise SettingsError(f"{name}={shown} is invalid: {e}") from e
+
+
+def read_common(r: Reader) -> dict[str, Any]:
+    """The `CommonSettings` fields from the environment."""
+    d = CommonSettings()
+    return {
+        "redis_url": r.get("REDIS_URL", _redis_url, d.redis_url),
+        "namespace": r.get("PRICEFEED_NAMESPACE", _namespace, d.namespace),
+        "tickers": r.get("PRICEFEED_TICKERS", _tickers, d.tickers),
+        "max_watchlist": r.get("PRICEFEED_MAX_WATCHLIST", int_range(1, 100_000), 1_000),
+        "request_timeout_s": r.get("PRICEFEED_REQUEST_TIMEOUT", interval(0.1, 300), 10.0),
+        "log_level": r.get("PRICEFEED_LOG_LEVEL", choice(LOG_LEVELS, upper=True), "INFO"),
+        **_redis_tls(r),
+    }
+
+
+def _redis_tls(r: Reader) -> dict[str, Any]:
+    """Files for ``rediss://`` (docs/REDIS.md); a client key needs its certificate."""
+    tls = {
+        "redis_ca_file": r.get("PRICEFEED_REDIS_CA_FILE", _readable_file, None),
+        "redis_cert_file": r.get("PRICEFEED_REDIS_CERT_FILE", _readable_file, None),
+        "redis_key_file": r.get("PRICEFEED_REDIS_KEY_FILE", _readable_file, None),
+    }
+    if (tls["redis_cert_file"] is None) != (tls["redis_key_file"] is None):
+        raise SettingsError("PRICEFEED_REDIS_CERT_FILE and PRICEFEED_REDIS_KEY_FILE go "
+                            "together: set both for a client certificate, or neither")
+    scheme = urlsplit(r.env.get("REDIS_URL", "").strip()).scheme
+    given = [name for name, value in zip(_TLS_VARIABLES, tls.values(), strict=True) if value]
+    if given and scheme != "rediss":
+        raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS)")
+    return tls
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://host:port/db, rediss://... or unix://...")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("the URL has no host")
+    _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    return raw
+
+
+def secret(raw: str) -> Secret:
+    """A token or key: visible ASCII only (it travels in an HTTP header or query)."""
+    if not all("!" <= c <= "~" for c in raw):
+        raise ValueError("use visible ASCII characters only (no spaces or control characters)")
+    return Secret(raw)
+
+
+def _readable_file(raw: str) -> str:
+    try:
+        with open(raw, "rb"):
+            return raw
+    except OSError as e:
+        raise ValueError(f"cannot read the file ({e.strerror})") from e
+
+
+def _namespace(raw: str) -> str:
+    allowed = all(c.isascii() and (c.isalnum() or c in "_-.") for c in raw)
+    if not (1 <= len(raw) <= 64) or not allowed:
+        raise ValueError("use 1-64 characters from letters, digits, '_', '-' and '.'")
+    return raw
+
+
+def _tickers(raw: str) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for item in (t.strip() for t in raw.split(",")):
+        if not item:
+            continue
+        try:
+            out[normalize_ticker(item)] = None
+        except InvalidTicker as e:
+            raise ValueError(f"{item[:20]!r} is not a ticker ({e})") from None
+    if not out:
+        raise ValueError("give at least one ticker")
+    return tuple(out)
+
+
+def interval(low: float, high: float) -> Callable[[str], float]:
+    """A parser of seconds within ``[low, high]``."""
+    return _bounded(float, low, high,
+                    f"expected a number of seconds between {low:g} and {high:g}")
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers within ``[low, high]``."""
+    return _bounded(int, low, high, f"expected a whole number between {low} and {high}")
+
+
+def _bounded(convert: Callable[[str], N], low: N, high: N,
+             expected: str) -> Callable[[str], N]:
+    def parse(raw: str) -> N:
+        try:
+            value = convert(raw)
+        except ValueError:
+            raise ValueError(expected) from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(expected)
+        return value
+
+    return parse
+
+
+def switch(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("expected on or off")
+    return value in ("on", "true", "1")
+
+
+def url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"expected a {' or '.join(schemes)} URL")
+        _ = parts.port
+        return raw.rstrip("/")
+
+    return parse
+
+
+def choice(options: frozenset[str], upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(sorted(options))}")
+        return value
+
+    return parse
