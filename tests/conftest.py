@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,20 @@ from shared.settings import Settings
 from tests.helpers.support import RedisServer
 
 _counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run Ctrl+C back when the shell that started it took it away.
+
+    A script that starts the suite in the background (``cmd &`` with no job control, as a
+    CI wrapper does) starts it with SIGINT ignored, and every child inherits that: the
+    README's Python example, which stops on Python's own KeyboardInterrupt, then ignored
+    the test's Ctrl+C and was SIGKILLed (seen in such a run). A terminal
+    gives a foreground job SIGINT at its default, which is what the tests stand for. An
+    ignored signal stays ignored across exec, a Python handler does not, so restoring
+    Python's default here gives every child process the default too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
