@@ -4,6 +4,7 @@ completes (shared/redisio/connections.py), against a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -61,6 +62,13 @@ async def test_a_cancel_that_lands_as_a_command_is_sent_ends_the_task(
     assert task.cancelled()
 
 
+# Stopping the stock client's loop can cancel redis-py's wait_for before the send task
+# it made has started; 3.11 then discards that task's coroutine unstarted, and Python
+# warns "never awaited" whenever the garbage is collected (seen once, in a later test's
+# setup, in a full run at load 3). That is the stock client's own path, the very one this
+# control exercises: collect it here, inside the test, and let only that warning pass.
+@pytest.mark.filterwarnings(
+    "ignore:coroutine 'AbstractConnection._send_packed_command' was never awaited")
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="wait_for keeps the cancel since 3.12")
 async def test_redis_py_own_client_drops_that_cancel(redis_url, monkeypatch):
     """The control: the same injection does reach the race in a stock client."""
@@ -71,4 +79,5 @@ async def test_redis_py_own_client_drops_that_cancel(redis_url, monkeypatch):
         await _stop(task)
     finally:
         await client.aclose()
+        gc.collect()  # the discarded coroutine, if any, is finalised under the filter above
     assert not ended, "redis-py kept the cancel: the injection missed the race"
