@@ -199,10 +199,12 @@ class Publisher:
         args: list[str | bytes | int] = [self.owner_id, keep, cutoff, cutoff - keep]
         for bar in bars:
             args += (bar.t, encode_bar(bar))
-        added = int(await self.redis.eval(BACKFILL_BARS, 2, self.keys.producer,
+        # Fenced by the lease itself: the heartbeat key is written only once a tick of the
+        # term has landed, and the backfill may finish before that (docs/REDIS.md).
+        added = int(await self.redis.eval(BACKFILL_BARS, 2, self.keys.lease,
                                           self.keys.bars("1m", ticker), *args))
         if added < 0:
-            raise LeaseLost(f"{self.keys.producer} is no longer held by {self.owner_id}")
+            raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
         return added
 
     def last_prices(self) -> dict[str, float]:

@@ -10,6 +10,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from producer.lease import LeaseLost
 from producer.publisher import BarOptions, Publisher
 from producer.runner import ProducerRunner
 from producer.sources.massive_backfill import AggsClient, Backfill, CallBudget
@@ -39,7 +40,7 @@ async def redis(redis_url: str) -> aioredis.Redis:
 
 
 async def publisher(redis: aioredis.Redis, keys: Keys) -> Publisher:
-    await redis.set(keys.producer, "me")
+    await redis.set(keys.lease, "me")  # the lease only: no tick of the term has landed yet
     pub = Publisher(redis, keys, "me", bars=BarOptions({"1s": 3600, "1m": 86_400}, 0.25))
     pub.begin(TICKERS, {})
     await pub.restore_bars(TICKERS)
@@ -84,6 +85,19 @@ async def test_the_last_day_of_closed_minutes_is_stored_with_volume(
     assert int(first[9]) - int(first[8]) == 86_400_000  # one day, in ms
     await backfill(massive_http, pub, CallBudget(5), now).run(TICKERS)  # again: no doubles
     assert len(await stored(redis, keys, "AAPL")) == 4
+
+
+async def test_a_producer_whose_lease_is_gone_stores_nothing(massive_http, redis, namespace
+                                                             ) -> None:
+    keys = Keys(namespace)
+    pub = await publisher(redis, keys)
+    await redis.set(keys.lease, "another")
+    await redis.set(keys.producer, "me")  # a stale heartbeat is no lease
+    now = time.time()
+    serve_day(massive_http, now)
+    with pytest.raises(LeaseLost):
+        await backfill(massive_http, pub, CallBudget(5), now).run(["AAPL"])
+    assert await redis.exists(keys.bars("1m", "AAPL")) == 0
 
 
 async def test_minutes_the_producer_already_has_are_left_alone(
