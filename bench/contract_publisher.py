@@ -1,10 +1,15 @@
-"""A minimal publisher of the wire contract (SPEC "Wire contract"), for the gateway benchmark.
+"""The reference writer of the wire contract (docs/REDIS.md "How the producer writes a
+tick"), written the plainest way with redis-py; tests and benchmarks use it as their feed.
 
-The benchmark's figures use the real producer (``python -m pricefeed producer``); this is
-the fallback when the producer is not available, and it keeps the harness independent of the
-simulator's cost. Per tick, one atomic MULTI/EXEC: the cache (``NS:latest``), the tick map on
-``NS:prices`` and one message per ticker on ``NS:price:{T}``; ``seq`` from ``NS:seq``.
-Ticks are scheduled on the wall clock so the offered rate does not drift.
+Per tick: the seqs from ``INCRBY NS:seq``, then one MULTI/EXEC of ``XADD NS:ticks`` (id
+``<last seq>-<ms>``, the tick map), ``SET NS:epoch … NX``, the ``NS:latest`` fields, one
+``PUBLISH`` per update on ``NS:price:{T}`` and the tick map on ``NS:prices``. It is not
+the producer's code (no seq blocks, no lease, no bars), so a test of a reader on it checks
+the contract, not the producer's habits.
+
+As a program it is the gateway benchmark's fallback feed, when the producer is not wanted
+(it keeps the harness independent of the simulator's cost); ticks follow the wall clock so
+the offered rate does not drift:
 
     python -m bench.contract_publisher --redis-url redis://127.0.0.1:6379/0 \\
         --tickers AAPL,MSFT --interval 0.1
@@ -18,50 +23,109 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from shared.codec import encode_map, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate, normalize_ticker
+from shared.ticklog import new_epoch
 
 log = logging.getLogger("bench.publisher")
 
+DEFAULT_MOVE = 1.001  # a tick without moves raises every price by 0.1 %
+HISTORY_LEN = 10_000  # the XADD MAXLEN ~ of the log, as the producer's default history
 
-class ContractPublisher:
-    """Random-walk prices for a fixed set of tickers, written as the contract says."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, tickers: list[str], seed: int) -> None:
-        self.client, self.keys, self.tickers = client, keys, tickers
-        self.rng = random.Random(seed)
-        self.prices = {t: self.rng.uniform(50, 300) for t in tickers}
+class ContractWriter:
+    """Writes ticks of ``prices`` through ``client`` (sync for `tick`, asyncio for `atick`).
 
-    def tick(self) -> None:
-        last = int(self.client.incrby(self.keys.seq, len(self.tickers)))
-        now = time.time()
-        updates = []
-        for i, t in enumerate(self.tickers):
-            previous = self.prices[t]
-            self.prices[t] = previous * (1 + self.rng.gauss(0, 0.001))
-            updates.append(
-                PriceUpdate.create(
-                    t, self.prices[t], previous, now, last - len(self.tickers) + 1 + i
-                )
-            )
+    A tick is given as new prices (``tick({"AAPL": 191.0})``: only those tickers) or as
+    factors on the current ones (``tick(moves={"AAPL": 0.99})``; every ticker moves, by
+    +0.1 % unless told). ``references`` are the day's reference prices, if any.
+    """
+
+    def __init__(self, client: Any, keys: Keys, prices: Mapping[str, float] | None = None,
+                 references: Mapping[str, float] | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.prices = dict(prices or {})
+        self.references = dict(references or {})
+
+    def tick(self, prices: Mapping[str, float] | None = None, *,
+             moves: Mapping[str, float] | None = None, publish: bool = True
+             ) -> dict[str, PriceUpdate]:
+        """One tick through a sync client; the updates written, by ticker."""
+        planned = self._plan(prices, moves)
+        last = int(self.client.incrby(self.keys.seq, len(planned)))
+        updates = self._updates(planned, last)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.latest, mapping={u.ticker: encode_update(u) for u in updates})
-        pipe.publish(self.keys.prices, encode_map(updates))
-        for u in updates:
-            pipe.publish(self.keys.price(u.ticker), encode_update(u))
+        self._queue(pipe, updates, last, publish)
         pipe.execute()
+        return updates
+
+    async def atick(self, prices: Mapping[str, float] | None = None, *,
+                    moves: Mapping[str, float] | None = None, publish: bool = True
+                    ) -> dict[str, PriceUpdate]:
+        """One tick through an asyncio client; the updates written, by ticker."""
+        planned = self._plan(prices, moves)
+        last = int(await self.client.incrby(self.keys.seq, len(planned)))
+        updates = self._updates(planned, last)
+        async with self.client.pipeline(transaction=True) as pipe:
+            self._queue(pipe, updates, last, publish)
+            await pipe.execute()
+        return updates
+
+    async def aheartbeat(self, status: bytes | None = None) -> None:
+        """The producer's liveness key, and its source status when given (3 s TTL)."""
+        await self.client.set(self.keys.producer, b"reference-writer", ex=3)
+        if status is not None:
+            await self.client.set(self.keys.producer_status, status, ex=3)
+
+    def walk(self, rng: random.Random) -> dict[str, float]:
+        """New prices: a Gaussian step (0.1 % sd) from each current one."""
+        return {t: p * (1 + rng.gauss(0, 0.001)) for t, p in self.prices.items()}
+
+    def _plan(self, prices: Mapping[str, float] | None, moves: Mapping[str, float] | None
+              ) -> dict[str, float]:
+        if prices is not None:
+            return dict(prices)
+        return {t: p * (moves or {}).get(t, DEFAULT_MOVE) for t, p in self.prices.items()}
+
+    def _updates(self, planned: Mapping[str, float], last: int) -> dict[str, PriceUpdate]:
+        now = time.time()
+        first = last - len(planned) + 1
+        updates = {}
+        for i, (ticker, price) in enumerate(planned.items()):
+            updates[ticker] = PriceUpdate.create(ticker, price, self.prices.get(ticker), now,
+                                                 first + i, self.references.get(ticker))
+            self.prices[ticker] = updates[ticker].price
+        return updates
+
+    def _queue(self, pipe: redis.client.Pipeline | aioredis.client.Pipeline,
+               updates: Mapping[str, PriceUpdate], last: int, publish: bool) -> None:
+        tick_map = encode_map(updates.values())
+        payloads = {t: encode_update(u) for t, u in updates.items()}
+        pipe.xadd(self.keys.ticks, {"map": tick_map}, id=f"{last}-{int(time.time() * 1000)}",
+                  maxlen=HISTORY_LEN, approximate=True)
+        pipe.set(self.keys.epoch, new_epoch(), nx=True)
+        pipe.hset(self.keys.latest, mapping=payloads)  # type: ignore[arg-type]
+        if publish:
+            for ticker, payload in payloads.items():
+                pipe.publish(self.keys.price(ticker), payload)
+            pipe.publish(self.keys.prices, tick_map)
 
 
-def run(publisher: ContractPublisher, interval_s: float, stop: list[bool]) -> None:
+def run(writer: ContractWriter, interval_s: float, seed: int, stop: list[bool]) -> None:
     """Tick on a fixed wall-clock schedule until ``stop[0]``; a late tick is not made up."""
+    rng = random.Random(seed)
     next_t = time.monotonic()
     while not stop[0]:
         try:
-            publisher.tick()
+            writer.tick(writer.walk(rng))
         except redis.RedisError as e:
             log.warning("tick failed: %s", e)
         next_t += interval_s
@@ -89,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    rng = random.Random(args.seed)
     client = redis.Redis.from_url(args.redis_url)
-    client.sadd(Keys(args.namespace).watchlist, *tickers)
+    keys = Keys(args.namespace)
+    client.sadd(keys.watchlist, *tickers)
     try:
-        run(
-            ContractPublisher(client, Keys(args.namespace), tickers, args.seed), args.interval, stop
-        )
+        writer = ContractWriter(client, keys, {t: rng.uniform(50, 300) for t in tickers})
+        run(writer, args.interval, args.seed, stop)
     finally:
         client.close()
     return 0

@@ -100,10 +100,16 @@ def sredis(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-async def fake_redis() -> aioredis.Redis:
-    """An in-memory async Redis (with Lua) for unit tests where a real one adds nothing."""
-    server = fakeredis.FakeServer()
-    client = fakeredis.FakeAsyncRedis(server=server)
+def fake_server() -> fakeredis.FakeServer:
+    """One in-memory Redis (with Lua) per test, for unit tests where a real one adds
+    nothing; every client made on it (`fake_redis`, an app's) sees the same data."""
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+async def fake_redis(fake_server: fakeredis.FakeServer) -> aioredis.Redis:
+    """An async client of `fake_server`."""
+    client = fakeredis.FakeAsyncRedis(server=fake_server)
     yield client
     await client.aclose()
 

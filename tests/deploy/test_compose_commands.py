@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.helpers.compose import environment, healthcheck_argv, load
-from tests.helpers.support import ROOT, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 

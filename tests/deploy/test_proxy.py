@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 import psutil
 import pytest
 
 from tests.helpers import rawhttp
-from tests.helpers.support import ROOT, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.sse import events
+from tests.helpers.support import ROOT, free_port
 from tests.helpers.system import System, metrics, rss_mb, system
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
@@ -122,15 +123,11 @@ def _status(url: str) -> int:
 
 def _events(response: httpx.Response, count: int) -> Iterator[tuple[str, dict]]:
     """(id, data) of the next ``count`` data events of a streaming response."""
-    event_id = None
-    for line in response.iter_lines():
-        if line.startswith("id: "):
-            event_id = line[4:]
-        elif line.startswith("data: "):
-            yield event_id or "", orjson.loads(line[6:])
-            count -= 1
-            if count == 0:
-                return
+    for event in events(response):
+        yield event.id or "", event.json()
+        count -= 1
+        if count == 0:
+            return
 
 
 def test_the_stream_through_nginx_is_live_event_by_event(proxy):

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from pricefeed.localredis import embedded_binary
-from tests.helpers.support import ROOT, free_port, running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT, free_port, running
 from tests.helpers.up import Up
 from tests.pricefeed.test_up import export_redis_url
 

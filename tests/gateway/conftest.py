@@ -9,19 +9,16 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from bench.contract_publisher import ContractWriter
 from gateway.app import create_app
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers.gateway import FakeProducer, wait_until
+from tests.helpers.poll import wait_until
 
 AppClient = Callable[..., contextlib.AbstractAsyncContextManager[tuple[httpx.AsyncClient, FastAPI]]]
-
-
-@pytest.fixture
-def fake_server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
 
 
 @pytest.fixture
@@ -48,12 +45,9 @@ def api(fake_server: fakeredis.FakeServer, fake_settings: Settings) -> AppClient
 
 
 @pytest.fixture
-async def fake_producer(
-    fake_server: fakeredis.FakeServer, namespace: str
-) -> AsyncIterator[FakeProducer]:
-    client = fakeredis.FakeAsyncRedis(server=fake_server)
-    yield FakeProducer(client, Keys(namespace))
-    await client.aclose()
+def fake_producer(fake_redis: aioredis.Redis, namespace: str) -> ContractWriter:
+    """The reference writer on the app's fakeredis (`api`)."""
+    return ContractWriter(fake_redis, Keys(namespace))
 
 
 def _fields(settings: Settings) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import pytest
 from shared.codec import decode_control
 from shared.settings import Secret, Settings
 from shared.version import VERSION
-from tests.helpers.gateway import wait_until
+from tests.helpers.poll import wait_until
 
 
 async def test_prices_snapshot_and_one_price(api, fake_producer):
-    await fake_producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    await fake_producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with api() as (client, _):
         all_prices = (await client.get("/api/prices")).json()
         assert set(all_prices) == {"AAPL", "MSFT"}
@@ -31,8 +31,8 @@ async def test_prices_snapshot_and_one_price(api, fake_producer):
 
 
 async def test_watchlist_add_list_remove_with_control_messages(api, fake_producer):
-    await fake_producer.tick({"AAPL": 190.0})
-    control = fake_producer.redis.pubsub()
+    await fake_producer.atick({"AAPL": 190.0})
+    control = fake_producer.client.pubsub()
     await control.subscribe(fake_producer.keys.control)
     async with api() as (client, _):
         added = await client.post("/api/watchlist", json={"ticker": "  aapl "})
@@ -135,7 +135,7 @@ async def test_ready_reports_producer_heartbeat_and_status(api, fake_producer):
         down = await client.get("/api/ready")
         assert down.status_code == 503
         assert "producer" in down.json()["reason"]
-        await fake_producer.heartbeat(orjson.dumps({"source": "massive-rest", "state": "ok"}))
+        await fake_producer.aheartbeat(orjson.dumps({"source": "massive-rest", "state": "ok"}))
         up = await client.get("/api/ready")
         assert up.status_code == 200
         assert up.json()["producer"] == {"source": "massive-rest", "state": "ok"}
@@ -153,7 +153,7 @@ async def test_ready_says_so_when_the_price_source_produces_nothing(
         api, fake_producer, state, detail, code, reason):
     async with api() as (client, _):
         status = {"source": "massive-rest", "state": state, "detail": detail}
-        await fake_producer.heartbeat(orjson.dumps(status))
+        await fake_producer.aheartbeat(orjson.dumps(status))
         answer = await client.get("/api/ready")
         assert answer.status_code == code
         assert answer.json().get("reason") == reason and answer.json()["producer"] == status
@@ -172,10 +172,10 @@ async def test_cors_only_for_configured_origins(api):
 
 async def test_metrics_count_malformed_messages_and_expose_gauges(api, fake_producer):
     async with api() as (client, app):
-        await fake_producer.redis.publish(fake_producer.keys.prices, b"{not json")
-        await fake_producer.redis.publish(fake_producer.keys.prices, b'{"AAPL": {"price": 1}}')
+        await fake_producer.client.publish(fake_producer.keys.prices, b"{not json")
+        await fake_producer.client.publish(fake_producer.keys.prices, b'{"AAPL": {"price": 1}}')
         await wait_until(lambda: app.state.gateway.stats.malformed == 2, what="malformed count")
-        await fake_producer.tick({"AAPL": 190.0})
+        await fake_producer.atick({"AAPL": 190.0})
         await wait_until(lambda: app.state.gateway.stats.ticks == 1, what="tick after bad ones")
         text = (await client.get("/metrics")).text
     for name in (

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.helpers import rawhttp
-from tests.helpers.support import wait_for
+from tests.helpers.poll import wait_for
 from tests.helpers.system import System, metrics, rss_mb, status, system
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]

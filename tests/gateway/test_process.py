@@ -10,9 +10,10 @@ import time
 import httpx
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
 from shared.version import VERSION
-from tests.helpers.gateway import FakeProducer, wait_until
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import open_stream
 from tests.helpers.support import free_port, running
 
@@ -41,8 +42,8 @@ async def test_three_clients_receive_the_same_sequence(
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    producer = FakeProducer(aredis, Keys(namespace))
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    producer = ContractWriter(aredis, Keys(namespace))
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     log = artifacts_dir / f"gw-three-{namespace}.log"
     with running(["gateway"], gateway_env(service_env, port), log) as gw:
         await wait_serving(url, gw)
@@ -53,7 +54,7 @@ async def test_three_clients_receive_the_same_sequence(
                     await sse.event()  # the snapshot
                 last = None
                 for i in range(20):
-                    last = await producer.tick({"AAPL": 190.0 + i, "MSFT": 420.0 - i})
+                    last = await producer.atick({"AAPL": 190.0 + i, "MSFT": 420.0 - i})
                 final_seq = max(u.seq for u in last.values())
                 seqs = []
                 for sse in (a, b, c):
@@ -68,7 +69,7 @@ async def test_sigterm_with_open_streams_exits_within_2s(
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    await FakeProducer(aredis, Keys(namespace)).tick({"AAPL": 190.0})
+    await ContractWriter(aredis, Keys(namespace)).atick({"AAPL": 190.0})
     log = artifacts_dir / f"gw-term-{namespace}.log"
     with running(["gateway"], gateway_env(service_env, port), log) as gw:
         await wait_serving(url, gw)

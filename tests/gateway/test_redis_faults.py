@@ -20,8 +20,9 @@ import pytest
 from shared.keys import Keys
 from shared.models import OUT_OF_MEMORY_STATE
 from tests.helpers.gateway import served
+from tests.helpers.poll import wait_for, wait_until
 from tests.helpers.sse import open_stream
-from tests.helpers.support import RedisServer, Service, free_port, wait_for
+from tests.helpers.support import RedisServer, Service, free_port
 from tests.helpers.system import LOGS, status
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
@@ -96,8 +97,8 @@ async def test_redis_out_of_memory_keeps_reads_working_and_says_so(redis_server_
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", used // 2)  # every write is refused from now on
         try:
-            wait_for(lambda: producer_state(dep) == OUT_OF_MEMORY_STATE, 10,
-                     what="the producer's state")
+            await wait_until(lambda: producer_state(dep) == OUT_OF_MEMORY_STATE, 10,
+                             what="the producer's state")
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                 prices = await http.get("/api/prices")
                 assert prices.status_code == 200 and set(prices.json()) == set(TICKERS)
@@ -114,10 +115,10 @@ async def test_redis_out_of_memory_keeps_reads_working_and_says_so(redis_server_
                 assert ready.json()["producer"]["state"] == OUT_OF_MEMORY_STATE
         finally:
             client.config_set("maxmemory", 0)
-        wait_for(lambda: producer_state(dep) == "ok", 10, what="the producer recovered")
-        wait_for(lambda: status(url, "/api/ready") == 200, 10, what="ready again")
+        await wait_until(lambda: producer_state(dep) == "ok", 10, what="the producer recovered")
+        await wait_until(lambda: status(url, "/api/ready") == 200, 10, what="ready again")
         seq = aapl_seq(dep)
-        wait_for(lambda: aapl_seq(dep) > seq, 10, what="ticks written again")
+        await wait_until(lambda: aapl_seq(dep) > seq, 10, what="ticks written again")
         out = dep.services[0].output()
         assert out.count("Redis is out of memory") == 1, out
         assert "Traceback" not in out + dep.services[1].output()
@@ -184,7 +185,8 @@ async def test_dead_pooled_connections_are_retried_so_no_request_fails(redis_ser
         # Redis's idle timeout closes the pooled connections by itself.
         pooled = _normal_clients(server)
         client.config_set("timeout", 1)
-        wait_for(lambda: _normal_clients(server) < pooled - 10, 10, what="idle conns closed")
+        await wait_until(lambda: _normal_clients(server) < pooled - 10, 10,
+                         what="idle conns closed")
         client.config_set("timeout", 0)
         assert await _get_all(url, "/api/prices/AAPL", 64) == [200] * 64
         assert status(url, "/api/ready") == 200

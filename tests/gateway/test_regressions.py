@@ -9,13 +9,15 @@ import httpx
 import orjson
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from producer.watchlist import Watchlist
 from shared.codec import decode_control, encode_map
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.settings import Settings
-from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import open_stream
 
 pytestmark = [pytest.mark.reliability]
@@ -31,8 +33,8 @@ def test_a_control_message_whose_action_is_not_a_string_is_a_codec_error(action)
 async def test_a_tick_with_a_seq_no_producer_handed_out_is_dropped_and_hides_nothing(
     settings, aredis
 ):
-    producer = FakeProducer(aredis, settings.keys)
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    producer = ContractWriter(aredis, settings.keys)
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with served(settings) as (url, app):
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             async with open_stream(client, "/api/stream/prices") as sse:
@@ -40,7 +42,7 @@ async def test_a_tick_with_a_seq_no_producer_handed_out_is_dropped_and_hides_not
                 forged = PriceUpdate.create("AAPL", 0.01, 190.0, time.time(), 2**62)
                 await aredis.publish(settings.keys.prices, encode_map([forged]))
                 await wait_until(lambda: app.state.gateway.stats.malformed == 1, what="count")
-                await producer.tick({"AAPL": 191.0})
+                await producer.atick({"AAPL": 191.0})
                 event = (await sse.event()).json()
     assert event["AAPL"]["price"] == 191.0 and event["AAPL"]["seq"] < 2**62
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import fakeredis
 import httpx
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from gateway.hub import Hub
 from gateway.price_feed import PriceFeed
 from gateway.stats import Stats
@@ -15,7 +15,8 @@ from shared.keys import Keys
 from shared.redisio import StaleSubscription
 from shared.settings import Settings
 from shared.tasks import Supervisor
-from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import open_stream
 
 
@@ -45,11 +46,11 @@ class SilentPubSub:
         pass
 
 
-async def test_a_silent_subscription_is_noticed_by_the_ping_probe():
+async def test_a_silent_subscription_is_noticed_by_the_ping_probe(fake_redis):
     stats = Stats()
     settings = Settings()
     pubsub = SilentPubSub(settings.keys.prices)
-    client = fakeredis.FakeAsyncRedis()
+    client = fake_redis
     client.pubsub = lambda **_: pubsub  # type: ignore[method-assign,assignment,return-value]
     subscriber = PriceFeed(
         settings, Hub(stats), stats, connect=lambda: client,
@@ -82,8 +83,8 @@ async def test_a_background_task_that_dies_is_restarted():
 async def test_a_killed_subscription_comes_back_and_every_client_gets_a_snapshot(
     settings, aredis, namespace
 ):
-    producer = FakeProducer(aredis, Keys(namespace))
-    cached = await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    producer = ContractWriter(aredis, Keys(namespace))
+    cached = await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with served(settings) as (url, app), httpx.AsyncClient(base_url=url) as client:
         async with (open_stream(client, "/api/stream/prices") as a,
                     open_stream(client, "/api/stream/prices", params={"tickers": "MSFT"}) as b):
@@ -94,5 +95,5 @@ async def test_a_killed_subscription_comes_back_and_every_client_gets_a_snapshot
             assert resent_a.json() == {t: u.to_dict() for t, u in cached.items()}
             assert resent_b.json() == {"MSFT": cached["MSFT"].to_dict()}
             assert app.state.gateway.stats.redis_reconnects == 1
-            later = await producer.tick({"AAPL": 191.0})
+            later = await producer.atick({"AAPL": 191.0})
             assert (await a.event()).json() == {"AAPL": later["AAPL"].to_dict()}

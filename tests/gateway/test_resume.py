@@ -15,8 +15,9 @@ from shared.codec import decode_update
 from shared.keys import Keys
 from shared.ticklog import decode_entry
 from tests.gateway.test_process import gateway_env, wait_serving
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import Block, SSEReader, open_stream
-from tests.helpers.support import RedisServer, Service, free_port, running, wait_for
+from tests.helpers.support import RedisServer, Service, free_port, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STREAM = "/api/stream/prices"
@@ -73,7 +74,7 @@ async def test_replay_all_across_a_gateway_restart_gets_every_tick_once(
     env = {**service_env, **FAST}
     logs = artifacts_dir / f"resume-{namespace}"
     with running(["producer"], env, logs.with_suffix(".producer")):
-        wait_for(lambda: sredis.xlen(keys.ticks) >= 3, what="first ticks")
+        await wait_until(lambda: sredis.xlen(keys.ticks) >= 3, what="first ticks")
         chain = Chain()
         with gateway(env, port, logs.with_suffix(".gw1")) as gw:
             await wait_serving(url, gw)
@@ -82,8 +83,8 @@ async def test_replay_all_across_a_gateway_restart_gets_every_tick_once(
                     for _ in range(5):
                         await chain.take(sse)
         left_at = chain.last.position[1]
-        wait_for(lambda: sredis.xlen(keys.ticks) >= 30 + sum(
-            1 for _ in sredis.xrange(keys.ticks, max=str(left_at))), what="ticks missed")
+        await wait_until(lambda: sredis.xlen(keys.ticks) >= 30 + sum(
+                    1 for _ in sredis.xrange(keys.ticks, max=str(left_at))), what="ticks missed")
         with gateway(env, port, logs.with_suffix(".gw2")) as gw:
             await wait_serving(url, gw)
             reached = top(sredis, keys)
@@ -118,7 +119,7 @@ async def test_default_resume_leaves_the_client_equal_to_the_cache(
                     for _ in range(4):
                         await chain.take(sse)
                 left_at = chain.last.position[1]
-                wait_for(lambda: top(sredis, keys) > left_at + 100, what="missed ticks")
+                await wait_until(lambda: top(sredis, keys) > left_at + 100, what="missed ticks")
             # The producer stopped: the cache holds still, so the client must equal it.
             headers = {"Last-Event-ID": chain.last.id}
             async with open_stream(client, STREAM, headers=headers) as sse:

@@ -10,9 +10,11 @@ import socket
 import httpx
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from gateway.stream.resume import REPLAY_MAX_UPDATES
 from shared.keys import Keys
-from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import open_stream
 
 pytestmark = pytest.mark.integration
@@ -20,17 +22,17 @@ STREAM = "/api/stream/prices"
 
 
 @pytest.fixture
-def producer(aredis, namespace) -> FakeProducer:
-    return FakeProducer(aredis, Keys(namespace))
+def producer(aredis, namespace) -> ContractWriter:
+    return ContractWriter(aredis, Keys(namespace))
 
 
-async def epoch_of(producer: FakeProducer) -> str:
-    return (await producer.redis.get(producer.keys.epoch)).decode()
+async def epoch_of(producer: ContractWriter) -> str:
+    return (await producer.client.get(producer.keys.epoch)).decode()
 
 
 async def test_every_bad_id_gets_a_reset_and_a_snapshot_never_a_5xx(settings, producer):
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
-    top = max(u.seq for u in (await producer.tick({"AAPL": 191.0})).values())
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
+    top = max(u.seq for u in (await producer.atick({"AAPL": 191.0})).values())
     epoch = await epoch_of(producer)
     bad = {
         "malformed": ["garbage", "-", "--", f"{epoch}-", f"{epoch}-x-1", "12-34-56",
@@ -60,11 +62,11 @@ async def test_every_bad_id_gets_a_reset_and_a_snapshot_never_a_5xx(settings, pr
 
 
 async def test_a_replay_further_behind_than_the_cap_is_a_reset(settings, producer, aredis):
-    await producer.tick({"AAPL": 190.0})
+    await producer.atick({"AAPL": 190.0})
     epoch = await epoch_of(producer)
-    start = max(u.seq for u in (await producer.tick({"AAPL": 191.0})).values())
+    start = max(u.seq for u in (await producer.atick({"AAPL": 191.0})).values())
     await aredis.incrby(producer.keys.seq, REPLAY_MAX_UPDATES)  # seqs far ahead
-    await producer.tick({"AAPL": 192.0})
+    await producer.atick({"AAPL": 192.0})
     last_id = f"{epoch}-{start}-0"
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM, params={"replay": "all"},
@@ -77,11 +79,11 @@ async def test_a_replay_further_behind_than_the_cap_is_a_reset(settings, produce
 
 async def test_a_replay_client_that_never_reads_is_dropped(settings, producer):
     tickers = [f"T{i}" for i in range(100)]
-    await producer.tick({t: 100.0 for t in tickers})
+    await producer.atick({t: 100.0 for t in tickers})
     epoch = await epoch_of(producer)
-    start = max(u.seq for u in (await producer.tick({t: 101.0 for t in tickers})).values())
+    start = max(u.seq for u in (await producer.atick({t: 101.0 for t in tickers})).values())
     for i in range(400):  # ~9 MB of log to replay (under the cap): more than socket buffers
-        await producer.tick({t: 100.0 + (i % 50) / 10 for t in tickers})
+        await producer.atick({t: 100.0 + (i % 50) / 10 for t in tickers})
     quick = dataclasses.replace(settings, send_timeout_s=1.0)
     async with served(quick) as (url, app):
         host, port = url.removeprefix("http://").split(":")

@@ -8,8 +8,10 @@ import dataclasses
 import httpx
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
-from tests.helpers.gateway import FakeProducer, served, wait_until
+from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import open_stream
 
 pytestmark = pytest.mark.integration
@@ -17,42 +19,42 @@ STREAM = "/api/stream/prices"
 
 
 @pytest.fixture
-def producer(aredis, namespace) -> FakeProducer:
-    return FakeProducer(aredis, Keys(namespace))
+def producer(aredis, namespace) -> ContractWriter:
+    return ContractWriter(aredis, Keys(namespace))
 
 
 async def test_retry_then_snapshot_then_changes(settings, producer):
-    first = await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    first = await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM) as sse:
             assert (await sse.block()).retry == 1000
             snapshot = await sse.event()
             assert snapshot.json() == {t: u.to_dict() for t, u in first.items()}
-            epoch = (await producer.redis.get(producer.keys.epoch)).decode()
+            epoch = (await producer.client.get(producer.keys.epoch)).decode()
             assert snapshot.position == (epoch, first["MSFT"].seq, 0)  # follows nothing
-            second = await producer.tick({"MSFT": 421.0})
+            second = await producer.atick({"MSFT": 421.0})
             change = await sse.event()
             assert change.json() == {"MSFT": second["MSFT"].to_dict()}
             assert change.position == (epoch, second["MSFT"].seq, first["MSFT"].seq)
 
 
 async def test_filter_narrows_snapshot_and_changes(settings, producer):
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0})
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0})
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM, params={"tickers": "aapl, tsla"}) as sse:
             assert set((await sse.event()).json()) == {"AAPL", "TSLA"}
-            await producer.tick({"MSFT": 421.0})
-            update = await producer.tick({"TSLA": 251.0, "MSFT": 422.0})
+            await producer.atick({"MSFT": 421.0})
+            update = await producer.atick({"TSLA": 251.0, "MSFT": 422.0})
             change = await sse.event()
             assert change.json() == {"TSLA": update["TSLA"].to_dict()}
 
 
 async def test_resume_sends_only_newer_tickers(settings, producer):
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM) as sse:
             last_id = (await sse.event()).id
-        missed = await producer.tick({"MSFT": 425.0})
+        missed = await producer.atick({"MSFT": 425.0})
         by_header = {"headers": {"Last-Event-ID": last_id}}
         by_query = {"params": {"last_event_id": last_id}}
         for how in (by_header, by_query):
@@ -62,8 +64,8 @@ async def test_resume_sends_only_newer_tickers(settings, producer):
 
 
 async def test_resume_from_an_unusable_id_gets_a_reset_and_a_full_snapshot(settings, producer):
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
-    epoch = (await producer.redis.get(producer.keys.epoch)).decode()
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
+    epoch = (await producer.client.get(producer.keys.epoch)).decode()
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         for bad_id in ("999999999", "garbage", f"{epoch}-999999999-1", "٣".encode()):
             headers = {"Last-Event-ID": bad_id}
@@ -74,7 +76,7 @@ async def test_resume_from_an_unusable_id_gets_a_reset_and_a_full_snapshot(setti
 
 
 async def test_idle_streams_get_comment_pings(settings, producer):
-    await producer.tick({"AAPL": 190.0})
+    await producer.atick({"AAPL": 190.0})
     quick = dataclasses.replace(settings, ping_interval_s=0.1)
     async with served(quick) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM) as sse:
@@ -117,8 +119,8 @@ async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_chan
         settings, producer, aredis):
     keys = Keys(settings.namespace)
     await aredis.sadd(keys.watchlist, "AAPL", "MSFT")
-    await producer.heartbeat(b'{"source": "simulator", "state": "ok", "feed": "simulated"}')
-    await producer.tick({"AAPL": 190.0, "MSFT": 420.0})
+    await producer.aheartbeat(b'{"source": "simulator", "state": "ok", "feed": "simulated"}')
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM, {"events": "source,watchlist"}) as sse:
             snapshot = await sse.event()
@@ -139,7 +141,7 @@ async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_chan
             change = await sse.event(timeout_s=5)
             assert change.json() == {"tickers": ["MSFT", "PYPL"]}
 
-            await producer.heartbeat(b'{"source": "massive-rest", "state": "auth_rejected", '
+            await producer.aheartbeat(b'{"source": "massive-rest", "state": "auth_rejected", '
                                      b'"detail": "Massive rejected the API key (HTTP 401)"}')
             change = await sse.event(timeout_s=5)
             assert change.event == "source" and change.json()["state"] == "auth_rejected"
@@ -149,14 +151,14 @@ async def test_the_page_stream_tells_the_source_and_the_watchlist_and_their_chan
 
 
 async def test_a_stream_that_asks_for_no_events_gets_prices_only(settings, producer):
-    await producer.heartbeat(b'{"source": "simulator", "state": "ok"}')
-    await producer.tick({"AAPL": 190.0})
+    await producer.aheartbeat(b'{"source": "simulator", "state": "ok"}')
+    await producer.atick({"AAPL": 190.0})
     async with served(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, STREAM) as sse:
             assert (await sse.event()).event is None  # the snapshot
             assert (await client.post("/api/watchlist", json={"ticker": "PYPL"})).is_success
-            await producer.heartbeat(b'{"source": "simulator", "state": "stopped"}')
-            later = await producer.tick({"AAPL": 191.0})
+            await producer.aheartbeat(b'{"source": "simulator", "state": "stopped"}')
+            later = await producer.atick({"AAPL": 191.0})
             nxt = await sse.event()
             assert nxt.event is None and nxt.json() == {"AAPL": later["AAPL"].to_dict()}
         bad = await client.get(STREAM, params={"events": "source,gossip"})

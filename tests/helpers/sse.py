@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,32 +34,57 @@ class Block:
         return epoch, int(pos), int(prev)
 
 
+class _Parser:
+    """Lines in, blocks out: the one place tests parse the SSE wire format."""
+
+    def __init__(self) -> None:
+        self.block = Block()
+
+    def feed(self, line: str) -> Block | None:
+        """The block a blank line ends, else None."""
+        if line == "":
+            done, self.block = self.block, Block()
+            return done
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        out = self.block
+        if name == "":
+            out.comments.append(value)
+        elif name == "id":
+            out.id = value
+        elif name == "event":
+            out.event = value
+        elif name == "data":
+            out.data = value if out.data is None else out.data + "\n" + value
+        elif name == "retry":
+            out.retry = int(value)
+        return None
+
+
+def events(response: httpx.Response) -> Iterator[Block]:
+    """The data events of a sync streaming response, each as soon as it is complete."""
+    parser = _Parser()
+    for line in response.iter_lines():
+        block = parser.feed(line)
+        if block is not None and block.data is not None:
+            yield block
+
+
 class SSEReader:
-    """Reads blocks from a streaming httpx response."""
+    """Reads blocks from an asyncio streaming httpx response."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._lines = response.aiter_lines()
+        self._parser = _Parser()
 
     async def block(self, timeout_s: float = 5.0) -> Block:
         """The next block (data event, retry line or comment ping)."""
         async with asyncio.timeout(timeout_s):
-            out = Block()
             async for line in self._lines:
-                if line == "":
-                    return out
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "":
-                    out.comments.append(value)
-                elif name == "id":
-                    out.id = value
-                elif name == "event":
-                    out.event = value
-                elif name == "data":
-                    out.data = value if out.data is None else out.data + "\n" + value
-                elif name == "retry":
-                    out.retry = int(value)
+                block = self._parser.feed(line)
+                if block is not None:
+                    return block
             raise EOFError("stream ended")
 
     async def event(self, timeout_s: float = 5.0) -> Block:

@@ -20,7 +20,8 @@ import redis
 
 from shared.keys import Keys
 from shared.models import is_valid_ticker
-from tests.helpers.support import ROOT, Service, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT, Service, free_port
 
 LOGS = ROOT / "tests" / "artifacts" / "reliability"
 TICKERS = ("AAPL", "MSFT", "TSLA", "NVDA", "JPM")

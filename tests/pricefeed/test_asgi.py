@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.helpers import rawhttp
-from tests.helpers.support import ROOT, free_port, running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT, free_port, running
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from pricefeed.localredis import find_server
-from tests.helpers.support import free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import free_port
 from tests.helpers.up import Up
 
 pytestmark = pytest.mark.e2e

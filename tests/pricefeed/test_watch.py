@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from pricefeed.watch import SPARK
 from shared.keys import Keys
-from tests.helpers.feed import TickWriter
 from tests.helpers.support import ROOT, free_port
 from tests.helpers.terminal import Terminal
 
@@ -21,7 +21,7 @@ REFERENCES = {"AAPL": 180.0, "MSFT": 400.0, "TSLA": 250.0, "NVDA": 800.0}
 
 def test_watch_renders_the_tickers_and_logs_big_moves_then_quits_on_ctrl_c(
         sredis, redis_url, namespace):
-    writer = TickWriter(sredis, Keys(namespace), PRICES, REFERENCES)
+    writer = ContractWriter(sredis, Keys(namespace), PRICES, REFERENCES)
     writer.tick()
     term = Terminal(["watch", "--tickers", "aapl,TSLA"],
                     {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
@@ -30,7 +30,7 @@ def test_watch_renders_the_tickers_and_logs_big_moves_then_quits_on_ctrl_c(
         screen = term.wait_for_text("AAPL", "TSLA", "190.19", "live", "+10.19", "+5.66%")
         assert "MSFT" not in screen and "NVDA" not in screen  # --tickers narrows
         term.mark()
-        writer.tick({"TSLA": 1.03})  # a 3 % move: the log must show it
+        writer.tick(moves={"TSLA": 1.03})  # a 3 % move: the log must show it
         screen = term.wait_for_text("TSLA ▲ +3.00%")
         assert "▲" in screen
         term.press_ctrl_c()
@@ -54,7 +54,7 @@ def test_watch_shows_a_lost_redis_and_catches_up_when_it_returns(
         redis_server_factory, namespace):
     server = redis_server_factory()
     client = server.client()
-    writer = TickWriter(client, Keys(namespace), {"AAPL": 190.0})
+    writer = ContractWriter(client, Keys(namespace), {"AAPL": 190.0})
     writer.tick()
     term = Terminal(["watch"], {"REDIS_URL": server.url, "PRICEFEED_NAMESPACE": namespace})
     try:
@@ -80,14 +80,14 @@ def test_watch_shows_a_lost_redis_and_catches_up_when_it_returns(
 
 def test_watch_says_resynced_when_the_dataset_is_wiped(sredis, redis_url, namespace):
     keys = Keys(namespace)
-    TickWriter(sredis, keys, {"AAPL": 190.0}).tick()
+    ContractWriter(sredis, keys, {"AAPL": 190.0}).tick()
     term = Terminal(["watch"], {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
     try:
         term.wait_for_text("AAPL", "190.19", "live")
         for key in list(sredis.scan_iter(match=f"{namespace}:*")):
             sredis.delete(key)
         term.mark()
-        TickWriter(sredis, keys, {"AAPL": 50.0}).tick()  # seqs start over at 1
+        ContractWriter(sredis, keys, {"AAPL": 50.0}).tick()  # seqs start over at 1
         term.wait_for_text("resynced", "50.05")
         term.press_ctrl_c()
         assert term.wait_exit() == 0
@@ -102,7 +102,7 @@ def test_watch_sparklines_start_full_from_the_1s_bars(sredis, redis_url, namespa
         bar = (f'{{"t":{1_764_064_800 + i},"o":{close},"h":{close},"l":{close},'
                f'"c":{close},"n":2,"v":null}}')
         sredis.zadd(keys.bars("1s", "AAPL"), {bar: 1_764_064_800 + i})
-    writer = TickWriter(sredis, keys, PRICES)
+    writer = ContractWriter(sredis, keys, PRICES)
     writer.tick()
     term = Terminal(["watch", "--tickers", "AAPL,MSFT"],
                     {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
@@ -125,7 +125,7 @@ def test_watch_says_why_a_ticker_has_no_price_and_names_the_source(
         sredis, redis_url, namespace):
     keys = Keys(namespace)
     sredis.sadd(keys.watchlist, "AAPL", "MSFT")
-    TickWriter(sredis, keys, {"AAPL": 190.0}).tick()
+    ContractWriter(sredis, keys, {"AAPL": 190.0}).tick()
     term = Terminal(["watch", "--tickers", "AAPL,MSFT,ZZZZ"],
                     {"REDIS_URL": redis_url, "PRICEFEED_NAMESPACE": namespace})
     try:

@@ -11,7 +11,8 @@ import redis
 from shared.bars import INTERVALS, decode_bar
 from shared.keys import Keys
 from shared.ticklog import decode_entry
-from tests.helpers.support import running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import running
 from tests.producer.test_bars import recompute
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

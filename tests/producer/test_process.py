@@ -13,7 +13,8 @@ import redis
 from shared.codec import decode_map, decode_update
 from shared.keys import Keys
 from shared.settings import DEFAULT_TICKERS
-from tests.helpers.support import running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

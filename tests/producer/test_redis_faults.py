@@ -17,7 +17,8 @@ import redis
 
 from shared.keys import Keys
 from shared.settings import DEFAULT_TICKERS
-from tests.helpers.support import RedisServer, Service, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import RedisServer, Service
 from tests.helpers.system import LOGS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]

@@ -11,7 +11,8 @@ import redis
 
 from shared.keys import Keys
 from shared.ticklog import decode_entry
-from tests.helpers.support import running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -11,7 +11,8 @@ import redis
 from producer.watchlist import RESYNC_INTERVAL_S
 from shared.codec import decode_map, decode_update, encode_control
 from shared.keys import Keys
-from tests.helpers.support import running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
 from shared.subscriber import LogTrimmed, consume
-from tests.helpers.feed import TickWriter
-from tests.helpers.support import ROOT, running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 FAST = {"PRICEFEED_TICK_INTERVAL": "0.02", "PRICEFEED_TICKERS": "AAPL,MSFT,TSLA"}
@@ -76,7 +77,7 @@ def test_a_killed_consumer_loses_nothing_and_acks_nothing_twice(
 
 async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(aredis, sredis, namespace):
     keys = Keys(namespace)
-    writer = TickWriter(sredis, keys, {"AAPL": 190.0})
+    writer = ContractWriter(sredis, keys, {"AAPL": 190.0})
     for _ in range(3):
         writer.tick()
     processed: list[int] = []
@@ -101,7 +102,7 @@ async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(aredis, sredis
 
 
 def test_the_worker_stops_cleanly_on_sigterm(redis_url, namespace, tmp_path, sredis):
-    TickWriter(sredis, Keys(namespace), {"AAPL": 190.0}).tick()
+    ContractWriter(sredis, Keys(namespace), {"AAPL": 190.0}).tick()
     worker = Worker(redis_url, namespace, "c", tmp_path / "out.txt")
     wait_for(lambda: ["ack"] == [ln[0] for ln in worker.lines() if ln[0] == "ack"],
              what="the tick processed")

@@ -11,10 +11,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from bench.contract_publisher import ContractWriter
 from shared.backoff import Backoff
 from shared.keys import Keys
 from shared.subscriber import Batch, snapshot, subscribe
-from tests.helpers.feed import TickWriter
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def next_batch(queue: asyncio.Queue, timeout_s: float = 10.0) -> Batch:
 
 async def test_snapshot_reads_the_cache_and_narrows_to_tickers(aredis, sredis, namespace):
     keys = Keys(namespace)
-    TickWriter(sredis, keys, PRICES).tick()
+    ContractWriter(sredis, keys, PRICES).tick()
     sredis.hset(keys.latest, "BAD", b"{not json")  # one bad entry must not spoil the read
     everything = await snapshot(aredis, keys)
     assert set(everything) == set(PRICES)
@@ -61,7 +61,7 @@ async def test_snapshot_reads_the_cache_and_narrows_to_tickers(aredis, sredis, n
 
 async def test_subscribe_yields_the_snapshot_then_each_tick(aredis, sredis, namespace):
     keys = Keys(namespace)
-    writer = TickWriter(sredis, keys, PRICES)
+    writer = ContractWriter(sredis, keys, PRICES)
     first = writer.tick()
     async with collecting(aredis, keys) as queue:
         snap = await next_batch(queue)
@@ -76,7 +76,7 @@ async def test_subscribe_yields_the_snapshot_then_each_tick(aredis, sredis, name
 
 async def test_subscribe_narrows_to_the_tickers_asked_for(aredis, sredis, namespace):
     keys = Keys(namespace)
-    writer = TickWriter(sredis, keys, PRICES)
+    writer = ContractWriter(sredis, keys, PRICES)
     writer.tick()
     async with collecting(aredis, keys, tickers=["TSLA"]) as queue:
         assert set((await next_batch(queue)).updates) == {"TSLA"}
@@ -91,7 +91,7 @@ async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
     client = aioredis.from_url(server.url, socket_connect_timeout=1)
     sync = redis.Redis(port=server.port)
     try:
-        TickWriter(sync, keys, PRICES).tick()
+        ContractWriter(sync, keys, PRICES).tick()
         fast = Backoff(initial_s=0.05, cap_s=0.2)
         async with collecting(client, keys, backoff=fast) as queue:
             assert await asyncio.wait_for(queue.get(), 5) == ("state", True)
@@ -100,7 +100,7 @@ async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
             assert await asyncio.wait_for(queue.get(), 10) == ("state", False)
             server.start()
             # Written while nobody was subscribed: only a fresh snapshot can deliver it.
-            missed = TickWriter(sync, keys, {"NVDA": 800.0}).tick(publish=False)
+            missed = ContractWriter(sync, keys, {"NVDA": 800.0}).tick(publish=False)
             batch = await next_batch(queue)
             assert batch.snapshot
             assert batch.updates["NVDA"] == missed["NVDA"]
@@ -116,7 +116,7 @@ async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
     client = aioredis.from_url(server.url)
     sync = redis.Redis(port=server.port)
     try:
-        writer = TickWriter(sync, keys, PRICES)
+        writer = ContractWriter(sync, keys, PRICES)
         writer.tick()
         async with collecting(client, keys, backoff=Backoff(initial_s=0.05, cap_s=0.2)) as queue:
             assert (await next_batch(queue)).snapshot
@@ -134,12 +134,12 @@ async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
 
 async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(aredis, sredis, namespace):
     keys = Keys(namespace)
-    TickWriter(sredis, keys, PRICES).tick()
+    ContractWriter(sredis, keys, PRICES).tick()
     async with collecting(aredis, keys) as queue:
         assert not (await next_batch(queue)).reset
         for key in list(sredis.scan_iter(match=f"{namespace}:*")):
             sredis.delete(key)  # wiped; a fresh producer starts its seqs over at 1
-        fresh = TickWriter(sredis, keys, {"AAPL": 50.0})
+        fresh = ContractWriter(sredis, keys, {"AAPL": 50.0})
         first = fresh.tick()
         batch = await next_batch(queue)
         assert batch.snapshot and batch.reset and dict(batch.updates) == first
@@ -153,7 +153,7 @@ async def test_a_cancel_that_a_redis_read_swallows_still_ends_the_subscription(
     """redis-py can lose a cancel that lands as ``get_message``'s own timeout fires (1 in 20
     Ctrl+C of the README's example hung forever): the subscription must end all the same."""
     keys = Keys(namespace)
-    TickWriter(sredis, keys, PRICES).tick()
+    ContractWriter(sredis, keys, PRICES).tick()
     real = aioredis.client.PubSub.get_message
     swallowed = asyncio.Event()
 

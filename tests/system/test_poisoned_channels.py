@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers.gateway import wait_until
+from tests.helpers.poll import wait_until
 from tests.helpers.system import TICKERS, check_frame, metrics, split_frames, system
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]

@@ -14,7 +14,9 @@ import orjson
 import pytest
 import redis
 
-from tests.helpers.support import ROOT, RedisServer, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.sse import events
+from tests.helpers.support import ROOT, RedisServer, free_port
 from tests.helpers.system import system
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -73,9 +75,8 @@ def read_prices(url: str, token_params: dict[str, str] | None = None) -> dict[st
     with httpx.Client(base_url=url, timeout=10) as client, \
             client.stream("GET", "/api/stream/prices", params=token_params) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                return orjson.loads(line[5:])
+        for event in events(response):
+            return event.json()
     raise AssertionError("the stream ended without data")
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers.massive import FakeMassiveHTTP
-from tests.helpers.support import wait_for
+from tests.helpers.poll import wait_for
 from tests.helpers.system import status, system
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]

@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from tests.helpers.gateway import wait_until
+from tests.helpers.poll import wait_for, wait_until
 from tests.helpers.sse import open_stream
-from tests.helpers.support import Service, free_port, running, wait_for
+from tests.helpers.support import Service, free_port, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STREAM = "/api/stream/prices"

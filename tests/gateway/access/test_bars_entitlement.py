@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import httpx
-import orjson
 import pytest
 
 from tests.gateway.access.conftest import hs256, jwt_env
+from tests.helpers.sse import events
 from tests.helpers.system import system
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -26,20 +26,14 @@ def test_bar_events_and_the_bars_api_show_only_entitled_tickers(redis_url):
         params = {"bars": "1s", "access_token": token}
         with client.stream("GET", "/api/stream/prices", params=params) as response:
             assert response.status_code == 200
-            event = None
             deadline = time.monotonic() + 3.0  # three 1 s bars close at the 10 Hz simulator
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = orjson.loads(line[5:])
-                    if event == "bar":
-                        bars |= set(data["bars"])
-                    else:
-                        prices |= set(data)
-                    event = None
-                    if time.monotonic() > deadline and bars:
-                        break
+            for event in events(response):
+                if event.event == "bar":
+                    bars |= set(event.json()["bars"])
+                else:
+                    prices |= set(event.json())
+                if time.monotonic() > deadline and bars:
+                    break
         assert prices == {"AAPL", "TSLA"} and bars <= {"AAPL", "TSLA"} and bars, (prices, bars)
         r = client.get("/api/bars/AAPL", params={"interval": "1s"},
                        headers={"Authorization": f"Bearer {token}"})

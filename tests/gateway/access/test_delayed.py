@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import httpx
-import orjson
 import pytest
 
 from tests.gateway.access.conftest import hs256, jwt_env
-from tests.helpers.support import wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.sse import events
 from tests.helpers.system import system
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -24,20 +24,15 @@ def test_a_delayed_client_gets_prices_delay_s_old_everywhere(redis_url):
         wait_for(lambda: reaches_back(sys, DELAY_S + 0.5), 10, 0.1,
                  what="a tick log reaching back further than the delay")
         auth = {"Authorization": f"Bearer {token}"}
-        events = []  # (received at, event name, data)
+        seen = []  # (received at, event name, data)
         with client.stream("GET", "/api/stream/prices", params={"access_token": token}) as r:
             assert r.status_code == 200
-            name = None
-            for line in r.iter_lines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    events.append((time.time(), name, orjson.loads(line[5:])))
-                    name = None
-                    if len(events) >= 15:  # 10 ticks a second: about 1.5 s of them
-                        break
-        assert {n for _, n, _ in events} == {"delayed"}, events[:3]
-        for i, (at, _, data) in enumerate(events):
+            for event in events(r):
+                seen.append((time.time(), event.event, event.json()))
+                if len(seen) >= 15:  # 10 ticks a second: about 1.5 s of them
+                    break
+        assert {n for _, n, _ in seen} == {"delayed"}, seen[:3]
+        for i, (at, _, data) in enumerate(seen):
             assert set(data) <= {"AAPL", "MSFT"}
             for update in data.values():
                 age = at - update["timestamp"]

@@ -15,10 +15,10 @@ import jwt
 import orjson
 import pytest
 
+from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
 from tests.gateway.access.conftest import SECRET, claims, hs256, jwt_env, unsigned
 from tests.gateway.test_process import wait_serving
-from tests.helpers.gateway import FakeProducer
 from tests.helpers.sse import SSEReader, open_stream
 from tests.helpers.support import Service, free_port, running
 
@@ -42,9 +42,9 @@ async def gateway(service_env, artifacts_dir, namespace, **env: str) -> AsyncIte
 
 
 @pytest.fixture
-async def producer(aredis, namespace) -> FakeProducer:
-    fake = FakeProducer(aredis, Keys(namespace))
-    await fake.tick({"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0})
+async def producer(aredis, namespace) -> ContractWriter:
+    fake = ContractWriter(aredis, Keys(namespace))
+    await fake.atick({"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0})
     await aredis.sadd(Keys(namespace).watchlist, "AAPL", "MSFT", "TSLA")
     return fake
 
@@ -137,8 +137,8 @@ async def test_a_ticker_outside_the_token_never_shows_on_any_read_path(
             async with open_stream(client, STREAM, params=params) as sse:
                 assert set((await sse.event()).json()) == {"AAPL"}  # the snapshot
                 for i in range(5):
-                    await producer.tick({"MSFT": 421.0 + i, "TSLA": 251.0 + i})
-                final = (await producer.tick({"AAPL": 191.0, "MSFT": 430.0}))["AAPL"].seq
+                    await producer.atick({"MSFT": 421.0 + i, "TSLA": 251.0 + i})
+                final = (await producer.atick({"AAPL": 191.0, "MSFT": 430.0}))["AAPL"].seq
                 got = await sse.updates_until(lambda b, seq=final: b.position[1] >= seq)
                 assert all(set(b.json()) == {"AAPL"} for b in got), [b.data for b in got]
 
@@ -168,11 +168,11 @@ async def test_a_stream_ends_with_event_expired_at_the_tokens_exp(
         assert r.status_code == 401 and "expired" in r.json()["detail"]
 
 
-async def tick_forever(producer: FakeProducer, interval_s: float) -> None:
+async def tick_forever(producer: ContractWriter, interval_s: float) -> None:
     i = 0
     while True:
         i += 1
-        await producer.tick({"AAPL": 190.0 + i % 7, "MSFT": 420.0 + i % 5})
+        await producer.atick({"AAPL": 190.0 + i % 7, "MSFT": 420.0 + i % 5})
         await asyncio.sleep(interval_s)
 
 
@@ -255,7 +255,7 @@ async def test_max_hz_conflates_to_the_rate_and_ends_each_interval_with_the_late
             started = time.monotonic()
             last = {}
             while time.monotonic() - started < 3.0:  # 40 ticks a second, both tickers
-                last = await producer.tick({"AAPL": 100 + (time.monotonic() % 50),
+                last = await producer.atick({"AAPL": 100 + (time.monotonic() % 50),
                                             "MSFT": 300 + (time.monotonic() % 20)})
                 await asyncio.sleep(0.025)
             window = time.monotonic() - started

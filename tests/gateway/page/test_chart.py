@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.gateway.page.test_page import Gateway, gateway_env, page, system  # noqa: F401 (fixtures)
-from tests.helpers.support import wait_for
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.helpers.support import Service, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import Service, free_port
 
 pytestmark = pytest.mark.browser
 

@@ -20,10 +20,11 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
 from tests.gateway.page.test_page import CHROMIUM_ARGS, Gateway
-from tests.helpers.feed import TickWriter
-from tests.helpers.support import Service, free_port, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import Service, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -50,7 +51,7 @@ class Feed:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self.writer = TickWriter(client, keys, PRICES, REFERENCES)
+        self.writer = ContractWriter(client, keys, PRICES, REFERENCES)
 
     def status(self, **fields: Any) -> None:
         self.client.set(self.keys.producer, "test-feed")
@@ -131,7 +132,7 @@ def test_simulated_prices_are_labelled_and_change_is_since_the_reference(
         "Simulated prices (a random walk), not market data. "
         "Change % since the first simulated price of the UTC day.")
     page.evaluate(WATCH_FLASHES)
-    update = feed.writer.tick({"AAPL": 1.01, "MSFT": 1.0, "TSLA": 1.0})  # only AAPL moves
+    update = feed.writer.tick(moves={"AAPL": 1.01, "MSFT": 1.0, "TSLA": 1.0})  # only AAPL moves
     expect(row(page, "AAPL").locator(".price")).to_have_text(f"{update['AAPL'].price:,.2f}")
     # Since the reference (180.00), not since the last tick (+1 %).
     expect(row(page, "AAPL").locator(".change")).to_have_text(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
@@ -43,16 +42,6 @@ async def massive_ws() -> AsyncIterator[FakeMassiveWS]:
         yield server
     finally:
         await server.close()
-
-
-async def eventually(predicate: Callable[[], object], timeout_s: float = 5.0,
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` without blocking the event loop; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Batches:

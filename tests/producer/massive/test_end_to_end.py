@@ -20,8 +20,8 @@ from tests.helpers.massive import (
     trade,
     unauthorized,
 )
-from tests.helpers.support import Service, running, wait_for
-from tests.producer.massive.conftest import eventually
+from tests.helpers.poll import wait_for, wait_until
+from tests.helpers.support import Service, running
 
 pytestmark = [pytest.mark.massive, pytest.mark.e2e, pytest.mark.integration]
 
@@ -107,7 +107,7 @@ async def test_producer_streams_trades_from_the_websocket(
         await massive_ws.wait_until(lambda: massive_ws.subscribed == {"T.AAPL", "T.MSFT"})
         await massive_ws.send(trade("AAPL", 190.0, T0_MS), trade("AAPL", 190.5, T0_MS + 7),
                               trade("MSFT", 420.25, T0_MS))
-        await eventually(lambda: len(latest(sredis, keys)) == 2, what="both in the cache")
+        await wait_until(lambda: len(latest(sredis, keys)) == 2, what="both in the cache")
         cache = latest(sredis, keys)
         assert cache["AAPL"].price == 190.5
         assert cache["AAPL"].timestamp == pytest.approx((T0_MS + 7) / 1000)
@@ -117,14 +117,14 @@ async def test_producer_streams_trades_from_the_websocket(
         day = time.strftime("%Y-%m-%d", time.gmtime(cache["AAPL"].timestamp))
         kept = float(sredis.hget(keys.reference(day), "AAPL"))
         assert cache["AAPL"].reference_price == kept and kept in (190.0, 190.5)
-        await eventually(lambda: status(sredis, keys).get("state") == "ok", what="state ok")
+        await wait_until(lambda: status(sredis, keys).get("state") == "ok", what="state ok")
         assert status(sredis, keys)["source"] == "massive-websocket"
 
         await massive_ws.close_clients()  # a clean close: the producer must come back
         await massive_ws.wait_until(lambda: len(massive_ws.connections) == 2
                                     and massive_ws.subscribed == {"T.AAPL", "T.MSFT"})
         await massive_ws.send(trade("MSFT", 421.0, T0_MS + 1000))
-        await eventually(lambda: latest(sredis, keys)["MSFT"].price == 421.0, what="MSFT 421")
+        await wait_until(lambda: latest(sredis, keys)["MSFT"].price == 421.0, what="MSFT 421")
         assert_key_not_shown(service, sredis, keys)
         assert service.stop() == 0
     assert API_KEY not in service.log_path.read_text()

@@ -31,7 +31,8 @@ from tests.helpers.massive import (
     snapshot_entry,
     unauthorized,
 )
-from tests.producer.massive.conftest import Batches, eventually, lines
+from tests.helpers.poll import wait_until
+from tests.producer.massive.conftest import Batches, lines
 
 pytestmark = pytest.mark.massive
 
@@ -90,7 +91,7 @@ async def test_unchanged_snapshot_is_not_sent_again(
     massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS), snapshot_entry("MSFT", 420.0, T0_NS))
     async with started(rest_source(massive_http, batches), ["AAPL", "MSFT"]):
         await batches.wait_for(lambda b: len(b) == 1)
-        await eventually(lambda: len(massive_http.seen()) >= 5, what="five polls")
+        await wait_until(lambda: len(massive_http.seen()) >= 5, what="five polls")
         assert len(batches.batches) == 1  # a closed market stays quiet
         massive_http.serve(snapshot_entry("AAPL", 190.5, T0_NS + 10**9))
         got = await batches.wait_for(lambda b: len(b) == 2)
@@ -141,7 +142,7 @@ async def test_bad_ticker_entries_are_skipped_alone(
     tickers = ["AAPL", "GOOGL", "NFLX", "TSLA", "META", "V"]
     async with started(rest_source(massive_http, batches), tickers) as source:
         await batches.wait_for(lambda b: len(b) == 1)
-        await eventually(lambda: len(massive_http.seen()) >= 4, what="four polls")
+        await wait_until(lambda: len(massive_http.seen()) >= 4, what="four polls")
         assert source.state == "ok"
     assert batches.batches == [{"AAPL": quote(190.0, T0_NS / 1e9)}]
     for ticker in ("GOOGL", "NFLX", "TSLA", "META", "V"):  # one line each, not one per poll
@@ -172,7 +173,7 @@ async def test_rejected_key_is_one_line_a_visible_state_and_retried(
     massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
     massive_http.then(*[unauthorized()] * 4)
     async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
-        await eventually(lambda: len(massive_http.seen()) >= 2, what="a retry after the 401")
+        await wait_until(lambda: len(massive_http.seen()) >= 2, what="a retry after the 401")
         assert source.state == "auth_rejected"
         got = await batches.wait_for(lambda b: len(b) == 1)  # the key is accepted again
         assert source.state == "ok"
@@ -186,7 +187,7 @@ async def test_rejected_key_is_retried_slowly(
         massive_http: FakeMassiveHTTP, batches: Batches) -> None:
     massive_http.then(Reply(403, b'{"status":"NOT_AUTHORIZED","message":"not entitled"}'))
     async with started(rest_source(massive_http, batches, auth_retry_s=0.6), ["AAPL"]) as source:
-        await eventually(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
+        await wait_until(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
         first, second = massive_http.seen()[:2]
         assert source.state in ("plan_missing", "ok")
     assert second.at - first.at >= 0.55  # auth_retry_s, not the 0.05 s poll interval
@@ -199,7 +200,7 @@ async def test_a_plan_without_the_snapshot_endpoint_is_not_called_a_rejected_key
            b'to this data. Please upgrade your plan at https://massive.com/pricing"}'
     massive_http.then(Reply(403, body), Reply(403, body))
     async with started(rest_source(massive_http, batches, auth_retry_s=0.3), ["AAPL"]) as source:
-        await eventually(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
+        await wait_until(lambda: len(massive_http.seen()) >= 2, what="the retry after a 403")
         assert source.state == "plan_missing"
     errors = lines(caplog, logging.ERROR, "NOT_AUTHORIZED")
     assert len(errors) == 1, errors
@@ -213,7 +214,7 @@ async def test_a_403_without_not_authorized_is_still_a_rejected_key(
         caplog: pytest.LogCaptureFixture) -> None:
     massive_http.then(Reply(403, b'{"status":"ERROR","error":"Unknown API Key"}'))
     async with started(rest_source(massive_http, batches, auth_retry_s=0.3), ["AAPL"]) as source:
-        await eventually(lambda: source.state == "auth_rejected", what="auth_rejected")
+        await wait_until(lambda: source.state == "auth_rejected", what="auth_rejected")
     assert lines(caplog, logging.ERROR, "rejected the API key (HTTP 403)")
 
 
@@ -223,8 +224,8 @@ async def test_rate_limit_honours_retry_after(
     massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
     massive_http.then(rate_limited("1"))
     async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
-        await eventually(lambda: len(massive_http.seen()) >= 1, what="the first request")
-        await eventually(lambda: source.state == "rate_limited", what="rate_limited state")
+        await wait_until(lambda: len(massive_http.seen()) >= 1, what="the first request")
+        await wait_until(lambda: source.state == "rate_limited", what="rate_limited state")
         await batches.wait_for(lambda b: len(b) == 1)
     first, second = massive_http.seen()[:2]
     assert second.at - first.at >= 0.95  # Retry-After: 1, though the backoff says 0.05 s
@@ -246,7 +247,7 @@ async def test_server_errors_back_off_exponentially_then_recover(
     massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
     massive_http.then(*[server_error()] * 4)
     async with started(rest_source(massive_http, batches, poll_interval_s=0.1), ["AAPL"]) as source:
-        await eventually(lambda: source.state == "upstream_error", what="upstream_error")
+        await wait_until(lambda: source.state == "upstream_error", what="upstream_error")
         await batches.wait_for(lambda b: len(b) == 1, timeout_s=10)
         assert source.state == "ok"
     at = [r.at for r in massive_http.seen()[:5]]
@@ -262,7 +263,7 @@ async def test_malformed_json_is_a_failed_poll_not_a_crash(
     massive_http.serve(snapshot_entry("AAPL", 190.0, T0_NS))
     massive_http.then(malformed(), Reply(200, b'{"status": "OK", "tickers": 7}'))
     async with started(rest_source(massive_http, batches), ["AAPL"]) as source:
-        await eventually(lambda: source.state == "bad_response", what="bad_response state")
+        await wait_until(lambda: source.state == "bad_response", what="bad_response state")
         await batches.wait_for(lambda b: len(b) == 1)
         assert source.state == "ok"
 
@@ -275,8 +276,8 @@ async def test_unreachable_server_sets_state_and_keeps_trying(
     source = MassiveRestSource(lambda: SnapshotClient(API_KEY, url, timeout_s=1.0), batches,
                                poll_interval_s=0.02, max_backoff_s=0.05)
     async with started(source, ["AAPL"]):
-        await eventually(lambda: source.state == "unreachable", what="unreachable state")
-        await eventually(lambda: len(lines(caplog, logging.DEBUG, "again; retrying")) >= 3,
+        await wait_until(lambda: source.state == "unreachable", what="unreachable state")
+        await wait_until(lambda: len(lines(caplog, logging.DEBUG, "again; retrying")) >= 3,
                          what="three retries")
     assert len(lines(caplog, logging.WARNING, "cannot reach Massive")) == 1
 
@@ -286,7 +287,7 @@ async def test_stop_does_not_wait_for_a_hanging_request(
     massive_http.then(Reply(200, b'{"status": "OK", "tickers": []}', delay_s=3.0))
     source = rest_source(massive_http, batches)
     await source.start(["AAPL"], {})
-    await eventually(lambda: len(massive_http.seen()) == 1, what="the hanging request")
+    await wait_until(lambda: len(massive_http.seen()) == 1, what="the hanging request")
     began = time.monotonic()
     await source.stop()  # the SDK blocks in a worker thread, not on the event loop
     assert time.monotonic() - began < 0.5

@@ -16,7 +16,8 @@ from producer.sources.factory import create_source
 from producer.sources.massive_ws import MassiveStreamSource, feed_of
 from shared.settings import Secret, Settings
 from tests.helpers.massive import API_KEY, FakeMassiveWS, trade
-from tests.producer.massive.conftest import Batches, eventually, lines
+from tests.helpers.poll import wait_until
+from tests.producer.massive.conftest import Batches, lines
 
 pytestmark = pytest.mark.massive
 
@@ -114,7 +115,7 @@ async def test_rejected_key_stops_streaming_with_one_clear_line(
     server = await FakeMassiveWS(accept_key="some-other-key").start()
     try:
         async with streaming(server, batches, ["AAPL"]) as source:
-            await eventually(lambda: source.state == "auth_rejected", what="auth_rejected")
+            await wait_until(lambda: source.state == "auth_rejected", what="auth_rejected")
             # the state is set as the stream gives up, so no second attempt can follow
             assert len(server.connections) == 1
     finally:
@@ -175,8 +176,8 @@ async def test_unreachable_feed_shows_in_the_state(batches: Batches) -> None:
     await source.start(["AAPL"], {})
     try:
         assert source.state in ("starting", "connecting")
-        await eventually(lambda: source.state == "unreachable", what="unreachable state")
-        await eventually(lambda: source.details()["detail"] is not None, what="a detail")
+        await wait_until(lambda: source.state == "unreachable", what="unreachable state")
+        await wait_until(lambda: source.details()["detail"] is not None, what="a detail")
         assert "cannot connect to the Massive websocket" in source.details()["detail"]
     finally:
         await source.stop()
