@@ -89,7 +89,10 @@ class ProducerRunner:
                     if self._term_produced:
                         backoff.reset()
                     self._term_produced = False
-                    await _wait(stop, backoff.next_delay())
+                    delay = backoff.next_delay()
+                    log.debug("Redis attempt failed (%s); next try in %.2f s",
+                              type(e).__name__, delay)
+                    await _wait(stop, delay)
         finally:
             await self._release()
 

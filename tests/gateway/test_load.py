@@ -14,7 +14,7 @@ import pytest
 
 from bench.sse_client import SseClient, Window, percentile_ms
 from bench.sse_loadgen import close_all, open_batch
-from tests.helpers.gateway import wait_until
+from tests.helpers.poll import wait_until
 from tests.helpers.support import free_port
 from tests.helpers.system import metrics, rss_mb, status, system
 
@@ -146,25 +146,16 @@ async def test_churn_leaks_no_task_subscription_descriptor_or_memory(redis_url):
         started = time.monotonic()
         await churn(CHURN_CYCLES)
         took = time.monotonic() - started
-        settled = await _settle(url, before)
+        # The gateway closes what the churn left: every count goes back to before.
+        await wait_until(lambda: _counts(url) == before, 10, what=f"the counts back to {before}")
+        settled = _counts(url)
         rss_after = rss_mb(gw.proc.pid)
         served = metrics(url)["pricefeed_gateway_streams_opened_total"]
         assert gw.alive()
-    assert settled == before, (before, settled)
     assert rss_after <= rss_before * 1.10, (rss_before, rss_after)
     assert served == (200 + CHURN_CYCLES) * 3 / 4  # a request cut midway opens none
     FIGURES["churn"] = {"cycles": CHURN_CYCLES, "seconds": took, "counts": settled,
                         "rss_before_mb": rss_before, "rss_after_mb": rss_after}
-
-
-async def _settle(url: str, before: dict[str, float]) -> dict[str, float]:
-    """The counts once the gateway has closed what the churn left (bounded wait)."""
-    deadline = time.monotonic() + 10
-    while True:
-        now = _counts(url)
-        if now == before or time.monotonic() > deadline:
-            return now
-        await asyncio.sleep(0.1)
 
 
 async def test_sigterm_with_1000_open_streams_exits_within_2s(redis_url):

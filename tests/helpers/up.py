@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers.support import ROOT, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import ROOT
 
 
 class Up:
@@ -61,11 +62,12 @@ class Up:
     def wait_exit(self, timeout_s: float) -> tuple[int, float]:
         """The exit status and how long it took."""
         started = time.monotonic()
-        while self.proc.poll() is None:
-            if time.monotonic() - started > timeout_s:
-                raise AssertionError(f"pricefeed up still running after {timeout_s}s")
-            self.descendants()
-            time.sleep(0.02)
+
+        def exited() -> bool:
+            self.descendants()  # every process seen below it, for `orphans`
+            return self.proc.poll() is not None
+
+        wait_for(exited, timeout_s, 0.02, "pricefeed up to exit")
         return self.proc.returncode, time.monotonic() - started
 
     def orphans(self) -> list[int]:

@@ -13,7 +13,8 @@ from producer.sources.seed import SEED_PRICES
 from shared.codec import decode_map, decode_update, encode_update
 from shared.keys import Keys
 from shared.models import PriceUpdate
-from tests.helpers.support import running, wait_for
+from tests.helpers.poll import wait_for
+from tests.helpers.support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.reliability]
 
@@ -134,10 +135,12 @@ def test_redis_down_at_start(redis_server_factory, namespace, artifacts_dir) -> 
     server = redis_server_factory()
     server.stop()
     keys = Keys(namespace)
-    env = {"REDIS_URL": server.url, "PRICEFEED_NAMESPACE": namespace, **FAST}
+    env = {"REDIS_URL": server.url, "PRICEFEED_NAMESPACE": namespace, **FAST,
+           "PRICEFEED_LOG_LEVEL": "DEBUG"}  # a DEBUG line per retry shows the retries
     with running(["producer"], env, artifacts_dir / f"producer-{namespace}-late.log") as svc:
         wait_for(lambda: "Redis is unavailable" in svc.output(), what="the first failure")
-        time.sleep(0.5)  # several retries happen here: they must not log again
+        wait_for(lambda: svc.output().count("next try in") >= 3,
+                 what="retries, which must not log the failure again")
         server.start()
         client = server.client()
         wait_for(lambda: client.hlen(keys.latest) == 3, timeout_s=10, what="publishing")

@@ -12,6 +12,7 @@ import producer.runner as runner_module
 from producer.runner import ProducerRunner, SourceConfigError
 from producer.sources.base import MarketDataSource, Quote
 from shared.settings import Settings
+from tests.helpers.poll import wait_until
 from tests.helpers.support import free_port
 
 SETTINGS = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", namespace="run",
@@ -22,12 +23,12 @@ async def test_a_term_produces_and_stops_cleanly(fake_redis) -> None:
     runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    for _ in range(200):  # the heartbeat follows the first tick that landed
-        if await fake_redis.hlen(SETTINGS.keys.latest) == 2 and await fake_redis.exists(
-            SETTINGS.keys.producer
-        ):
-            break
-        await asyncio.sleep(0.01)
+
+    async def produced() -> bool:  # the heartbeat follows the first tick that landed
+        return bool(await fake_redis.hlen(SETTINGS.keys.latest) == 2
+                    and await fake_redis.exists(SETTINGS.keys.producer))
+
+    await wait_until(produced, 5, what="a tick and the heartbeat")
     assert await fake_redis.get(SETTINGS.keys.producer) == b"me"
     stop.set()
     await asyncio.wait_for(task, 2)
@@ -78,17 +79,14 @@ async def test_no_heartbeat_until_the_first_tick_has_landed(fake_redis, monkeypa
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        for _ in range(200):
-            if await fake_redis.exists(SETTINGS.keys.producer_status):
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: fake_redis.exists(SETTINGS.keys.producer_status), 5,
+                         what="the status")
         assert await fake_redis.get(SETTINGS.keys.lease) == b"me"  # the lease is held...
         assert await fake_redis.exists(SETTINGS.keys.producer) == 0  # ...but no heartbeat
         await sources[0].emit()
-        for _ in range(200):  # written at once, not at the next renewal a second later
-            if await fake_redis.exists(SETTINGS.keys.producer):
-                break
-            await asyncio.sleep(0.01)
+        # Written at once, not at the next renewal a second later.
+        await wait_until(lambda: fake_redis.exists(SETTINGS.keys.producer), 2,
+                         what="the heartbeat")
         assert await fake_redis.get(SETTINGS.keys.producer) == b"me"
     finally:
         stop.set()

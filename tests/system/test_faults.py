@@ -17,13 +17,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from producer.lease import LEASE_TTL_MS
-from tests.helpers.gateway import wait_until
+from tests.helpers.poll import wait_until
 from tests.helpers.streams import Recorder, recording
-from tests.helpers.support import wait_for
 from tests.helpers.system import TICKERS, rss_mb, status, system
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
 FIGURES: dict[str, dict[str, object]] = {}
+FENCE = b"collector-fence"  # a message no producer sends
 
 
 async def test_redis_dies_and_returns_every_client_resyncs_without_reconnecting(
@@ -35,9 +35,17 @@ async def test_redis_dies_and_returns_every_client_resyncs_without_reconnecting(
         async with recording(*clients) as tasks:
             await wait_until(lambda: all(c.data() for c in clients), 10, "first events")
             server.stop()
+            down = time.monotonic()
             for url in sys.urls:
                 await wait_until(lambda u=url: status(u, "/api/ready") == 503, 10, "503")
-            await asyncio.sleep(1.0)  # an outage long enough for every retry path to run
+
+            def in_outage() -> bool:  # every process retrying, every stream kept alive
+                return (all("Redis subscription lost" in g.output() for g in sys.gateways)
+                        and "Redis is unavailable" in sys.producers[0].output()
+                        and all(any(d is None and t > down for t, d in c.frames)
+                                for c in clients))
+
+            await wait_until(in_outage, 10, "every process in its retry path, a ping to all")
             await asyncio.to_thread(server.start)
             back = time.monotonic()
 
@@ -75,6 +83,7 @@ class Collector:
         self.channels, self.patterns = channels, patterns
         self.got: list[tuple[float, str, bytes]] = []
         self._task: asyncio.Task[None] | None = None
+        self._fenced = asyncio.Event()
 
     async def __aenter__(self) -> Collector:
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -85,10 +94,22 @@ class Collector:
         self._task = asyncio.create_task(self._run())
         return self
 
+    async def fence(self) -> None:
+        """Return once every message published before this call has been collected: one
+        connection's pub/sub messages arrive in the order Redis handled the PUBLISHes, so a
+        marker published now comes after them all (it is not kept in `got`)."""
+        self._fenced = asyncio.Event()
+        await self.redis.publish(self.channels[0], FENCE)
+        await asyncio.wait_for(self._fenced.wait(), 10)
+
     async def _run(self) -> None:
         while True:
             message = await self.pubsub.get_message(timeout=1.0)
-            if message is not None and message["type"] in ("message", "pmessage"):
+            if message is None or message["type"] not in ("message", "pmessage"):
+                continue
+            if message["data"] == FENCE:
+                self._fenced.set()
+            else:
                 self.got.append((time.monotonic(), message["channel"].decode(), message["data"]))
 
     async def __aexit__(self, *exc: object) -> None:
@@ -107,8 +128,10 @@ def _ticks(got) -> list[dict]:
 async def test_producer_killed_and_restarted_continues_prices_and_seq(redis_url):
     with system(redis_url, gateways=0) as sys:
         client = sys.redis()
-        wait_for(lambda: client.hlen(sys.keys.latest) == len(TICKERS), 10, what="first tick")
-        await asyncio.sleep(0.5)  # a few ticks, so prices have moved from the seed
+        await wait_until(lambda: client.hlen(sys.keys.latest) == len(TICKERS), 10,
+                         what="first tick")
+        await wait_until(lambda: client.xlen(sys.keys.ticks) >= 5, 10,
+                         what="a few ticks, so prices have moved from the seed")
         sys.producers[0].signal(signal.SIGKILL)
         sys.producers[0].proc.wait(5)
         cached = {t.decode(): orjson.loads(v) for t, v in client.hgetall(sys.keys.latest).items()}
@@ -131,9 +154,10 @@ async def test_producer_killed_and_restarted_continues_prices_and_seq(redis_url)
 async def test_two_producers_one_publishes_and_the_standby_takes_over(redis_url):
     with system(redis_url, producers=2, gateways=0) as sys:
         client = sys.redis()
-        wait_for(lambda: client.hlen(sys.keys.latest) == len(TICKERS), 10, what="first tick")
+        await wait_until(lambda: client.hlen(sys.keys.latest) == len(TICKERS), 10,
+                         what="first tick")
         async with Collector(sys, [sys.keys.prices]) as col:
-            await asyncio.sleep(1.5)
+            await wait_until(lambda: len(col.got) >= 10, 10, what="ticks of the first owner")
             owner = client.get(sys.keys.producer).decode()
             active = next(p for p in sys.producers if f":{p.proc.pid}:" in owner)
             standby = next(p for p in sys.producers if p is not active)
@@ -142,7 +166,7 @@ async def test_two_producers_one_publishes_and_the_standby_takes_over(redis_url)
             active.signal(signal.SIGKILL)
             await wait_until(lambda: len(col.got) > before, 10, what="the standby publishing")
             takeover = col.got[before][0] - killed
-            await asyncio.sleep(1.0)
+            await wait_until(lambda: len(col.got) >= before + 10, 10, what="the standby's ticks")
         new_owner = client.get(sys.keys.producer).decode()
         messages = col.got
         assert standby.alive() and f":{standby.proc.pid}:" in new_owner
@@ -201,7 +225,7 @@ async def test_sigterm_mid_tick_leaves_cache_and_channels_agreeing(redis_url):
                 producer.signal(signal.SIGTERM)
                 rc = await asyncio.to_thread(producer.proc.wait, 5)
                 stops.append(time.monotonic() - started)
-                await asyncio.sleep(0.3)  # messages still in flight to the collector
+                await col.fence()  # every message the producer sent has arrived
             messages = col.got
             assert rc == 0
             last_map: dict[str, bytes] = {}

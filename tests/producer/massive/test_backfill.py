@@ -25,7 +25,8 @@ from tests.helpers.massive import (
     rate_limited,
     snapshot_entry,
 )
-from tests.producer.massive.conftest import eventually, lines
+from tests.helpers.poll import wait_until
+from tests.producer.massive.conftest import lines
 
 pytestmark = [pytest.mark.massive, pytest.mark.integration]
 
@@ -167,12 +168,13 @@ async def test_a_rest_producer_backfills_at_start_through_its_shared_budget(
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        await eventually(lambda: any("aggs" in r.path for r in massive_http.seen()),
+        await wait_until(lambda: any("aggs" in r.path for r in massive_http.seen()),
                          what="the aggregates call")
-        for _ in range(200):
-            if await redis.zcard(keys.bars("1m", "AAPL")) >= 4:
-                break
-            await asyncio.sleep(0.02)
+
+        async def backfilled() -> bool:
+            return bool(await redis.zcard(keys.bars("1m", "AAPL")) >= 4)
+
+        await wait_until(backfilled, what="the backfilled bars")
         bars = await stored(redis, keys, "AAPL")
         assert [b.t for b in bars][-1] == minute - 60 and bars[-1].v == 1200.0
         source = runner.source
