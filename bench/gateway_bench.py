@@ -1,4 +1,4 @@
-"""Gateway fan-out benchmark (issue 3, "Performance"): ours against two baselines, one run.
+"""Gateway fan-out benchmark (docs/PERFORMANCE.md): ours against two baselines, one run.
 
 One command starts a private redis-server, a publisher (the real producer) and each gateway
 in turn — ours (``pricefeed gateway``), the per-client-PubSub baseline and the polling

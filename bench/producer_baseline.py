@@ -1,4 +1,5 @@
-"""The baseline of the producer benchmark (issue 2): the straightforward way to write a tick.
+"""The baseline of the producer benchmark (docs/PERFORMANCE.md): the straightforward way to
+write a tick.
 
 Per update: build the PriceUpdate, JSON-encode it (orjson, as the rest of the project),
 and queue PUBLISH + HSET on one MULTI/EXEC pipeline, plus the tick map; seq from one

@@ -1,4 +1,4 @@
-"""Producer throughput (issue 2): price updates per second fully written to Redis.
+"""Producer throughput (docs/PERFORMANCE.md): price updates per second fully written to Redis.
 
 Runs ours (`producer.publisher.Publisher`) with the tick log `NS:ticks` on ("ours") and
 off ("ours-log-off", PRICEFEED_HISTORY_LEN=0), and the baseline

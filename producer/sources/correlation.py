@@ -1,6 +1,7 @@
-"""The correlation structure of the simulator's normal draws (README.md, "Architecture").
+"""The correlation structure of the simulator's normal draws (docs/ARCHITECTURE.md, "The
+simulator's model").
 
-The spec's correlation matrix is exactly a factor model: every ticker loads ``sqrt(0.3)`` on
+That correlation matrix is exactly a factor model: every ticker loads ``sqrt(0.3)`` on
 a market factor, tech members load ``sqrt(0.3)`` more on a tech factor (0.3 + 0.3 = 0.6
 within tech) and finance members ``sqrt(0.2)`` on a finance factor (0.3 + 0.2 = 0.5); each
 keeps an idiosyncratic part so its variance is 1. So ``C = B·Bᵀ + D`` with B of width 3.
@@ -31,7 +32,7 @@ _GROUPS: Final[tuple[str, ...]] = tuple(sorted(CORRELATION_GROUPS))
 
 
 def correlation_matrix(tickers: Sequence[str]) -> np.ndarray:
-    """The spec's pairwise correlation matrix for ``tickers`` (dense; for tests and Cholesky)."""
+    """The pairwise correlation matrix for ``tickers`` (dense; for tests and Cholesky)."""
     n = len(tickers)
     out = np.empty((n, n))
     for i, a in enumerate(tickers):
@@ -55,7 +56,7 @@ def factor_loadings(tickers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CorrelatedNormals:
-    """Draws of standard normals with the spec's correlation for a fixed ticker list."""
+    """Draws of standard normals with the model's correlation for a fixed ticker list."""
 
     def __init__(self, tickers: Sequence[str]) -> None:
         self.size = len(tickers)

@@ -31,9 +31,10 @@ MIN_PRICE: Final[float] = 0.01
 class GBMSimulator:
     """Prices of ``tickers`` moved by correlated GBM plus rare shock events.
 
-    Per step: ``S *= exp((mu - sigma²/2)·dt + sigma·√dt·Z)`` with Z correlated as the spec
-    says, then with ``event_probability`` per ticker a shock of ±2–5 %. Full precision is
-    kept inside; `step` returns prices rounded to cents. A given ``seed`` reproduces a run.
+    Per step: ``S *= exp((mu - sigma²/2)·dt + sigma·√dt·Z)`` with Z correlated (the model:
+    docs/ARCHITECTURE.md), then with ``event_probability`` per ticker a shock of ±2–5 %.
+    Full precision is kept inside; `step` returns prices rounded to cents. A given ``seed``
+    reproduces a run.
     """
 
     def __init__(

@@ -49,7 +49,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Settings(CommonSettings, ProducerSettings, GatewaySettings):
-    """Everything configurable, with the spec's defaults."""
+    """Everything configurable, with the defaults README.md "Configuration" gives."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,4 +1,4 @@
-"""Load scenarios 5, 6 and 7a (issue 6) against the real gateway process, with the raw
+"""Load scenarios 5, 6 and 7a of docs/RELIABILITY.md against the real gateway process, with the raw
 clients of bench/ (bench.sse_client.SseClient, bench.sse_loadgen.open_batch)."""
 
 from __future__ import annotations

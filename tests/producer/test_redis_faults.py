@@ -23,7 +23,7 @@ from tests.helpers.system import LOGS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
 
-FIGURES: dict[str, object] = {}  # written to figures.json by this suite's conftest
+FIGURES: dict[str, object] = {}  # reported by bench/reliability.py (tests/conftest.py)
 KEYS = Keys("faults")
 FAST = {"PRICEFEED_NAMESPACE": KEYS.namespace, "PRICEFEED_TICK_INTERVAL": "0.05"}
 

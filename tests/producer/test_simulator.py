@@ -1,4 +1,5 @@
-"""The GBM simulator: the spec's statistics, positivity, reproducibility, add/remove."""
+"""The GBM simulator: the model's statistics (docs/ARCHITECTURE.md), positivity,
+reproducibility, add/remove."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Faults 1-4 and 7b (issue 6) with real processes and a real redis-server.
+"""Faults 1-4 and 7b of docs/RELIABILITY.md with real processes and a real redis-server.
 
 Each test records its figures (recovery time, updates lost, memory) in FIGURES, which
-conftest.py writes to tests/artifacts/reliability/figures.json for docs/RELIABILITY.md.
+bench/reliability.py reports for docs/RELIABILITY.md (tests/conftest.py writes them).
 """
 
 from __future__ import annotations
