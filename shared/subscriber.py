@@ -87,10 +87,11 @@ async def subscribe(
     """
     wanted = frozenset(tickers) if tickers is not None else None
     retry = backoff or Backoff(initial_s=0.2, cap_s=5.0)
+    dataset = _Dataset()
     down = False
     while True:
         try:
-            async for batch in _session(redis, keys, wanted):
+            async for batch in _session(redis, keys, wanted, dataset):
                 if down or batch.snapshot:
                     retry.reset()
                     if down:
@@ -112,8 +113,25 @@ async def subscribe(
             await asyncio.sleep(retry.next_delay())
 
 
+class _Dataset:
+    """The last ``NS:epoch`` seen, kept across sessions: a Redis that comes back wiped, with
+    a fresh producer whose seqs start over, must give a reset, not a snapshot whose lower
+    seqs a reader would drop as old."""
+
+    def __init__(self) -> None:
+        self.epoch: Any = None
+
+    def changed(self, epoch: Any) -> bool:
+        """Note ``epoch``; True when it replaces another one."""
+        if epoch is None:  # nothing written yet: the first tick will say
+            return False
+        changed = self.epoch is not None and epoch != self.epoch
+        self.epoch = epoch
+        return changed
+
+
 async def _session(
-    redis: Redis, keys: Keys, wanted: frozenset[str] | None
+    redis: Redis, keys: Keys, wanted: frozenset[str] | None, dataset: _Dataset
 ) -> AsyncGenerator[Batch, None]:
     """One connection's worth of batches; raises a connection error when it breaks."""
 
@@ -132,13 +150,13 @@ async def _session(
                 # so the cache was read again.
                 epoch, state = event.value
                 seen = {t: u.seq for t, u in state.items()}
-                yield Batch(state, snapshot=True)
+                yield Batch(state, snapshot=True, reset=dataset.changed(epoch))
                 continue
             current = await redis.get(keys.epoch)
             if current != epoch:  # a wiped Redis: this tick is in the new snapshot
                 log.warning("%s changed: Redis holds a new dataset; taking its snapshot",
                             keys.epoch)
-                reset, epoch = epoch is not None, current
+                reset, epoch = dataset.changed(current), current
                 state = await snapshot(redis, keys, wanted)
                 seen = {t: u.seq for t, u in state.items()}
                 yield Batch(state, snapshot=True, reset=reset)
