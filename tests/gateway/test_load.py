@@ -1,5 +1,5 @@
-"""Load scenarios 5, 6 and 7a of docs/RELIABILITY.md against the real gateway process, with the raw
-clients of bench/ (bench.sse_client.SseClient, bench.sse_loadgen.open_batch)."""
+"""Load scenarios 5, 6 and 7a of docs/RELIABILITY.md against the real gateway process, with
+the raw clients of bench/ (bench.sse_client.SseClient, bench.sse_loadgen.open_batch)."""
 
 from __future__ import annotations
 
@@ -147,7 +147,12 @@ async def test_churn_leaks_no_task_subscription_descriptor_or_memory(redis_url):
         await churn(CHURN_CYCLES)
         took = time.monotonic() - started
         # The gateway closes what the churn left: every count goes back to before.
-        await wait_until(lambda: _counts(url) == before, 10, what=f"the counts back to {before}")
+        # Polled every 0.1 s: each probe is itself a request, with a task and a descriptor.
+        try:
+            await wait_until(lambda: _counts(url) == before, 10, "the counts back to before",
+                             interval_s=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: before {before}, now {_counts(url)}") from None
         settled = _counts(url)
         rss_after = rss_mb(gw.proc.pid)
         served = metrics(url)["pricefeed_gateway_streams_opened_total"]
