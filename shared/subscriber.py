@@ -114,17 +114,15 @@ async def subscribe(
 
 
 class _Dataset:
-    """The last ``NS:epoch`` seen, kept across sessions: a Redis that comes back wiped, with
+    """The ``NS:epoch`` last read, kept across sessions: a Redis that comes back wiped, with
     a fresh producer whose seqs start over, must give a reset, not a snapshot whose lower
-    seqs a reader would drop as old."""
+    seqs a reader would drop as old. None: no epoch (nothing written, or a wiped Redis)."""
 
     def __init__(self) -> None:
         self.epoch: Any = None
 
     def changed(self, epoch: Any) -> bool:
-        """Note ``epoch``; True when it replaces another one."""
-        if epoch is None:  # nothing written yet: the first tick will say
-            return False
+        """Note ``epoch``; True when it replaces another one (None replaces one too)."""
         changed = self.epoch is not None and epoch != self.epoch
         self.epoch = epoch
         return changed
@@ -139,7 +137,6 @@ async def _session(
         return await redis.get(keys.epoch), await snapshot(redis, keys, wanted)
 
     seen: dict[str, int] = {}
-    epoch: Any = None
     bad = 0
     events = subscription(redis, (keys.prices,), read)
     async with aclosing(events):
@@ -153,10 +150,10 @@ async def _session(
                 yield Batch(state, snapshot=True, reset=dataset.changed(epoch))
                 continue
             current = await redis.get(keys.epoch)
-            if current != epoch:  # a wiped Redis: this tick is in the new snapshot
+            if current != dataset.epoch:  # a wiped Redis: this tick is in the new snapshot
                 log.warning("%s changed: Redis holds a new dataset; taking its snapshot",
                             keys.epoch)
-                reset, epoch = dataset.changed(current), current
+                reset = dataset.changed(current)
                 state = await snapshot(redis, keys, wanted)
                 seen = {t: u.seq for t, u in state.items()}
                 yield Batch(state, snapshot=True, reset=reset)

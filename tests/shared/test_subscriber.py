@@ -13,7 +13,9 @@ import redis.asyncio as aioredis
 
 from bench.contract_publisher import ContractWriter
 from shared.backoff import Backoff
+from shared.codec import encode_map
 from shared.keys import Keys
+from shared.models import PriceUpdate
 from shared.subscriber import Batch, snapshot, subscribe
 
 pytestmark = pytest.mark.integration
@@ -219,3 +221,17 @@ async def test_a_dropped_cancel_ends_the_subscription_while_redis_refuses_it(
             await asyncio.wait({task}, timeout=1)
     assert ended, "the cancelled subscription kept retrying"
     assert task.cancelled()
+
+
+async def test_a_wiped_dataset_is_a_reset_even_before_anyone_writes_a_new_epoch(
+        aredis, sredis, namespace):
+    keys = Keys(namespace)
+    ContractWriter(sredis, keys, PRICES).tick()
+    async with collecting(aredis, keys) as queue:
+        assert (await next_batch(queue)).snapshot
+        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
+            sredis.delete(key)
+        # A tick from a writer that keeps no epoch (an older producer, a script).
+        sredis.publish(keys.prices, encode_map([PriceUpdate.create("AAPL", 50.0, None, 1.0, 1)]))
+        batch = await next_batch(queue)
+        assert batch.snapshot and batch.reset and dict(batch.updates) == {}
