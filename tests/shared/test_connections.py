@@ -16,10 +16,32 @@ from shared.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-async def _cancel_as_a_send_completes(client: aioredis.Redis, monkeypatch) -> asyncio.Task:
-    """A task looping on GET, cancelled once, from inside the send, right after the
-    command went out: the exact point where Python 3.11's ``wait_for`` drops a cancel.
-    Returns the task once it ended or 5 s passed."""
+class Victim:
+    """A task looping on GET until it is cancelled, or until `stop` (which a dropped
+    cancel cannot defeat: the stock client can drop every cancel of a hot loop, and then
+    neither the test nor the event loop's teardown could end it)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.stopping = False
+        self.task: asyncio.Task | None = None
+
+    async def loop(self) -> None:
+        while not self.stopping:
+            await self.client.get("pricefeed-test:absent")
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.stopping = True
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=1)
+
+
+async def _cancel_as_a_send_completes(client: aioredis.Redis, monkeypatch) -> Victim:
+    """A `Victim`, cancelled once, from inside the send, right after the command went
+    out: the exact point where Python 3.11's ``wait_for`` drops a cancel. Returns once its
+    task ended or 5 s passed."""
     real_drain = asyncio.StreamWriter.drain
     victim: list[asyncio.Task] = []
 
@@ -28,24 +50,14 @@ async def _cancel_as_a_send_completes(client: aioredis.Redis, monkeypatch) -> as
         if victim:
             victim.pop().cancel()
 
-    async def loop() -> None:
-        while True:
-            await client.get("pricefeed-test:absent")
-
     await client.ping()  # connected before the send is instrumented
     monkeypatch.setattr(asyncio.StreamWriter, "drain", drain_then_cancel)
-    task = asyncio.create_task(loop())
+    looping = Victim(client)
+    looping.task = task = asyncio.create_task(looping.loop())
     victim.append(task)
     await asyncio.wait({task}, timeout=5)  # not wait_for: its own cancel could be dropped
     monkeypatch.undo()
-    return task
-
-
-async def _stop(task: asyncio.Task) -> None:
-    """End a task that dropped its cancel (so a failure is reported, not hung)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1)
+    return looping
 
 
 @pytest.mark.parametrize("profile", [SERVICE, POOLED], ids=["service", "pooled"])
@@ -53,9 +65,10 @@ async def test_a_cancel_that_lands_as_a_command_is_sent_ends_the_task(
         redis_url, monkeypatch, profile: Profile):
     client = connect(Settings(redis_url=redis_url), profile)
     try:
-        task = await _cancel_as_a_send_completes(client, monkeypatch)
+        looping = await _cancel_as_a_send_completes(client, monkeypatch)
+        task = looping.task
         ended = task.done()
-        await _stop(task)
+        await looping.stop()
     finally:
         await client.aclose()
     assert ended, "the task went on after its cancel"
@@ -74,9 +87,9 @@ async def test_redis_py_own_client_drops_that_cancel(redis_url, monkeypatch):
     """The control: the same injection does reach the race in a stock client."""
     client = aioredis.from_url(redis_url)  # redis-py's default: a 5 s socket timeout
     try:
-        task = await _cancel_as_a_send_completes(client, monkeypatch)
-        ended = task.done()
-        await _stop(task)
+        looping = await _cancel_as_a_send_completes(client, monkeypatch)
+        ended = looping.task.done()
+        await looping.stop()
     finally:
         await client.aclose()
         gc.collect()  # the discarded coroutine, if any, is finalised under the filter above
