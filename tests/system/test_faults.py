@@ -13,6 +13,7 @@ import signal
 import time
 
 import orjson
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
@@ -125,6 +126,13 @@ def _ticks(got) -> list[dict]:
     return [orjson.loads(d) for _, c, d in got if c.endswith(":prices")]
 
 
+def _connections_of(client, pid: int) -> set[str]:
+    """The ``addr`` of each connection Redis has open from process ``pid``."""
+    ours = {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(pid).net_connections("tcp")
+            if c.laddr}
+    return {c["addr"] for c in client.client_list()} & ours
+
+
 async def test_producer_killed_and_restarted_continues_prices_and_seq(redis_url):
     with system(redis_url, gateways=0) as sys:
         client = sys.redis()
@@ -132,8 +140,14 @@ async def test_producer_killed_and_restarted_continues_prices_and_seq(redis_url)
                          what="first tick")
         await wait_until(lambda: client.xlen(sys.keys.ticks) >= 5, 10,
                          what="a few ticks, so prices have moved from the seed")
+        theirs = _connections_of(client, sys.producers[0].proc.pid)
+        assert theirs, "the producer's connections were not found"
         sys.producers[0].signal(signal.SIGKILL)
         sys.producers[0].proc.wait(5)
+        # A tick sent just before the kill may still be in its socket: Redis runs it before
+        # it sees the close, so the cache is final once those connections are gone.
+        await wait_until(lambda: not theirs & {c["addr"] for c in client.client_list()}, 10,
+                         what="Redis closing the killed producer's connections")
         cached = {t.decode(): orjson.loads(v) for t, v in client.hgetall(sys.keys.latest).items()}
         async with Collector(sys, [sys.keys.prices]) as col:
             killed = time.monotonic()
