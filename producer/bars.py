@@ -22,6 +22,7 @@ from typing import Final
 import numpy as np
 import orjson
 
+from producer.encoding import split_joined, suffixed
 from shared.bars import INTERVALS, Bar
 
 NONE: Final[int] = -1  # `start` of a slot with no forming bar
@@ -45,18 +46,25 @@ class Bars:
         return len(self.tickers)
 
     def encode(self) -> list[bytes]:
-        """Each bar's stored JSON (`shared.bars.encode_bar`, byte for byte), in one orjson call."""
-        if not self.tickers:
+        """Each bar's stored JSON (`shared.bars.encode_bar`, byte for byte), column by column
+        (`producer.encoding`: a dict per bar for orjson cost ~1.2 µs a bar, measured)."""
+        n = len(self.tickers)
+        if not n:
             return []
-        cols = (self.t.tolist(), self.o.tolist(), self.h.tolist(), self.lo.tolist(),
-                self.c.tolist(), self.n.tolist())
-        if np.isnan(self.v).all():  # no source sizes (the usual case): a third faster
-            objs = [{"t": t, "o": o, "h": h, "l": lo, "c": c, "n": n, "v": None}
-                    for t, o, h, lo, c, n in zip(*cols, strict=True)]
+        k = 8
+        pieces: list[bytes] = [b'{"t":'] * (k * n)
+        pieces[1::k] = suffixed(self.t, b',"o":')
+        pieces[2::k] = suffixed(self.o, b',"h":')
+        pieces[3::k] = suffixed(self.h, b',"l":')
+        pieces[4::k] = suffixed(self.lo, b',"c":')
+        pieces[5::k] = suffixed(self.c, b',"n":')
+        pieces[6::k] = suffixed(self.n, b',"v":')
+        if np.isnan(self.v).all():  # no source sizes: the usual case
+            pieces[7::k] = [b"null}\x00"] * n
         else:
-            objs = [{"t": t, "o": o, "h": h, "l": lo, "c": c, "n": n, "v": None if v != v else v}
-                    for t, o, h, lo, c, n, v in zip(*cols, self.v.tolist(), strict=True)]
-        return [b"{%b}" % body for body in orjson.dumps(objs)[2:-2].split(b"},{")]
+            pieces[7::k] = [b"null}\x00" if v != v else orjson.dumps(v) + b"}\x00"
+                            for v in self.v.tolist()]
+        return split_joined(pieces)
 
     def to_list(self) -> list[Bar]:
         """The bars as `Bar` objects (tests and small reads)."""
@@ -115,12 +123,12 @@ class BarSeries:
         return index
 
     def slots_of(self, tickers: Sequence[str]) -> np.ndarray:
-        """Slot indices of ``tickers``; cached while the same list object comes back."""
+        """Slot indices of ``tickers``; cached while the same tickers come back."""
         cache = self._cache
-        if cache is not None and cache[0] is tickers:
+        if cache is not None and cache[0] == tickers:
             return cache[1]
         idx = np.fromiter((self.slot(t) for t in tickers), np.int64, len(tickers))
-        self._cache = (tickers, idx)
+        self._cache = (list(tickers), idx)
         return idx
 
     def remove(self, ticker: str) -> None:

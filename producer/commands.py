@@ -7,8 +7,9 @@ map on ``NS:prices``; then, when due, the bar writes (docs/BARS.md "Consistency"
 
 Packing 10,000 commands with one `hiredis.pack_command` call each costs ~1 µs of Python
 per call; here the per-ticker parts of the RESP (the ``PUBLISH`` head with the channel, the
-ticker as a field) are built once per ticker and kept, and a payload's bulk string is built
-once and used by both its ``HSET`` pair and its ``PUBLISH``.
+ticker as a field) are built once per ticker and kept, and the ``HSET`` pairs and the
+``PUBLISH``es are each one join of those parts with the tick's encoded pieces
+(`producer.encoding.EncodedTick.bulks`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import hiredis
+import numpy as np
 
 from producer.bars import Bars
+from producer.encoding import BULK_HEADERS, EncodedTick, bulks_after, json_object
+from shared.bars import INTERVALS
 from shared.keys import Keys
 
 
@@ -38,13 +42,6 @@ def _bulk(value: str) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(raw), raw)
 
 
-def _interleave(a: Sequence[bytes], b: Sequence[bytes]) -> list[bytes]:
-    out: list[bytes] = [b""] * (2 * len(a))
-    out[0::2] = a
-    out[1::2] = b
-    return out
-
-
 @dataclass
 class Commands:
     """Packed commands in order; ``count`` of them (a part may hold several)."""
@@ -57,11 +54,6 @@ class Commands:
         """Append ``count`` packed commands."""
         self.parts.append(packed)
         self.count += count
-
-    def extend(self, packed: Iterable[bytes]) -> None:
-        """Append single packed commands."""
-        for one in packed:
-            self.add(one)
 
 
 class TickPacker:
@@ -76,12 +68,13 @@ class TickPacker:
         self._map_publish = b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(keys.prices)
 
     def tick(
-        self, tickers: Sequence[str], payloads: Sequence[bytes], tick_map: bytes,
-        log: tuple[str, int, str] | None, epoch: str, cached: Sequence[tuple[str, bytes]] = (),
+        self, encoded: EncodedTick, log: tuple[str, int, str] | None, epoch: str,
+        cached: Sequence[tuple[str, bytes]] = (),
     ) -> Commands:
         """The commands of one tick: ``log`` is (entry id, MAXLEN, MINID or '') of its
         tick-log entry, ``cached`` more cache-only pairs (the rewrite after a term starts)."""
         out = Commands()
+        tickers, tick_map = encoded.tickers, encoded.tick_map
         if tickers and log is not None:
             entry_id, most, min_id = log
             out.add(command("XADD", self.keys.ticks, "MAXLEN", "~", most, entry_id, "map",
@@ -91,16 +84,15 @@ class TickPacker:
         out.epoch_at = out.count
         out.add(command("SET", self.keys.epoch, epoch, "NX"))
         fields, heads = self._parts(tickers)
-        values = bulks(payloads)
         pairs = len(tickers) + len(cached)
         if pairs:
             parts = [b"*%d\r\n$4\r\nHSET\r\n%b" % (2 + 2 * pairs, self._hset),
-                     *_interleave(fields, values)]
+                     encoded.bulks(fields)]
             if cached:
                 parts += bulks([x for t, p in cached for x in (t.encode(), p)])
             out.add(b"".join(parts))
         if tickers:
-            out.add(b"".join(_interleave(heads, values)), len(tickers))
+            out.add(encoded.bulks(heads), len(tickers))
             out.add(self._map_publish + b"$%d\r\n%b\r\n" % (len(tick_map), tick_map))
         return out
 
@@ -126,33 +118,63 @@ class TickPacker:
         self._last = None
 
 
-def bar_commands(keys: Keys, interval: str, retention_s: int, closed: Bars,
-                 forming: Bars | None, ended: Sequence[str]) -> list[bytes]:
-    """One interval's bar writes (docs/BARS.md "Consistency"): per closed bar ``ZADD``, the
-    trim to the retention and the ``EXPIRE``; the forming bars' ``HSET``; the ``HDEL`` of
-    bars that ended without a successor; the ``PUBLISH`` of the closes."""
-    out: list[bytes] = []
-    closed_json = closed.encode()
-    prefix = keys.bars_prefix(interval)
-    for ticker, t, bar in zip(closed.tickers, closed.t.tolist(), closed_json, strict=True):
-        key = prefix + ticker
-        out += (command("ZADD", key, t, bar),
-                command("ZREMRANGEBYSCORE", key, "-inf", t - retention_s),
-                command("EXPIRE", key, retention_s))
-    hash_key = keys.forming(interval)
-    if forming is not None and len(forming):
-        pairs = [x for t, b in zip(forming.tickers, forming.encode(), strict=True)
-                 for x in (t.encode(), b)]
-        out.append(command("HSET", hash_key, *pairs))
-    if ended:
-        out.append(command("HDEL", hash_key, *ended))
-    if closed_json:
-        out.append(command("PUBLISH", keys.bar_channel(interval),
-                           bar_map(closed.tickers, closed_json)))
-    return out
+class BarPacker:
+    """Packs the bar writes of one namespace; keeps each ticker's RESP parts per interval."""
 
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        # (interval, ticker) -> ZADD head, ZREMRANGEBYSCORE head, EXPIRE head (each with the
+        # ticker's sorted set), the field bulk, the bar map key
+        self._parts: dict[tuple[str, str], tuple[bytes, bytes, bytes, bytes, bytes]] = {}
 
-def bar_map(tickers: Iterable[str], payloads: Iterable[bytes]) -> bytes:
-    """``{TICKER: bar}`` from encoded bars, without re-encoding."""
-    parts = [b'"%b":%b' % (t.encode(), p) for t, p in zip(tickers, payloads, strict=True)]
-    return b"{" + b",".join(parts) + b"}"
+    def commands(self, interval: str, retention_s: int, closed: Bars, forming: Bars | None,
+                 ended: Sequence[str]) -> Commands:
+        """One interval's bar writes (docs/BARS.md "Consistency"): per closed bar ``ZADD``,
+        the trim to the retention and the ``EXPIRE``; the forming bars' ``HSET``; the
+        ``HDEL`` of bars that ended without a successor; the ``PUBLISH`` of the closes."""
+        out = Commands()
+        closed_json = closed.encode()
+        n = len(closed_json)
+        if n:
+            parts = [self._parts_of(interval, t) for t in closed.tickers]
+            starts, at = np.unique(closed.t, return_inverse=True)
+            scores = np.array([_bulk(str(t)) for t in starts.tolist()], dtype=object)
+            cutoffs = np.array([_bulk(str(t - retention_s)) for t in starts.tolist()],
+                               dtype=object)
+            pieces: list[bytes] = [_bulk(str(retention_s))] * (8 * n)
+            pieces[0::8] = [p[0] for p in parts]
+            pieces[1::8] = scores[at].tolist()
+            pieces[2::8] = map(BULK_HEADERS.__getitem__, map(len, closed_json))
+            pieces[3::8] = closed_json
+            pieces[4::8] = [p[1] for p in parts]
+            pieces[5::8] = cutoffs[at].tolist()
+            pieces[6::8] = [p[2] for p in parts]
+            out.add(b"".join(pieces), 3 * n)
+        hash_key = _bulk(self.keys.forming(interval))
+        if forming is not None and len(forming):
+            fields = [self._parts_of(interval, t)[3] for t in forming.tickers]
+            out.add(b"*%d\r\n$4\r\nHSET\r\n%b%b" % (
+                2 + 2 * len(fields), hash_key, bulks_after(fields, forming.encode())))
+        if ended:
+            out.add(command("HDEL", self.keys.forming(interval), *ended))
+        if n:
+            keys = [self._parts_of(interval, t)[4] for t in closed.tickers]
+            out.add(command("PUBLISH", self.keys.bar_channel(interval),
+                            json_object(keys, closed_json)))
+        return out
+
+    def _parts_of(self, interval: str, ticker: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        parts = self._parts.get((interval, ticker))
+        if parts is None:
+            key = _bulk(self.keys.bars(interval, ticker))
+            parts = (b"*4\r\n$4\r\nZADD\r\n" + key,
+                     b"\r\n*4\r\n$16\r\nZREMRANGEBYSCORE\r\n" + key + b"$4\r\n-inf\r\n",
+                     b"*3\r\n$6\r\nEXPIRE\r\n" + key, _bulk(ticker), b'"%b":' % ticker.encode())
+            self._parts[(interval, ticker)] = parts
+        return parts
+
+    def forget(self, tickers: Iterable[str]) -> None:
+        """Drop the kept parts of removed tickers."""
+        for t in tickers:
+            for interval in INTERVALS:
+                self._parts.pop((interval, t), None)

@@ -7,7 +7,7 @@ on its channel and the tick map on ``NS:prices`` (README "The Redis contract"). 
 
 Speed (docs/PERFORMANCE.md: updates/s at 10,000 tickers): seqs come from blocks
 reserved ahead in ``NS:seq`` (one round trip per ~64 ticks, not per tick), the tick is
-encoded in one orjson call (`producer.encoding`), and the next tick is encoded while Redis
+encoded column by column (`producer.encoding`), and the next tick is encoded while Redis
 still runs the previous one: `publish` returns once its tick is *sent*; the reply is
 awaited before the next tick is sent (`settle`). A lost lease or a Redis error goes to
 `failure`, never raised from `publish` (it is the sources' sink); the runner awaits it.
@@ -36,8 +36,8 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.bar_store import BACKFILL_BARS, load_bars, ticks_after
 from producer.bars import EMPTY, BarBook, Bars, merge_folds
-from producer.commands import Commands, TickPacker, bar_commands, command
-from producer.encoding import encode_tick, encode_tick_map
+from producer.commands import BarPacker, Commands, TickPacker, command
+from producer.encoding import EncodedTick, TickEncoder
 from producer.lease import LeaseLost
 from producer.reference import DayReferences
 from producer.scripts import RESERVE_SEQ, Script
@@ -86,13 +86,15 @@ class Publisher:
         self._reserve = Script(redis, RESERVE_SEQ)
         self._writer = FencedWriter(redis, keys.lease, owner_id)
         self._packer = TickPacker(keys)
+        self._encoder = TickEncoder()
+        self._bar_packer = BarPacker(keys)
         self._references = DayReferences(redis, keys, owner_id)
         self._lock = asyncio.Lock()
         self._allowed: set[str] = set()
         self._previous: dict[str, float] = {}
         self._payloads: dict[str, bytes] = {}  # the last payload per ticker, to rewrite the cache
         # The last tick, folded into the two dicts only when the next tick differs.
-        self._tail: tuple[Sequence[str], np.ndarray, list[bytes]] | None = None
+        self._tail: tuple[Sequence[str], np.ndarray, EncodedTick] | None = None
         self._seq_next, self._seq_end = 1, 0
         self._rewrite = False
         self._inflight: asyncio.Task[None] | None = None
@@ -234,6 +236,7 @@ class Publisher:
             self._allowed.discard(ticker)
             self._forget({ticker})
             self._packer.forget([ticker])
+            self._bar_packer.forget([ticker])
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.latest, ticker)
                 if self.bars is not None:
@@ -275,8 +278,8 @@ class Publisher:
             return
         first = await self._take_seq(len(tickers))
         references = await self._references.of(tickers, prices, stamps.tolist(), quotes)
-        payloads = encode_tick(tickers, prices, self._previous_of(tickers, prices),
-                               stamps.tolist(), first, references)
+        encoded = self._encoder.encode(tickers, prices, self._previous_of(tickers, prices),
+                                       stamps, first, references)
         log_entry = self._log_entry(first + len(tickers) - 1) if tickers else None
         cached: list[tuple[str, bytes]] = []
         if self._rewrite:
@@ -284,8 +287,7 @@ class Publisher:
             sent = set(tickers)
             cached = [(t, p) for t, p in self._payloads.items() if t not in sent]
             self._rewrite = False  # before settle: a refusal found there asks for it again
-        tick = self._packer.tick(tickers, payloads, encode_tick_map(tickers, payloads),
-                                 log_entry, self._epoch, cached)
+        tick = self._packer.tick(encoded, log_entry, self._epoch, cached)
         if self.bars is not None and tickers:  # one atomic unit: docs/BARS.md "Consistency"
             self._forming_seq = first + len(tickers) - 1
             bars = self._bar_commands(self.bars.fold(tickers, prices, stamps, volumes))
@@ -298,7 +300,7 @@ class Publisher:
         conn = await self._writer.send(body)  # sent now; Redis runs it while we go on
         self._inflight = asyncio.create_task(
             self._land(conn, body, tick.count, tick.epoch_at), name="publish-tick")
-        self._tail = (tickers, prices, payloads)
+        self._tail = (tickers, prices, encoded)
         self.ticks += 1
 
     def _bar_commands(self, folded: Mapping[str, tuple[Bars, list[str]]], force: bool = False
@@ -321,8 +323,9 @@ class Publisher:
             closed, ended = folded.get(interval, (EMPTY, []))
             ended = [t for t in ended if not series.has_forming(t)]  # reopened since
             forming = series.forming() if forming_due else None
-            out.extend(bar_commands(self.keys, interval, options.retention_s[interval], closed,
-                                    forming, ended))
+            bars = self._bar_packer.commands(interval, options.retention_s[interval], closed,
+                                             forming, ended)
+            out.add(b"".join(bars.parts), bars.count)
         return out
 
     async def _land(self, conn: Connection, body: bytes, count: int, epoch_at: int) -> None:
@@ -378,10 +381,10 @@ class Publisher:
     def _fold(self) -> None:
         """Fold the last tick into the per-ticker dicts."""
         if self._tail is not None:
-            tickers, prices, payloads = self._tail
+            tickers, prices, encoded = self._tail
             self._tail = None
             self._previous.update(zip(tickers, prices.tolist(), strict=True))
-            self._payloads.update(zip(tickers, payloads, strict=True))
+            self._payloads.update(zip(tickers, encoded.payloads(), strict=True))
 
     def _accept(self, quotes: Mapping[str, Quote]
                 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]:

@@ -120,6 +120,19 @@ def test_encoded_bars_are_the_codec_s_json_byte_for_byte() -> None:
     assert b'"v":null' in encoded[0]
 
 
+def test_many_encoded_bars_match_the_codec_with_and_without_volumes() -> None:
+    rng = np.random.default_rng(4)
+    n = 20_000
+    low = np.round(rng.uniform(0.01, 5000, n), 2)
+    cols = (np.arange(n) * 60 + 1_764_000_000, low + 0.5, low + 1.25, low, low + 0.75,
+            rng.integers(1, 10_000, n))
+    no_sizes = Bars([f"T{i}" for i in range(n)], *cols, np.full(n, np.nan))
+    sizes = np.where(rng.random(n) < 0.5, np.nan, np.round(rng.uniform(0, 1e6, n), 1))
+    some_sizes = Bars(no_sizes.tickers, *cols, sizes)
+    for bars in (no_sizes, some_sizes):
+        assert bars.encode() == [encode_bar(b) for b in bars.to_list()]
+
+
 def test_the_forming_bars_are_written_with_a_close_or_once_per_interval() -> None:
     book = BarBook(0.25)
     assert book.forming_due(10.0, closed_any=False)

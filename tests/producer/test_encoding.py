@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from producer.encoding import encode_tick, round4
-from shared.codec import decode_update, encode_update
+from producer.encoding import TickEncoder, encode_tick, round4
+from shared.codec import decode_update, encode_map, encode_update
 from shared.models import PriceUpdate
 
 
@@ -54,3 +54,33 @@ def test_with_references_matches_the_codec_and_keeps_the_old_keys_first() -> Non
         assert payloads[i] == encode_update(expected), i
         assert decode_update(payloads[i]) == expected
     assert payloads[0].index(b'"seq"') < payloads[0].index(b'"reference_price"')
+
+
+def test_the_map_and_the_resp_bodies_carry_each_payload_exactly() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_000
+    prices = np.round(rng.uniform(0.01, 5000, n), 2)
+    previous = np.maximum(np.round(prices * np.exp(rng.normal(0, 0.01, n)), 2), 0.01)
+    stamps = 1_764_000_000 + rng.uniform(0, 1e6, n)  # a clock per update, as Massive gives
+    tickers = [f"T{i}" for i in range(n)]
+    encoder = TickEncoder()
+    tick = encoder.encode(tickers, prices, previous, stamps, 7)
+    payloads = tick.payloads()
+    for i in (0, 1, n // 2, n - 1):
+        expected = PriceUpdate(tickers[i], float(prices[i]), float(previous[i]),
+                               float(stamps[i]), 7 + i)
+        assert payloads[i] == encode_update(expected)
+    assert tick.tick_map == encode_map(decode_update(p) for p in payloads)
+    leads = [b"<%d>" % i for i in range(n)]
+    assert tick.bulks(leads) == b"".join(
+        b"%b$%d\r\n%b\r\n" % (lead, len(p), p) for lead, p in zip(leads, payloads, strict=True))
+    # The same tickers again (the layout is kept): new numbers, no trace of the old ones.
+    again = encoder.encode(tickers, prices[::-1].copy(), previous, np.full(n, 5.0), 1)
+    assert again.payloads()[0] == encode_update(
+        PriceUpdate("T0", float(prices[-1]), float(previous[0]), 5.0, 1))
+    assert tick.payloads() == payloads
+
+
+def test_an_empty_tick_is_an_empty_map() -> None:
+    tick = TickEncoder().encode([], np.array([]), np.array([]), np.array([]), 1)
+    assert (tick.tick_map, tick.payloads(), tick.bulks([])) == (b"{}", [], b"")
