@@ -67,7 +67,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
         redis = make_redis(False)
         notices = Notices(redis, settings.keys, hub)
         price_feed = PriceFeed(settings, hub, stats, lambda: make_redis(True),
-                                on_control=notices.watchlist_changed)
+                                on_control=notices.watchlist_changed, publisher=redis)
         watchdog = SendWatchdog(settings.send_timeout_s)
         try:
             async with Supervisor() as supervisor:

@@ -5,8 +5,12 @@ every tick. redis-py's own reconnect would resubscribe silently and the hub woul
 know that ticks were lost, so the subscription's client is built with retries off
 (`gateway.connections`): every failure surfaces here, the whole session is rebuilt with
 capped backoff, and the hub hands every client a fresh snapshot (docs/RELIABILITY.md). A
-PING on the subscription connection when it has been quiet proves it is still alive; a
-missing PONG (`StaleSubscription`, a connection error) rebuilds it.
+subscription that has been quiet is probed: with a ``publisher`` (the gateway's shared
+client, the path every other publish takes) a token is published on this gateway's own
+channel ``NS:probe:{instance}`` and must come back on the subscription, which proves
+delivery and not only a live connection (docs/RELIABILITY.md, "Delivery probe"); without
+one, a PING. A probe that does not come back (`StaleSubscription`, a connection error)
+rebuilds the session, and readiness fails until the new one holds its snapshot.
 
 A session that subscribes but is cut before it delivers a tick did not work: the backoff
 is reset, and the losses forgotten, only by a tick delivered. A subscription cut again and
@@ -24,6 +28,7 @@ import asyncio
 import collections
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import aclosing
 
@@ -40,7 +45,7 @@ from shared.codec import decode_map, encode_update
 from shared.errors import CodecError
 from shared.logs import LogThrottle
 from shared.models import PriceUpdate
-from shared.redisio import Snapshot, subscription
+from shared.redisio import DeliveryProbe, Snapshot, subscription
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ class PriceFeed:
         probe_after_s: float = 2.0,
         probe_timeout_s: float = 2.0,
         on_control: Callable[[], None] | None = None,
+        publisher: aioredis.Redis | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -71,6 +77,8 @@ class PriceFeed:
         self.probe_after_s = probe_after_s
         self.probe_timeout_s = probe_timeout_s
         self.on_control = on_control  # told of each watchlist change (``NS:control``)
+        self.probe = None if publisher is None else DeliveryProbe(
+            settings.keys.probe(uuid.uuid4().hex[:12]), publisher.publish)
         self.connected = False
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
         self._malformed_log = LogThrottle(log, 10.0)
@@ -128,7 +136,7 @@ class PriceFeed:
         # and the hub drops anything the snapshot already covers (by seq).
         events = subscription(client, channels, lambda: read_view(client, keys), poll_s=0.5,
                               probe_after_s=self.probe_after_s,
-                              probe_timeout_s=self.probe_timeout_s)
+                              probe_timeout_s=self.probe_timeout_s, probe=self.probe)
         try:
             async with aclosing(events):
                 async for event in events:

@@ -45,6 +45,11 @@ class Keys:
         """Set: the tickers the producer must produce."""
         return f"{self.namespace}:watchlist"
 
+    def probe(self, instance: str) -> str:
+        """Channel: a gateway's delivery probe, published to itself by gateway ``instance``
+        when its subscription has been quiet (docs/RELIABILITY.md); no one else reads it."""
+        return f"{self.namespace}:probe:{instance}"
+
     @property
     def control(self) -> str:
         """Channel: ``{"action": "add"|"remove", "ticker": ...}`` after a watchlist change."""

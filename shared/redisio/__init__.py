@@ -17,6 +17,7 @@ from shared.redisio.clients import (
 )
 from shared.redisio.latest import decode_latest, read_latest, read_latest_one
 from shared.redisio.session import (
+    DeliveryProbe,
     Message,
     Snapshot,
     StaleSubscription,
@@ -25,7 +26,7 @@ from shared.redisio.session import (
 )
 
 __all__ = [
-    "CONNECTION_ERRORS", "CONSUMER", "POOLED", "SERVICE", "Message", "Profile", "Snapshot",
-    "StaleSubscription", "connect", "decode_latest", "honour_cancel", "probe",
-    "read_latest", "read_latest_one", "redacted_url", "subscription",
+    "CONNECTION_ERRORS", "CONSUMER", "POOLED", "SERVICE", "DeliveryProbe", "Message",
+    "Profile", "Snapshot", "StaleSubscription", "connect", "decode_latest", "honour_cancel",
+    "probe", "read_latest", "read_latest_one", "redacted_url", "subscription",
 ]

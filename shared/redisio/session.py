@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -27,7 +28,20 @@ T = TypeVar("T")
 
 
 class StaleSubscription(RedisConnectionError):
-    """The subscription connection stopped answering (no PONG to a probe)."""
+    """The subscription stopped delivering: no PONG to a PING, or a probe published to
+    it did not come back."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryProbe:
+    """A channel of the subscriber's own, and how to publish on it *through another
+    connection* (the one ordinary publishes take). A probe that comes back proves that
+    what is published reaches this subscription, which a PONG does not: a connection
+    left on a node that no longer gets the published traffic (a demoted primary, a
+    reused address) still answers PING (docs/RELIABILITY.md, "Delivery probe")."""
+
+    channel: str
+    publish: Callable[[str, bytes], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,37 +67,54 @@ async def subscription(
     poll_s: float = 1.0,
     probe_after_s: float | None = None,
     probe_timeout_s: float = 2.0,
+    probe: DeliveryProbe | None = None,
 ) -> AsyncGenerator[Snapshot[T] | Message, None]:
     """Subscribe to ``channels``; yield `Snapshot(read_snapshot())` on each confirmation,
     and a `Message` per publication after the first one. Raises a connection error (from
     `CONNECTION_ERRORS`) when the connection breaks; the caller rebuilds the session.
 
-    With ``probe_after_s``, a subscription quiet for that long is PINGed, and one that
+    With ``probe_after_s``, a subscription quiet for that long is probed, and one that
     gives no answer within ``probe_timeout_s`` raises `StaleSubscription`: a connection
-    that died without an error would otherwise wait for ever.
+    that died without an error would otherwise wait for ever. The probe is a PING, or
+    with ``probe`` a message published on its channel (also subscribed here, and never
+    yielded).
     """
     pubsub = redis.pubsub()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    probe_channel = probe.channel.encode() if probe is not None else None
+    tokens = itertools.count(1)
     try:
-        await pubsub.subscribe(*channels)
+        await pubsub.subscribe(*channels, *([probe.channel] if probe is not None else []))
         first = channels[0].encode()
         subscribed = False
-        last_seen, probe_sent = loop.time(), None
+        last_seen, probe_sent, token = loop.time(), None, b""
         while True:
             message = await pubsub.get_message(timeout=poll_s)
             honour_cancel(task)
             now = loop.time()
             if message is None:
                 if probe_sent is not None and now - probe_sent > probe_timeout_s:
-                    raise StaleSubscription("no answer to a PING on the subscription")
+                    raise StaleSubscription(
+                        "no answer to a PING on the subscription" if probe is None else
+                        f"a probe published on {probe.channel} did not come back within "
+                        f"{probe_timeout_s:g} s")
                 if probe_after_s is not None and probe_sent is None \
                         and now - last_seen > probe_after_s:
-                    await pubsub.ping()
+                    if probe is None:
+                        await pubsub.ping()
+                    else:
+                        token = b"%d" % next(tokens)
+                        await probe.publish(probe.channel, token)
                     probe_sent = now
                 continue
-            last_seen, probe_sent = now, None
             kind = message["type"]
+            if probe_channel is not None and _raw(message["channel"]) == probe_channel:
+                if kind == "message" and _raw(message["data"]) == token:
+                    last_seen, probe_sent = now, None
+                continue
+            if probe is None or kind == "message":  # with a probe, only delivery counts
+                last_seen, probe_sent = now, None
             if kind == "subscribe" and _raw(message["channel"]) == first:
                 subscribed = True
                 yield Snapshot(await read_snapshot())

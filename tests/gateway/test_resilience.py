@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from bench.contract_publisher import ContractWriter
 from gateway.hub import Hub
@@ -97,3 +98,62 @@ async def test_a_killed_subscription_comes_back_and_every_client_gets_a_snapshot
             assert app.state.gateway.stats.redis_reconnects == 1
             later = await producer.atick({"AAPL": 191.0})
             assert (await a.event()).json() == {"AAPL": later["AAPL"].to_dict()}
+
+
+@pytest.mark.integration
+async def test_a_subscription_left_on_a_node_without_the_traffic_is_caught_by_the_delivery_probe(
+    redis_server_factory, namespace
+):
+    # The subscription's first session lands on `stale`, a node that answers PING but no
+    # longer gets what is published (a demoted primary, a reused address); publishes, the
+    # probe's included, go to `live`. Only a probe that must come back can tell.
+    stale, live = redis_server_factory(), redis_server_factory()
+    settings = Settings(redis_url=live.url, namespace=namespace)
+    publisher = aioredis.Redis.from_url(live.url)
+    sessions: list[str] = []
+
+    def connect() -> aioredis.Redis:
+        sessions.append("stale" if not sessions else "live")
+        return aioredis.Redis.from_url(stale.url if len(sessions) == 1 else live.url)
+
+    stats = Stats()
+    hub = Hub(stats)
+    feed = PriceFeed(settings, hub, stats, connect, probe_after_s=0.3, probe_timeout_s=0.5,
+                     publisher=publisher)
+    writer = ContractWriter(publisher, settings.keys)
+    await writer.atick({"AAPL": 190.0})
+    async with Supervisor() as supervisor:
+        supervisor.start("price-feed", feed.run)
+        await wait_until(lambda: feed.connected, what="the first (stale) session")
+        assert await aioredis.Redis.from_url(stale.url).ping()  # a PING would pass
+        await wait_until(lambda: not feed.connected, what="the probe not coming back")
+        assert stats.redis_reconnects == 0
+        await wait_until(lambda: feed.connected and sessions[-1] == "live",
+                         what="a new session on the live node")
+        assert stats.redis_reconnects == 1
+        tick = await writer.atick({"AAPL": 191.0})
+        await wait_until(lambda: hub.pos >= tick["AAPL"].seq, what="a tick delivered")
+    await publisher.aclose()
+
+
+@pytest.mark.integration
+async def test_probes_on_a_quiet_healthy_subscription_come_back(redis_server_factory, namespace):
+    server = redis_server_factory()
+    settings = Settings(redis_url=server.url, namespace=namespace)
+    publisher = aioredis.Redis.from_url(server.url)
+    watcher = aioredis.Redis.from_url(server.url).pubsub()
+    await watcher.psubscribe(settings.keys.probe("*"))
+    stats = Stats()
+    feed = PriceFeed(settings, Hub(stats), stats, lambda: aioredis.Redis.from_url(server.url),
+                     probe_after_s=0.1, probe_timeout_s=1.0, publisher=publisher)
+    async with Supervisor() as supervisor:
+        supervisor.start("price-feed", feed.run)
+        await wait_until(lambda: feed.connected, what="the subscription")
+        probes = 0
+        async with asyncio.timeout(10):
+            while probes < 5:
+                message = await watcher.get_message(timeout=1.0)
+                probes += message is not None and message["type"] == "pmessage"
+        assert feed.connected and stats.redis_reconnects == 0 and not feed.flapping
+    await watcher.aclose()
+    await publisher.aclose()
