@@ -56,15 +56,22 @@ def round4(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _json_array(column: np.ndarray) -> bytes:
+    """orjson's ``[…]`` of ``column``: floats must be float64 (a float32 is written as its
+    own shortest form, not as Python writes the float); a view is copied first (orjson
+    takes only C-contiguous arrays)."""
+    return orjson.dumps(np.ascontiguousarray(column), option=_NUMPY)
+
+
 def _strings(column: np.ndarray) -> list[bytes]:
     """Each number of ``column`` as orjson writes it, from one orjson call."""
-    return orjson.dumps(column, option=_NUMPY)[1:-1].split(b",")
+    return _json_array(column)[1:-1].split(b",")
 
 
 def suffixed(column: np.ndarray, suffix: bytes) -> list[bytes]:
     """Each number of ``column`` as orjson writes it, followed by ``suffix`` (one piece
     where two would cost a join twice as much); ``suffix`` holds no byte 0x01."""
-    body = orjson.dumps(column, option=_NUMPY)[1:]  # '1,2,3]': the bracket marks the end
+    body = _json_array(column)[1:]  # '1,2,3]': the bracket marks the end
     out = body.replace(b",", suffix + b"\x01").replace(b"]", suffix).split(b"\x01")
     return out if len(column) else []
 

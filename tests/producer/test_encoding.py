@@ -74,8 +74,9 @@ def test_the_map_and_the_resp_bodies_carry_each_payload_exactly() -> None:
     leads = [b"<%d>" % i for i in range(n)]
     assert tick.bulks(leads) == b"".join(
         b"%b$%d\r\n%b\r\n" % (lead, len(p), p) for lead, p in zip(leads, payloads, strict=True))
-    # The same tickers again (the layout is kept): new numbers, no trace of the old ones.
-    again = encoder.encode(tickers, prices[::-1].copy(), previous, np.full(n, 5.0), 1)
+    # The same tickers again (the layout is kept): new numbers, no trace of the old ones;
+    # the prices a reversed view (not C-contiguous).
+    again = encoder.encode(tickers, prices[::-1], previous, np.full(n, 5.0), 1)
     assert again.payloads()[0] == encode_update(
         PriceUpdate("T0", float(prices[-1]), float(previous[0]), 5.0, 1))
     assert tick.payloads() == payloads
