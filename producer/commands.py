@@ -32,11 +32,6 @@ def command(*args: str | bytes | int) -> bytes:
     return packed
 
 
-def bulks(values: Iterable[bytes]) -> list[bytes]:
-    """Each value as a RESP bulk string."""
-    return [b"$%d\r\n%b\r\n" % (len(v), v) for v in values]
-
-
 def _bulk(value: str) -> bytes:
     raw = value.encode()
     return b"$%d\r\n%b\r\n" % (len(raw), raw)
@@ -89,7 +84,7 @@ class TickPacker:
             parts = [b"*%d\r\n$4\r\nHSET\r\n%b" % (2 + 2 * pairs, self._hset),
                      encoded.bulks(fields)]
             if cached:
-                parts += bulks([x for t, p in cached for x in (t.encode(), p)])
+                parts.append(bulks_after([_bulk(t) for t, _ in cached], [p for _, p in cached]))
             out.add(b"".join(parts))
         if tickers:
             out.add(encoded.bulks(heads), len(tickers))
