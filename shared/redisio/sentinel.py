@@ -16,6 +16,7 @@ and a sentinel that told anyone where the primary is would be a way around it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -25,6 +26,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redisio.connections import CANCEL_SAFE
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from shared.redisio.clients import Profile
 
 SCHEMES: Final[tuple[str, ...]] = ("redis+sentinel", "rediss+sentinel")
+CHECK_S: Final[float] = 1.0  # how stale a pool's idea of the primary may get
 DEFAULT_SENTINEL_PORT: Final[int] = 26379
 
 
@@ -97,9 +101,46 @@ def redacted_sentinel_url(url: str) -> str:
 
 
 class SentinelPool(SentinelConnectionPool):
-    """redis-py's Sentinel pool that also closes its sentinels' connections when it is
-    closed: a client is built per gateway subscription session, and each would otherwise
-    leave one connection open on every sentinel."""
+    """redis-py's Sentinel pool that follows a failover the old primary lived through, and
+    closes its sentinels' connections when it is closed (a client is built per gateway
+    subscription session, and each would otherwise leave one connection open on every
+    sentinel).
+
+    redis-py asks the sentinels only when a connection opens, and drops one only on
+    ``-READONLY``. After ``SENTINEL FAILOVER`` (or a partition) the old primary stays a
+    primary until the sentinels reconfigure it, which Redis 7 does some 8 s later
+    (measured: tests/system/test_sentinel.py timed out on the first version of this pool);
+    writes meanwhile land on it and are lost when it becomes a replica. So a connection
+    handed out is checked against the sentinels' primary at most every `CHECK_S`, and
+    one to another server is reconnected (docs/REDIS.md, "Sentinel").
+    """
+
+    _checked_at = 0.0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        conn = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            if await self.moved(conn):
+                await conn.disconnect()
+                await conn.connect()  # asks the sentinels again
+        except BaseException:
+            await self.release(conn)
+            raise
+        return conn
+
+    async def moved(self, conn: Any, every_s: float | None = None) -> bool:
+        """True when the sentinels name another primary than ``conn``'s (asked at most
+        every ``every_s``, default `CHECK_S`); False when no sentinel answers: the primary
+        in use may well be fine."""
+        now = time.monotonic()
+        if not self.is_master or now - self._checked_at < (every_s or CHECK_S):
+            return False
+        self._checked_at = now
+        try:
+            address = await self.get_master_address()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError):
+            return False
+        return conn.host is not None and (conn.host, conn.port) != tuple(address)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
@@ -110,6 +151,13 @@ class SentinelPool(SentinelConnectionPool):
 
 class BlockingSentinelPool(SentinelPool, aioredis.BlockingConnectionPool):
     """`SentinelPool` with a bound on its connections, as ``POOLED`` asks."""
+
+
+async def primary_moved(redis: aioredis.Redis, conn: Any) -> bool:
+    """True when ``conn`` (e.g. a subscription's) is on a server the sentinels no longer
+    name as the primary; always False for a client of one server."""
+    pool = redis.connection_pool
+    return conn is not None and isinstance(pool, SentinelPool) and await pool.moved(conn)
 
 
 def sentinel_client(url: str, profile: Profile, tls: Mapping[str, Any]) -> aioredis.Redis:

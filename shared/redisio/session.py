@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.redisio.clients import CONNECTION_ERRORS
+from shared.redisio.sentinel import primary_moved
 
 T = TypeVar("T")
 
@@ -75,6 +76,10 @@ async def subscription(
             honour_cancel(task)
             now = loop.time()
             if message is None:
+                # A quiet subscription may be on a primary a failover left behind (it
+                # hears no tick); redis-py would keep it there (shared/redisio/sentinel.py).
+                if await primary_moved(redis, pubsub.connection):
+                    raise StaleSubscription("the sentinels name another primary now")
                 if probe_sent is not None and now - probe_sent > probe_timeout_s:
                     raise StaleSubscription("no answer to a PING on the subscription")
                 if probe_after_s is not None and probe_sent is None \
