@@ -1,4 +1,4 @@
-"""Scenario 16 of docs/RELIABILITY.md, "Sentinel failover": a producer, a gateway, an SSE
+"""Scenario 26 of docs/RELIABILITY.md, "Sentinel failover": a producer, a gateway, an SSE
 client and a `shared.subscriber` consumer on a Sentinel deployment (tests/helpers/sentinel.py)
 through two failovers: one asked of the sentinels (``SENTINEL FAILOVER``: the old primary
 lives on as a replica), then the new primary SIGKILLed. Nothing exits; writes resume on
