@@ -13,6 +13,7 @@ from shared.redisio.connections import (
 )
 from shared.redisio.sentinel import BlockingSentinelPool, SentinelTarget, parse_sentinel_url
 from shared.settings import Settings
+from tests.helpers.poll import wait_until
 from tests.helpers.sentinel import SentinelGroup
 
 
@@ -88,3 +89,29 @@ async def test_clients_reach_the_primary_and_close_their_sentinel_connections(
     for client in (service, pooled):
         await client.aclose()
     assert sentinel.info("clients")["connected_clients"] < before
+
+
+@pytest.mark.integration
+async def test_a_pooled_connection_follows_a_failover_the_old_primary_lived_through(
+    sentinel_group: SentinelGroup
+):
+    # The old primary stays a primary for seconds after SENTINEL FAILOVER: a connection
+    # kept on it would write there, and those writes are lost when it becomes a replica.
+    client = connect(Settings(redis_url=sentinel_group.url), SERVICE)
+    new = sentinel_group.servers[1]
+    try:
+        await client.set("pricefeed-test:k", "before")
+        sentinel_group.sentinel(0).sentinel_failover("pricefeed")
+        await wait_until(lambda: sentinel_group.primary_port() == new.port, 10, "the switch")
+        n = 0
+
+        async def lands_on_the_new_primary() -> bool:
+            nonlocal n
+            n += 1
+            await client.set("pricefeed-test:k", str(n))
+            return new.client().get("pricefeed-test:k") == str(n).encode()
+
+        await wait_until(lands_on_the_new_primary, 3, "a write on the new primary",
+                         interval_s=0.05)
+    finally:
+        await client.aclose()
