@@ -128,12 +128,12 @@ class SentinelPool(SentinelConnectionPool):
             raise
         return conn
 
-    async def moved(self, conn: Any, every_s: float | None = None) -> bool:
+    async def moved(self, conn: Any) -> bool:
         """True when the sentinels name another primary than ``conn``'s (asked at most
-        every ``every_s``, default `CHECK_S`); False when no sentinel answers: the primary
-        in use may well be fine."""
+        every `CHECK_S`); False when no sentinel answers: the primary in use may well be
+        fine."""
         now = time.monotonic()
-        if not self.is_master or now - self._checked_at < (every_s or CHECK_S):
+        if not self.is_master or now - self._checked_at < CHECK_S:
             return False
         self._checked_at = now
         try:
