@@ -78,7 +78,9 @@ async def subscription(
             if message is None:
                 # A quiet subscription may be on a primary a failover left behind (it
                 # hears no tick); redis-py would keep it there (shared/redisio/sentinel.py).
-                if await primary_moved(redis, pubsub.connection):
+                # A pubsub-like object of the caller's own (a test double) may have no
+                # connection attribute.
+                if await primary_moved(redis, getattr(pubsub, "connection", None)):
                     raise StaleSubscription("the sentinels name another primary now")
                 if probe_sent is not None and now - probe_sent > probe_timeout_s:
                     raise StaleSubscription("no answer to a PING on the subscription")
