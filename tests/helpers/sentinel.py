@@ -30,9 +30,12 @@ class SentinelGroup:
     def __init__(self, password: str = PASSWORD) -> None:
         self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="pricefeed-sentinel-"))
-        primary = RedisServer(password=password)
+        # No wait before a replica's first sync (Redis waits 5 s by default for more
+        # replicas to share it); either server may be the primary that syncs the other.
+        fast = ("--repl-diskless-sync-delay", "0")
+        primary = RedisServer(password=password, args=fast)
         replica = RedisServer(password=password,
-                              args=("--replicaof", "127.0.0.1", str(primary.port)))
+                              args=(*fast, "--replicaof", "127.0.0.1", str(primary.port)))
         self.servers = [primary, replica]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []

@@ -106,7 +106,7 @@ async def test_a_replica_answering_readonly_drops_the_connection(redis_server_fa
     # A primary demoted by a Sentinel failover answers -READONLY: the replies are read past
     # redis-py's read_response (which would drop the connection itself), so the writer
     # must drop it, or the pool would hand the same replica out for every tick.
-    primary = redis_server_factory()
+    primary = redis_server_factory("--repl-diskless-sync-delay", "0")  # sync at once
     replica = redis_server_factory("--replicaof", "127.0.0.1", str(primary.port))
     keys = Keys(namespace)
     primary.client().set(keys.lease, OWNER, px=30_000)
