@@ -196,8 +196,12 @@ class Hub:
 
     def resync(self, snapshot: dict[str, EncodedUpdate], epoch: str, pos: int) -> None:
         """Replace the hub's view after (re)subscribing; every client gets this snapshot
-        next. Under another epoch it comes after `event: reset` and follows nothing."""
-        reset = self.epoch not in ("", NO_EPOCH) and epoch != self.epoch
+        next. Under another epoch it comes after `event: reset` and follows nothing; so it
+        does when the log now ends before the last position sent (a Sentinel failover to a
+        replica that had not received the last ticks: the resume rule's "ahead of the log",
+        docs/REDIS.md "Sentinel"), since the snapshot may hold older updates than a client."""
+        known = self.epoch not in ("", NO_EPOCH)
+        reset = known and (epoch != self.epoch or pos < self.pos)
         self.latest = dict(snapshot)
         self.epoch, self.pos = epoch, pos
         by_filter: dict[frozenset[str] | None, Changes] = {}

@@ -21,7 +21,8 @@ from typing import Any, Final
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from producer.commands import command
 from producer.lease import LeaseLost
@@ -78,15 +79,24 @@ class FencedWriter:
 
         A refused command is raised (`OutOfMemoryError` first: Redis refuses every queued
         command when out of memory, then EXEC). The connection goes back to the pool; one
-        interrupted mid-reply is dropped first.
+        interrupted mid-reply is dropped first, and so is one to a replica (``-READONLY``: a
+        primary demoted by a Sentinel failover), raised as a connection error: the replies
+        are read past redis-py's ``read_response``, which would drop it itself, and a kept
+        connection would refuse every tick (docs/REDIS.md, "Sentinel").
         """
+        readonly = False
         try:
             replies = await _replies(conn, count + 2)  # +OK, +QUEUED per command, EXEC
+            readonly = any(isinstance(r, ReadOnlyError) for r in replies)
+            if readonly:
+                await conn.disconnect()
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await self.redis.connection_pool.release(conn)
+        if readonly:
+            raise RedisConnectionError("Redis answered READONLY: the primary is a replica now")
         refused = [r for r in replies[1:] if isinstance(r, ResponseError)]
         if refused:
             raise next((e for e in refused if isinstance(e, OutOfMemoryError)), refused[0])

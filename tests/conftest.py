@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.settings import Settings
+from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.support import RedisServer
 
 _counter = itertools.count()
@@ -65,6 +66,17 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A private primary, replica and three sentinels (tests/helpers/sentinel.py), all
+    closed at the test's end."""
+    group = SentinelGroup().start()
+    try:
+        yield group
+    finally:
+        group.close()
 
 
 @pytest.fixture

@@ -16,13 +16,16 @@ own retries, a bounded pool, a health check). The profiles in use:
   no socket timeout (a quiet feed is not a dead one), a health check.
 - `probe`: a short-lived check (`pricefeed up`), with one timeout for everything.
 
-The topology seam: the URL's scheme picks a builder in `TOPOLOGIES`. Today there is one,
-a single server (``redis://``, ``rediss://``, ``unix://``). Redis Sentinel
-(``redis+sentinel://h1:26379,h2:26379/<master>/<db>``) and Cluster
-(``redis+cluster://h1:7000,h2:7001``) plug in as two more entries, each a function
-``(url, profile, tls) -> Redis`` (redis-py's ``Sentinel(...).master_for`` and
-``RedisCluster``), plus the schemes accepted by ``REDIS_URL``'s parser in
-`shared.settings`; no caller changes.
+The topology seam: the URL's scheme picks a builder in `TOPOLOGIES`, a function
+``(url, profile, tls) -> Redis``; no caller knows which one it got:
+
+- one server: ``redis://``, ``rediss://``, ``unix://``;
+- Redis Sentinel: ``redis+sentinel://h1:26379,h2:26379/<master>/<db>`` and its TLS form
+  ``rediss+sentinel://`` (`shared.redisio.sentinel`: redis-py's ``Sentinel.master_for``,
+  its pool and connection classes with the same cancel-safe send).
+
+Cluster (``redis+cluster://h1:7000,h2:7001``, redis-py's ``RedisCluster``) would be one
+more entry, plus its scheme in ``REDIS_URL``'s parser in `shared.settings`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redisio.connections import CANCEL_SAFE
+from shared.redisio.sentinel import redacted_sentinel_url, sentinel_client
 
 # What a lost or refused connection looks like from redis-py.
 CONNECTION_ERRORS: Final[tuple[type[BaseException], ...]] = (
@@ -123,12 +127,15 @@ def _single_server(url: str, profile: Profile, tls: Mapping[str, Any]) -> aiored
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 
 
-# The URL scheme's topology; Sentinel and Cluster go here (see the module docstring).
+# The URL scheme's topology (see the module docstring).
 TOPOLOGIES: Final[Mapping[str, Builder]] = {
     "redis": _single_server,
     "rediss": _single_server,
     "unix": _single_server,
+    "redis+sentinel": sentinel_client,
+    "rediss+sentinel": sentinel_client,
 }
+TLS_SCHEMES: Final[tuple[str, ...]] = ("rediss", "rediss+sentinel")
 
 
 def connect(settings: RedisSettings, profile: Profile = SERVICE, *,
@@ -144,10 +151,10 @@ def connect(settings: RedisSettings, profile: Profile = SERVICE, *,
 
 
 def tls_options(settings: RedisSettings, url: str) -> dict[str, Any]:
-    """The TLS keyword arguments for ``rediss://`` (docs/REDIS.md: the server's
-    certificate is always verified); none for another scheme. The password or ACL user
-    travel in the URL."""
-    if not url.startswith("rediss://"):
+    """The TLS keyword arguments for ``rediss://`` and ``rediss+sentinel://`` (docs/REDIS.md:
+    the server's certificate is always verified); none for another scheme. The password or
+    ACL user travel in the URL."""
+    if urlsplit(url).scheme not in TLS_SCHEMES:
         return {}
     options: dict[str, Any] = {"ssl_cert_reqs": "required"}
     if settings.redis_ca_file:
@@ -160,6 +167,8 @@ def tls_options(settings: RedisSettings, url: str) -> dict[str, Any]:
 
 def redacted_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for a log line."""
+    if "+sentinel://" in url:
+        return redacted_sentinel_url(url)
     parts = urlsplit(url)
     if not parts.password:
         return url

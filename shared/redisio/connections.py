@@ -26,15 +26,19 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
-async def _send(conn: Any, command: bytes | str | Iterable[bytes], check_health: bool) -> None:
+async def _send(conn: Any, command: bytes | str | Iterable[bytes], check_health: bool,
+                sentinel: bool = False) -> None:
     """redis-py 8.1's ``send_packed_command`` with ``asyncio.timeout`` for ``wait_for``:
-    the same connect, health check, errors and disconnects."""
+    the same connect, health check, errors and disconnects. A Sentinel-managed connection
+    connects through its own ``connect``, which asks the sentinels for the primary's
+    address first (``connect_check_health`` would dial whatever address it last had)."""
     if not conn.is_connected:
-        connect = getattr(conn, "connect_check_health", None)
+        connect = None if sentinel else getattr(conn, "connect_check_health", None)
         await (connect(check_health=False) if connect is not None else conn.connect())
     if check_health:
         await conn.check_health()
@@ -84,8 +88,24 @@ class CancelSafeUnixConnection(UnixDomainSocketConnection):
         await _send(self, command, check_health)
 
 
+class CancelSafeSentinelConnection(SentinelManagedConnection):
+    """A connection to the primary a Sentinel pool found, whose send keeps a cancel
+    (module docstring). redis-py's READONLY handling (drop the connection, so the next
+    one asks the sentinels again) is kept: it is in ``read_response``."""
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes],
+                                  check_health: bool = True) -> None:
+        await _send(self, command, check_health, sentinel=True)
+
+
+class CancelSafeSentinelSSLConnection(CancelSafeSentinelConnection, SSLConnection):
+    """The TLS twin of `CancelSafeSentinelConnection` (as redis-py builds its own)."""
+
+
 CANCEL_SAFE: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
     Connection: CancelSafeConnection,
     SSLConnection: CancelSafeSSLConnection,
     UnixDomainSocketConnection: CancelSafeUnixConnection,
+    SentinelManagedConnection: CancelSafeSentinelConnection,
+    SentinelManagedSSLConnection: CancelSafeSentinelSSLConnection,
 }

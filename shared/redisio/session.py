@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.redisio.clients import CONNECTION_ERRORS
+from shared.redisio.sentinel import primary_moved
 
 T = TypeVar("T")
 
@@ -94,6 +95,12 @@ async def subscription(
             honour_cancel(task)
             now = loop.time()
             if message is None:
+                # A quiet subscription may be on a primary a failover left behind (it
+                # hears no tick); redis-py would keep it there (shared/redisio/sentinel.py).
+                # A pubsub-like object of the caller's own (a test double) may have no
+                # connection attribute.
+                if await primary_moved(redis, getattr(pubsub, "connection", None)):
+                    raise StaleSubscription("the sentinels name another primary now")
                 if probe_sent is not None and now - probe_sent > probe_timeout_s:
                     raise StaleSubscription(
                         "no answer to a PING on the subscription" if probe is None else

@@ -5,6 +5,7 @@ reading machinery every role's settings use (`Reader` and its parsers).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 from shared.errors import SettingsError
 from shared.keys import DEFAULT_NAMESPACE, Keys
 from shared.models import InvalidTicker, normalize_ticker
+from shared.redisio.sentinel import SCHEMES as SENTINEL_SCHEMES
+from shared.redisio.sentinel import parse_sentinel_url
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -88,8 +91,14 @@ class Reader:
             return parse(raw.strip())
         except (ValueError, InvalidTicker) as e:
             hidden = any(word in name for word in ("KEY", "TOKEN", "SECRET"))
-            shown = "<hidden>" if hidden else repr(raw[:80])
+            shown = "<hidden>" if hidden else repr(_without_password(raw)[:80])
             raise SettingsError(f"{name}={shown} is invalid: {e}") from e
+
+
+def _without_password(raw: str) -> str:
+    """``raw`` with the password of a ``scheme://user:password@`` part as ``***`` (a URL
+    too malformed for `urllib` is still shown without it)."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw, count=1)
 
 
 def read_common(r: Reader) -> dict[str, Any]:
@@ -118,15 +127,20 @@ def _redis_tls(r: Reader) -> dict[str, Any]:
                             "together: set both for a client certificate, or neither")
     scheme = urlsplit(r.env.get("REDIS_URL", "").strip()).scheme
     given = [name for name, value in zip(_TLS_VARIABLES, tls.values(), strict=True) if value]
-    if given and scheme != "rediss":
-        raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS)")
+    if given and scheme not in ("rediss", "rediss+sentinel"):
+        raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS), or "
+                            "rediss+sentinel://")
     return tls
 
 
 def _redis_url(raw: str) -> str:
     parts = urlsplit(raw)
+    if parts.scheme in SENTINEL_SCHEMES:
+        parse_sentinel_url(raw)  # docs/REDIS.md, "Sentinel"
+        return raw
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected redis://host:port/db, rediss://... or unix://...")
+        raise ValueError("expected redis://host:port/db, rediss://..., unix://... or "
+                         "redis+sentinel://h1:26379,h2:26379/<master>/<db>")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("the URL has no host")
     _ = parts.port  # raises ValueError on a non-numeric or out-of-range port

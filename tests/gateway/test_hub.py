@@ -102,6 +102,23 @@ def test_a_resync_under_another_epoch_is_a_reset_for_every_client():
     assert client.take() is not None
 
 
+def test_a_resync_whose_log_ends_before_the_last_tick_sent_is_a_reset():
+    # A Sentinel failover to a replica that missed the last ticks (replication is
+    # asynchronous): same epoch, but the snapshot is older than what clients were sent.
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(7)}, E1, 7)
+    client = hub.register(None)
+    tick(hub, AAPL=9)
+    client.take()
+    client.last_pos = 9
+    hub.resync({"AAPL": item(8)}, E1, 8)
+    assert client.reset and client.last_pos == 0
+    snapshot = client.take()
+    assert snapshot is not None and snapshot.items == {"AAPL": item(8)}
+    tick(hub, AAPL=1030)  # the producer goes on above every seq it handed out
+    assert client.take() is not None
+
+
 def test_cover_forgets_what_a_snapshot_or_replay_covered():
     hub = Hub(Stats())
     client = hub.register(None)

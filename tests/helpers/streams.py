@@ -15,11 +15,13 @@ from tests.helpers.system import check_frame, split_frames
 
 @dataclass
 class Recorder:
-    """One stream's frames: (monotonic arrival, data or None for pings/retry)."""
+    """One stream's frames: (monotonic arrival, data or None for pings/retry), and the
+    arrival of each `event: reset`."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     frames: list[tuple[float, dict | None]] = field(default_factory=list)
+    resets: list[float] = field(default_factory=list)
     status: int = 0
     ended: bool = False
 
@@ -36,6 +38,7 @@ class Recorder:
                     whole, buffer = split_frames(buffer + chunk)
                     now = time.monotonic()
                     self.frames.extend((now, check_frame(f)) for f in whole)
+                    self.resets.extend(now for f in whole if b"event: reset" in f)
         self.ended = True
 
 

@@ -36,18 +36,23 @@ class RedisServer:
     running services and give it back.
     """
 
-    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = (),
+                 password: str | None = None) -> None:
         self.port = port or free_port()
         self.args = args  # extra redis-server options, e.g. ("--rename-command", "EVALSHA", "")
+        self.password = password  # requirepass, and masterauth for when it is a replica
+        if password:
+            self.args = ("--requirepass", password, "--masterauth", password, *args)
         self.dir = tempfile.mkdtemp(prefix="pricefeed-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+        return redis.Redis(port=self.port, socket_timeout=5, password=self.password)
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         binary = find_server()

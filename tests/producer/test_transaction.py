@@ -9,12 +9,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from producer.commands import command
 from producer.lease import LeaseLost
 from producer.transaction import FencedWriter, TransactionAborted, wrap
 from shared.keys import Keys
+from shared.redisio import connect
+from shared.settings import Settings
+from tests.helpers.poll import wait_until
 
 OWNER = "me"
 
@@ -95,3 +99,26 @@ async def test_a_refused_command_is_raised(aredis, keys) -> None:
     bad = wrap([command("HSET", keys.epoch, "a", "1"), command("HSET", keys.latest, "b", "1")])
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await FencedWriter(aredis, keys.lease, OWNER).write(bad, 2)
+
+
+async def test_a_replica_answering_readonly_drops_the_connection(redis_server_factory,
+                                                                  namespace) -> None:
+    # A primary demoted by a Sentinel failover answers -READONLY: the replies are read past
+    # redis-py's read_response (which would drop the connection itself), so the writer
+    # must drop it, or the pool would hand the same replica out for every tick.
+    primary = redis_server_factory("--repl-diskless-sync-delay", "0")  # sync at once
+    replica = redis_server_factory("--replicaof", "127.0.0.1", str(primary.port))
+    keys = Keys(namespace)
+    primary.client().set(keys.lease, OWNER, px=30_000)
+    await wait_until(lambda: replica.client().get(keys.lease) == OWNER.encode(), 10,
+                     "the lease replicated")
+    client = connect(Settings(redis_url=replica.url))
+    try:
+        with pytest.raises(RedisConnectionError, match="READONLY"):
+            await FencedWriter(client, keys.lease, OWNER).write(body(keys), 2)
+        pool = client.connection_pool
+        assert not pool._in_use_connections
+        assert not any(c.is_connected for c in pool._available_connections)
+    finally:
+        await client.aclose()
+    assert primary.client().hget(keys.latest, "AAPL") is None
