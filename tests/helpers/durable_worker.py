@@ -1,6 +1,6 @@
 """A durable consumer process for tests: `shared.subscriber.consume` with a handler that
-writes every tick it processes (and every ack's reply) to a file, flushed at once, so a
-test can SIGKILL it anywhere and still see what happened.
+writes every tick it processes (and every ack it sends, before and with its reply) to a
+file, flushed at once, so a test can SIGKILL it anywhere and still see what happened.
 
     python -m tests.helpers.durable_worker REDIS_URL NAMESPACE GROUP CONSUMER OUT [SLOW_MS]
 """
@@ -33,10 +33,14 @@ async def main(url: str, namespace: str, group: str, consumer: str, out_path: st
     real_xack = client.xack
 
     async def xack(name: Any, groupname: Any, *ids: Any) -> int:
+        names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        # Before the XACK too: a SIGKILL between Redis acking and the line below being
+        # written would otherwise leave an ack with no trace (seen once under load).
+        for entry_id in names:
+            record(f"acking {entry_id}")
         acked = int(await real_xack(name, groupname, *ids))
-        for entry_id in ids:
-            record(f"ack {entry_id.decode() if isinstance(entry_id, bytes) else entry_id} "
-                   f"{acked}")
+        for entry_id in names:
+            record(f"ack {entry_id} {acked}")
         return acked
 
     client.xack = xack  # type: ignore[method-assign]

@@ -70,7 +70,13 @@ def test_a_killed_consumer_loses_nothing_and_acks_nothing_twice(
     seen = {ln[1] for ln in lines if ln[0] == "seen"}
     assert set(logged) <= seen  # none lost
     acks = collections.Counter(ln[1] for ln in lines if ln[0] == "ack" and ln[2] == "1")
-    assert set(acks) == set(logged) and max(acks.values()) == 1  # none acked twice
+    # An XACK the killed consumer sent whose reply it never wrote down: Redis may have
+    # taken it (then no one acks that tick again, and pending is 0 below) or not (then the
+    # second consumer acks it, once).
+    unanswered = {ln[1] for ln in lines if ln[0] == "acking"} - {
+        ln[1] for ln in lines if ln[0] == "ack"}
+    assert set(acks) | unanswered == set(logged)  # every tick acked
+    assert max(acks.values()) == 1  # none acked twice
     assert not any(ln[0] == "ack" and ln[2] == "0" for ln in lines)
     assert sredis.xpending(keys.ticks, "g")["pending"] == 0
 
