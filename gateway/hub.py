@@ -195,27 +195,61 @@ class Hub:
             client.wake.set()
 
     def resync(self, snapshot: dict[str, EncodedUpdate], epoch: str, pos: int) -> None:
-        """Replace the hub's view after (re)subscribing; every client gets this snapshot
-        next. Under another epoch it comes after `event: reset` and follows nothing; so it
+        """Replace the hub's view after (re)subscribing. Under the same epoch, a catch-up
+        of what changed (`_catch_up`); otherwise every client gets this snapshot next.
+        Under another epoch it comes after `event: reset` and follows nothing; so it
         does when the log now ends before the last position sent (a Sentinel failover to a
         replica that had not received the last ticks: the resume rule's "ahead of the log",
         docs/REDIS.md "Sentinel"), since the snapshot may hold older updates than a client."""
         known = self.epoch not in ("", NO_EPOCH)
         reset = known and (epoch != self.epoch or pos < self.pos)
-        self.latest = dict(snapshot)
+        old, self.latest = self.latest, dict(snapshot)
         self.epoch, self.pos = epoch, pos
+        if known and not reset:
+            self._catch_up(old, snapshot, pos)
+            return
         by_filter: dict[frozenset[str] | None, Changes] = {}
         for client in self.clients:
             key = client.tickers
             if key not in by_filter:
                 items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
                 by_filter[key] = Changes(dict(items), pos)
-            client.resync = by_filter[key]
-            client.floor = pos
             if reset:
                 client.reset = True
                 client.last_pos = 0
-            client.wake.set()
+            self._resync_one(client, by_filter[key], pos)
+
+    def _catch_up(self, old: Mapping[str, EncodedUpdate], snapshot: Mapping[str, EncodedUpdate],
+                  pos: int) -> None:
+        """A resync of the same dataset: every client was marked each tick up to the hub's
+        last position, so it gets only the updates newer than those, merged into what it
+        has pending, as the default resume does (README "Resume and continuity": no
+        duplicate). A client that never got its first snapshot (it opened while Redis was
+        down) gets the whole one."""
+        newer = {t: u for t, u in snapshot.items() if t not in old or u[0] > old[t][0]}
+        whole = Changes(newer, pos)
+        by_filter: dict[frozenset[str] | None, Changes] = {None: whole}
+        for client in self.clients:
+            key = client.tickers
+            if not client.last_pos:
+                items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
+                self._resync_one(client, Changes(dict(items), pos), pos)
+                continue
+            if key not in by_filter:
+                by_filter[key] = Changes({t: newer[t] for t in key if t in newer}, pos)
+            batch = by_filter[key]
+            if client.resync is not None:  # an earlier snapshot not sent yet: bring it up
+                self._resync_one(client, Changes({**client.resync.items, **batch.items}, pos),
+                                 pos)
+            elif pos > client.floor and batch.items:
+                self.stats.conflated += _offer(client, batch)
+            client.floor = max(client.floor, pos)
+
+    @staticmethod
+    def _resync_one(client: Client, snapshot: Changes, pos: int) -> None:
+        client.resync = snapshot
+        client.floor = pos
+        client.wake.set()
 
     def notify(self, kind: str, frame: bytes,
                narrow: Callable[[frozenset[str]], bytes] | None = None) -> None:

@@ -160,3 +160,48 @@ def test_the_watchdog_aborts_only_streams_blocked_past_the_timeout():
     now[0] = 103.0
     assert watchdog.sweep() == 2  # `stuck` again (still registered) and now `recent`
     assert recent.aborted and not idle.aborted
+
+
+def test_a_resync_of_the_same_dataset_sends_only_what_changed_and_keeps_pending():
+    # The gateway resubscribed after losing its subscription (a failover, a cut-off): a
+    # client that already holds AAPL 7 must not get it again (no duplicate seq).
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(7), "MSFT": item(6)}, E1, 7)
+    client, msft_only, tsla_only = (hub.register(None), hub.register(frozenset({"MSFT"})),
+                                    hub.register(frozenset({"TSLA"})))
+    for c in (client, msft_only, tsla_only):
+        c.take()
+        c.last_pos = 7
+    tick(hub, TSLA=8)  # marked, not sent yet
+    hub.resync({"AAPL": item(7), "MSFT": item(9), "TSLA": item(8)}, E1, 9)
+    assert not client.reset
+    caught_up = client.take()
+    assert caught_up is not None and caught_up.pos == 9
+    assert caught_up.items == {"TSLA": item(8), "MSFT": item(9)}  # AAPL 7 not sent again
+    only = msft_only.take()
+    assert only is not None and only.items == {"MSFT": item(9)}
+    assert tsla_only.take() is not None  # its pending TSLA 8, nothing more
+    tick(hub, AAPL=9)  # at or below the catch-up's position: covered
+    assert client.take() is None
+
+
+def test_a_client_that_never_got_a_snapshot_gets_the_whole_one_on_a_same_epoch_resync():
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(7)}, E1, 7)
+    waiting = hub.register(None)  # opened while Redis was down: nothing sent yet
+    hub.resync({"AAPL": item(7), "MSFT": item(8)}, E1, 8)
+    snapshot = waiting.take()
+    assert snapshot is not None and snapshot.items == {"AAPL": item(7), "MSFT": item(8)}
+
+
+def test_a_catch_up_merges_into_a_snapshot_not_yet_sent():
+    hub = Hub(Stats())
+    hub.resync({"AAPL": item(7)}, E1, 7)
+    client = hub.register(None)
+    client.last_pos = 7
+    hub.resync({"AAPL": item(7), "MSFT": item(8)}, E2, 8)  # reset: a whole snapshot due
+    client.last_pos = 5  # a client with a position and a snapshot still unsent
+    hub.resync({"AAPL": item(9), "MSFT": item(8)}, E2, 9)
+    taken = client.take()
+    assert taken is not None and taken.items == {"AAPL": item(9), "MSFT": item(8)}
+    assert client.take() is None

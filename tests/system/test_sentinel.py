@@ -136,11 +136,10 @@ async def _fail_over(group: SentinelGroup, keys: Keys, recorder: Recorder,
 
 
 def _seqs_rise_between_resets(recorder: Recorder) -> int:
-    """No ticker's seq goes backward from event to event, counting afresh after each
-    `event: reset`, and no seq was handed out twice (one seq, one update, even across a
-    reset); the number of updates checked. An equal seq is the same update sent again by
-    the snapshot after a resubscription (README "The Redis contract": a client drops what
-    is not newer than what it holds), and it must be the very same update."""
+    """No ticker's seq repeats or goes backward from event to event, counting afresh after
+    each `event: reset` (a resubscription under the same epoch sends only what changed:
+    README "Resume and continuity"), and no seq was handed out twice (one seq, one update,
+    even across a reset); the number of updates checked."""
     held: dict[str, int] = {}
     handed: dict[int, tuple[str, float, float]] = {}
     resets = sorted(recorder.resets)
@@ -151,7 +150,7 @@ def _seqs_rise_between_resets(recorder: Recorder) -> int:
             held = {}
         for ticker, update in data.items():
             seq = update["seq"]
-            assert seq >= held.get(ticker, 0), ("backward", ticker, seq, held)
+            assert seq > held.get(ticker, 0), ("repeated or backward", ticker, seq, held)
             held[ticker] = seq
             value = (ticker, update["price"], update["timestamp"])
             assert handed.setdefault(seq, value) == value, ("seq reused", seq, value)
