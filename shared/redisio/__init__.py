@@ -11,6 +11,7 @@ from shared.redisio.clients import (
     POOLED,
     SERVICE,
     Profile,
+    cluster_topology,
     connect,
     probe,
     redacted_url,
@@ -27,6 +28,7 @@ from shared.redisio.session import (
 
 __all__ = [
     "CONNECTION_ERRORS", "CONSUMER", "POOLED", "SERVICE", "DeliveryProbe", "Message",
-    "Profile", "Snapshot", "StaleSubscription", "connect", "decode_latest", "honour_cancel",
-    "probe", "read_latest", "read_latest_one", "redacted_url", "subscription",
+    "Profile", "Snapshot", "StaleSubscription", "cluster_topology", "connect",
+    "decode_latest", "honour_cancel", "probe", "read_latest", "read_latest_one",
+    "redacted_url", "subscription",
 ]

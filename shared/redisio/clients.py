@@ -24,8 +24,10 @@ The topology seam: the URL's scheme picks a builder in `TOPOLOGIES`, a function
   ``rediss+sentinel://`` (`shared.redisio.sentinel`: redis-py's ``Sentinel.master_for``,
   its pool and connection classes with the same cancel-safe send).
 
-Cluster (``redis+cluster://h1:7000,h2:7001``, redis-py's ``RedisCluster``) would be one
-more entry, plus its scheme in ``REDIS_URL``'s parser in `shared.settings`.
+A Redis Cluster (``redis+cluster://h1:7000,h2:7001``, ``rediss+cluster://``) is not one
+client but one per primary: `cluster_topology` builds a `ClusterTopology` whose node clients
+come from `connect` with the caller's profile (docs/CLUSTER.md); `connect` refuses a
+Cluster URL, since a caller that does not know which node it needs would be wrong there.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redisio.cluster import SCHEMES as CLUSTER_SCHEMES
+from shared.redisio.cluster import ClusterTopology, parse_cluster_url, redacted_cluster_url
 from shared.redisio.connections import CANCEL_SAFE
 from shared.redisio.sentinel import redacted_sentinel_url, sentinel_client
 
@@ -135,7 +139,7 @@ TOPOLOGIES: Final[Mapping[str, Builder]] = {
     "redis+sentinel": sentinel_client,
     "rediss+sentinel": sentinel_client,
 }
-TLS_SCHEMES: Final[tuple[str, ...]] = ("rediss", "rediss+sentinel")
+TLS_SCHEMES: Final[tuple[str, ...]] = ("rediss", "rediss+sentinel", "rediss+cluster")
 
 
 def connect(settings: RedisSettings, profile: Profile = SERVICE, *,
@@ -144,10 +148,21 @@ def connect(settings: RedisSettings, profile: Profile = SERVICE, *,
     as ``profile``; it connects lazily, on first use."""
     target = settings.redis_url if url is None else url
     scheme = urlsplit(target).scheme
+    if scheme in CLUSTER_SCHEMES:
+        raise ValueError("a Cluster URL names no one server: use cluster_topology")
     build = TOPOLOGIES.get(scheme)
     if build is None:
         raise ValueError(f"no Redis topology for the URL scheme {scheme!r}")
     return build(target, profile, tls_options(settings, target))
+
+
+def cluster_topology(settings: RedisSettings, profile: Profile = SERVICE) -> ClusterTopology:
+    """The primaries of the Cluster ``settings.redis_url`` names, each node's client
+    behaving as ``profile`` with the URL's credentials and TLS (docs/CLUSTER.md). Nothing
+    connects until `ClusterTopology.refresh`."""
+    target = parse_cluster_url(settings.redis_url)
+    tls = tls_options(settings, settings.redis_url)
+    return ClusterTopology(target, lambda url: _single_server(url, profile, tls))
 
 
 def tls_options(settings: RedisSettings, url: str) -> dict[str, Any]:
@@ -169,6 +184,8 @@ def redacted_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for a log line."""
     if "+sentinel://" in url:
         return redacted_sentinel_url(url)
+    if "+cluster://" in url:
+        return redacted_cluster_url(url)
     parts = urlsplit(url)
     if not parts.password:
         return url

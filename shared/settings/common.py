@@ -12,8 +12,10 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
-from shared.keys import DEFAULT_NAMESPACE, Keys
+from shared.keys import DEFAULT_NAMESPACE, Keys, Layout
 from shared.models import InvalidTicker, normalize_ticker
+from shared.redisio.cluster import SCHEMES as CLUSTER_SCHEMES
+from shared.redisio.cluster import parse_cluster_url
 from shared.redisio.sentinel import SCHEMES as SENTINEL_SCHEMES
 from shared.redisio.sentinel import parse_sentinel_url
 
@@ -24,6 +26,8 @@ DEFAULT_TICKERS: Final[tuple[str, ...]] = (
     "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "NVDA", "META", "JPM", "V", "NFLX",
 )
 DEFAULT_REDIS_URL: Final[str] = "redis://127.0.0.1:6379/0"
+DEFAULT_CLUSTER_PARTITIONS: Final[int] = 16
+MAX_PARTITIONS: Final[int] = 1024
 LOG_LEVELS: Final[frozenset[str]] = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 _TLS_VARIABLES: Final = ("PRICEFEED_REDIS_CA_FILE", "PRICEFEED_REDIS_CERT_FILE",
                          "PRICEFEED_REDIS_KEY_FILE")
@@ -69,11 +73,22 @@ class CommonSettings:
     redis_ca_file: str | None = None
     redis_cert_file: str | None = None
     redis_key_file: str | None = None
+    partitions: int = 0  # 0: one server (or Sentinel); P > 0 on a Cluster
 
     @property
     def keys(self) -> Keys:
-        """The Redis names under this namespace."""
+        """The Redis names under this namespace (one server; on a Cluster see `layout`)."""
         return Keys(self.namespace)
+
+    @property
+    def layout(self) -> Layout:
+        """Where the names live: one server, or `partitions` partitions on a Cluster."""
+        return Layout(self.namespace, self.partitions)
+
+    @property
+    def clustered(self) -> bool:
+        """True when ``REDIS_URL`` names a Cluster (docs/CLUSTER.md)."""
+        return self.partitions > 0
 
 
 class Reader:
@@ -112,7 +127,21 @@ def read_common(r: Reader) -> dict[str, Any]:
         "request_timeout_s": r.get("PRICEFEED_REQUEST_TIMEOUT", interval(0.1, 300), 10.0),
         "log_level": r.get("PRICEFEED_LOG_LEVEL", choice(LOG_LEVELS, upper=True), "INFO"),
         **_redis_tls(r),
+        "partitions": _partitions(r),
     }
+
+
+def _partitions(r: Reader) -> int:
+    """``PRICEFEED_PARTITIONS``: on a Cluster 1 to `MAX_PARTITIONS` (default 16); on one
+    server it is 0, and setting it is a mistake worth a line (docs/CLUSTER.md)."""
+    clustered = urlsplit(r.env.get("REDIS_URL", "").strip()).scheme in CLUSTER_SCHEMES
+    given = r.get("PRICEFEED_PARTITIONS", int_range(1, MAX_PARTITIONS), None)
+    if not clustered:
+        if given is not None:
+            raise SettingsError("PRICEFEED_PARTITIONS applies to a Cluster only "
+                                "(REDIS_URL=redis+cluster://h1:7000,h2:7001)")
+        return 0
+    return DEFAULT_CLUSTER_PARTITIONS if given is None else given
 
 
 def _redis_tls(r: Reader) -> dict[str, Any]:
@@ -127,9 +156,9 @@ def _redis_tls(r: Reader) -> dict[str, Any]:
                             "together: set both for a client certificate, or neither")
     scheme = urlsplit(r.env.get("REDIS_URL", "").strip()).scheme
     given = [name for name, value in zip(_TLS_VARIABLES, tls.values(), strict=True) if value]
-    if given and scheme not in ("rediss", "rediss+sentinel"):
+    if given and scheme not in ("rediss", "rediss+sentinel", "rediss+cluster"):
         raise SettingsError(f"{given[0]} needs a rediss:// REDIS_URL (TLS), or "
-                            "rediss+sentinel://")
+                            "rediss+sentinel:// or rediss+cluster://")
     return tls
 
 
@@ -138,9 +167,13 @@ def _redis_url(raw: str) -> str:
     if parts.scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(raw)  # docs/REDIS.md, "Sentinel"
         return raw
+    if parts.scheme in CLUSTER_SCHEMES:
+        parse_cluster_url(raw)  # docs/CLUSTER.md
+        return raw
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected redis://host:port/db, rediss://..., unix://... or "
-                         "redis+sentinel://h1:26379,h2:26379/<master>/<db>")
+        raise ValueError("expected redis://host:port/db, rediss://..., unix://..., "
+                         "redis+sentinel://h1:26379,h2:26379/<master>/<db> or "
+                         "redis+cluster://h1:7000,h2:7001")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("the URL has no host")
     _ = parts.port  # raises ValueError on a non-numeric or out-of-range port

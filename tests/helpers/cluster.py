@@ -1,0 +1,125 @@
+"""A private Redis Cluster: ``primaries`` primaries and one replica each, every node a
+``redis-server --cluster-enabled yes`` on a free port in its own directory, joined by
+``redis-cli --cluster create … --cluster-replicas 1`` (docs/CLUSTER.md).
+
+``cluster-node-timeout`` is short (1 s), so a killed primary's replica is promoted within a
+few seconds. Optionally every node requires a password (``masterauth`` too, since any node
+may become a replica).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import redis
+from redis.cluster import RedisCluster
+
+from tests.helpers.poll import wait_for
+from tests.helpers.support import RedisServer, free_port
+
+NODE_TIMEOUT_MS = 1000
+
+
+def _cli() -> str:
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("no redis-cli on PATH: apt-get install redis-server (or redis-tools)")
+    return cli
+
+
+class RedisClusterGroup:
+    """``nodes[:primaries]`` start as the primaries, the rest as their replicas."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, password: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.password = password
+        self.replicas = replicas
+        fast = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--repl-diskless-sync-delay", "0", *args)
+        self.nodes = [RedisServer(password=password, args=fast)
+                      for _ in range(primaries * (1 + replicas))]
+        for node in self.nodes:  # its own nodes.conf, and a free bus port (by default the
+            # port + 10,000, which a free port above 55,535 cannot have)
+            node.args = (*node.args, "--cluster-config-file", f"{node.dir}/nodes.conf",
+                         "--cluster-port", str(free_port()))
+
+    @property
+    def url(self) -> str:
+        """``REDIS_URL`` of this Cluster: every node a seed."""
+        auth = f":{self.password}@" if self.password else ""
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis+cluster://{auth}{seeds}"
+
+    def start(self) -> RedisClusterGroup:
+        for node in self.nodes:
+            node.start()
+        cmd = [_cli(), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+               "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        if self.password:
+            cmd += ["-a", self.password, "--no-auth-warning"]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        wait_for(self._settled, 30, 0.1, "a Cluster with every slot served and replicas synced")
+        return self
+
+    def client(self) -> RedisCluster:
+        """A synchronous Cluster client (for the test's own reads and writes)."""
+        node = self.nodes[0]
+        return RedisCluster(host="127.0.0.1", port=node.port, password=self.password,
+                            socket_timeout=5)
+
+    def node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_timeout=5)
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot now."""
+        cluster = self.client()
+        try:
+            port = cluster.get_node_from_key(key).port
+        finally:
+            cluster.close()
+        return next(n for n in self.nodes if n.port == port)
+
+    def node_id(self, port: int) -> str:
+        return str(self.node_client(port).execute_command("CLUSTER MYID").decode())
+
+    def assign_slot(self, slot: int, port: int) -> None:
+        """Give an EMPTY ``slot`` to the primary on ``port`` (``CLUSTER SETSLOT … NODE`` on
+        every primary; a slot holding keys needs a migration instead)."""
+        node = self.node_id(port)
+        for other in self.alive():
+            client = self.node_client(other.port)
+            if client.info("replication")["role"] == "master":
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node)
+        wait_for(lambda: all(self._owner(n.port, slot) == node for n in self.alive()),
+                 10, 0.05, f"every node sees slot {slot} on port {port}")
+
+    def _owner(self, port: int, slot: int) -> str | None:
+        for start, end, primary, *_ in self.node_client(port).execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return str(primary[2].decode())
+        return None
+
+    def alive(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def _settled(self) -> bool:
+        try:
+            for node in self.alive():
+                info = self.node_client(node.port).cluster("info")
+                if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
+                    return False
+                repl = self.node_client(node.port).info("replication")
+                if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
+                    return False
+        except (redis.RedisError, KeyError, ValueError):
+            return False
+        return True
+
+    def wait_settled(self, timeout_s: float = 30) -> None:
+        """Until every live node sees every slot served (after a failover)."""
+        wait_for(self._settled, timeout_s, 0.1, "the Cluster settled")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
