@@ -94,6 +94,43 @@ class RedisClusterGroup:
         wait_for(lambda: all(self._owner(n.port, slot) == node for n in self.alive()),
                  10, 0.05, f"every node sees slot {slot} on port {port}")
 
+    def migrate_slot(self, slot: int, port: int, batch: int = 100) -> int:
+        """Move ``slot`` and its keys to the primary on ``port`` while clients run, the way
+        ``redis-cli --cluster reshard`` does: IMPORTING on the target, MIGRATING on the
+        source, ``MIGRATE`` the keys in batches, then ``SETSLOT … NODE`` everywhere.
+        Returns the number of keys moved."""
+        source_port = self._owner_port(slot)
+        source, target = self.node_client(source_port), self.node_client(port)
+        source_id, target_id = self.node_id(source_port), self.node_id(port)
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        auth = ("AUTH", self.password) if self.password else ()
+        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            source.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, *auth,
+                                   "KEYS", *keys)
+            moved += len(keys)
+        for client in (target, source):  # the target first, as redis-cli does
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for other in self.alive():
+            if other.port not in (port, source_port) and self.is_primary(other.port):
+                self.node_client(other.port).execute_command(
+                    "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
+    def _owner_port(self, slot: int) -> int:
+        for start, end, primary, *_ in self.node_client(self.nodes[0].port).execute_command(
+                "CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def is_primary(self, port: int) -> bool:
+        try:
+            return self.node_client(port).info("replication")["role"] == "master"
+        except redis.RedisError:
+            return False
+
     def _owner(self, port: int, slot: int) -> str | None:
         for start, end, primary, *_ in self.node_client(port).execute_command("CLUSTER SLOTS"):
             if start <= slot <= end:
