@@ -56,6 +56,7 @@ INVALID = {
     "PRICEFEED_REDIS_CERT_FILE": "/nonexistent/client.pem",
     "PRICEFEED_REDIS_KEY_FILE": "/nonexistent/client.key",
     "PRICEFEED_HISTORY_LEN": "-1",
+    "PRICEFEED_PARTITIONS": "0",  # and with a one-server REDIS_URL any value
     "PRICEFEED_HISTORY_SECONDS": "0",
     "PRICEFEED_BARS": "maybe",
     "PRICEFEED_BARS_1S_RETENTION": "10",
