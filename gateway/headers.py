@@ -2,9 +2,9 @@
 "Security headers" and "Host allowlist").
 
 Both are pure ASGI middlewares. `HostCheck` wraps nothing: it answers or passes the
-request on untouched. `SecurityHeaders` wraps ``send``, one frame per message, so it sits
-inside `gateway.stream.endpoint.StreamFastPath` and the stream adds the same headers itself:
-the SSE hot path pays nothing for it.
+request on untouched. `SecurityHeaders` wraps ``send``, one frame per message, so a stream
+never goes through it (`gateway.app.GatewayApp` sends streams past the stack) and adds the
+same headers itself: the SSE hot path pays nothing for it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.stats import Stats
 from gateway.updates import EncodedUpdate
+from gateway.waiting import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Client:
         self.expiry: asyncio.TimerHandle | None = None  # the timer that will expire it
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()  # only the stream's task waits on it (gateway/waiting.py)
 
     def take_notices(self) -> list[bytes]:
         """The named-event frames due, oldest kind first; empty when none."""
@@ -235,9 +236,10 @@ class Hub:
                 items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
                 self._resync_one(client, Changes(dict(items), pos), pos)
                 continue
-            if key not in by_filter:
-                by_filter[key] = Changes({t: newer[t] for t in key if t in newer}, pos)
-            batch = by_filter[key]
+            batch = by_filter.get(key)
+            if batch is None and key is not None:  # None is the whole batch, made above
+                batch = by_filter[key] = Changes({t: newer[t] for t in key if t in newer}, pos)
+            assert batch is not None
             if client.resync is not None:  # an earlier snapshot not sent yet: bring it up
                 self._resync_one(client, Changes({**client.resync.items, **batch.items}, pos),
                                  pos)

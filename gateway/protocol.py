@@ -28,6 +28,7 @@ import logging
 import resource
 import sys
 from asyncio import TimerHandle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from gateway.headers import SECURITY_HEADERS
+from gateway.waiting import ON_DISCONNECT, LeanEvent
 from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -88,16 +90,26 @@ class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of `guard`; see the module docstring."""
 
     guard: _Guard  # set on the subclass `guarded_protocol` makes
+    # In slots, not the instance dict: uvicorn's protocol has 27 attributes already, and
+    # three more took every connection's dict past CPython's shared-keys limit, from 296
+    # to 1,584 bytes (docs/PERFORMANCE.md, "Memory per idle connection").
+    __slots__ = ("_deadline", "_head_bytes", "_on_lost", "_phase")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase = _Phase.IDLE
         self._head_bytes = 0
         self._deadline: TimerHandle | None = None
+        self._on_lost: Callable[[], None] | None = None
+        # uvicorn's empty deque costs 760 bytes for each open connection; it only ever
+        # appendlefts and pops a request that arrived while another was being answered.
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        writable = self.flow._is_writable_event = LeanEvent()  # waited on only when paused
+        writable.set()
         limit, soft = self.guard.max_open()
         if len(self.connections) > limit:
             self.guard.refused_log.warning(
@@ -111,6 +123,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_request()
         super().connection_lost(exc)
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost()
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once when the connection is lost (None: no longer)."""
+        self._on_lost = callback
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -141,6 +160,13 @@ class GuardedProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        event = LeanEvent()  # `receive()` waits on it; a stream never calls receive()
+        if cycle.message_event.is_set():
+            event.set()
+        cycle.message_event = event
+        extensions: dict[str, Any] = {**cycle.scope.get("extensions", {}),
+                                      ON_DISCONNECT: self.on_disconnect}
+        cycle.scope["extensions"] = extensions
         if cycle.scope["http_version"] == "1.0":
             # Only the send differs, and the cycle was made a line ago by uvicorn's
             # on_headers_complete (60 lines we would otherwise copy): switch its class.
@@ -223,6 +249,16 @@ class CloseDelimitedCycle(RequestResponseCycle):
         elif self._unframed and not message.get("more_body", False):
             self.expected_content_length = len(message.get("body", b""))  # the last part
         await super().send(message)
+
+
+class _Pipeline(list[Any]):
+    """The two operations uvicorn uses of its ``pipeline`` deque, on a list (56 bytes
+    empty, not 760); it holds at most a few pipelined requests."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:

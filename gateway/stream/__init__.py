@@ -10,7 +10,8 @@
 - `response`: the HTTP response that sends those frames;
 - `liveness`: keep-alive pings and the send-timeout watchdog;
 - `shutdown`: the one way every stream ends when the gateway stops;
-- `endpoint`: the ASGI endpoint, the route and the fast path that wires them together.
+- `endpoint`: the ASGI endpoint and its route (`gateway.app.GatewayApp` sends streams to it
+  before FastAPI's own stack).
 
 Nothing is imported here, so `gateway.notices` and `gateway.bar_feed` can use `framing`
 without loading the endpoint (docs/ARCHITECTURE.md).

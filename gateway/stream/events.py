@@ -66,6 +66,7 @@ async def _frames(
     async with aclosing(_opening(gw, client, opening)) as frames:
         async for frame in frames:
             yield frame
+            del frame  # a stream's snapshot is its own: an idle stream must not keep it
     if client.closed:  # a replay cut short, or the token expired during it
         return
     if client.notice_kinds is not None:  # what it asked for, as it is now

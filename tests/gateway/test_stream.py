@@ -100,11 +100,20 @@ async def test_past_the_client_limit_503_with_retry_after(settings, producer):
             assert (await again.block()).retry == 1000
 
 
-async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer):
-    async with served(settings) as (url, app), httpx.AsyncClient(base_url=url) as client:
+@pytest.mark.parametrize("guarded", [True, False], ids=["our-protocol", "uvicorn-protocol"])
+async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer, guarded):
+    async with (served(settings, guarded) as (url, app),
+                httpx.AsyncClient(base_url=url) as client):
         async with open_stream(client, STREAM) as sse:  # starts sse-starlette's one watcher
             await sse.block()
         baseline = len(asyncio.all_tasks())
+        # On our protocol no task per stream waits in receive() for the disconnect
+        # (gateway/waiting.py ON_DISCONNECT): the server tells the stream itself.
+        async with open_stream(client, STREAM) as sse:
+            await sse.block()
+            listeners = [t for t in asyncio.all_tasks()
+                         if t.get_coro().__qualname__ == "PriceStream._listen"]
+            assert len(listeners) == (0 if guarded else 1)
         for _ in range(20):
             async with open_stream(client, STREAM, params={"tickers": "AAPL"}) as sse:
                 await sse.block()
