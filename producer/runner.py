@@ -26,8 +26,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import LOG_SLACK, BarOptions, Publisher
-from producer.scripts import LOG_IDS, Script, check_scripting
+from producer.publisher import BarOptions, Publisher
+from producer.resume import log_ids_script, logged_ids, prune_cache
+from producer.scripts import check_scripting
 from producer.sources.base import MarketDataSource
 from producer.sources.factory import create_source
 from producer.watchlist import Watchlist
@@ -37,7 +38,6 @@ from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
 from shared.redisio import read_latest
 from shared.settings import Settings
 from shared.tasks import race, stop_tasks
-from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ProducerRunner:
         self.redis = redis
         self.owner_id = owner_id or new_owner_id()
         self.lease = Lease(redis, self.keys, self.owner_id)
-        self._log_ids = Script(redis, LOG_IDS)
+        self._log_ids = log_ids_script(redis)
         self.publisher = Publisher(
             redis, self.keys, self.owner_id, settings.history_len, settings.history_s,
             bar_options(settings),
@@ -186,30 +186,14 @@ class ProducerRunner:
             )
 
     async def _prune_cache(self, tickers: Iterable[str]) -> None:
-        """Delete cached prices of tickers not produced: one removed while no producer
-        was listening would otherwise stay in every snapshot forever."""
-        keep = set(tickers)
-        fields = [f.decode(errors="replace") if isinstance(f, bytes) else str(f)
-                  for f in await self.redis.hkeys(self.keys.latest)]
-        stale = [f for f in fields if f not in keep]
-        if stale:
-            await self.redis.hdel(self.keys.latest, *stale)
-            shown = ", ".join(f[:12] for f in stale[:10])
-            log.info("removed %d unwatched tickers from the cache (%s%s)", len(stale), shown,
-                     ", ..." if len(stale) > 10 else "")
+        await prune_cache(self.redis, self.keys, tickers)
 
     async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:
         """The cached updates of ``tickers``; a corrupt entry is logged and left out."""
         return await read_latest(self.redis, self.keys, list(tickers))
 
     async def _logged(self) -> list[tuple[int, int]]:
-        """The ``(seq, ms)`` ids in the tick log, oldest first: this term's seqs go above
-        them (even if ``NS:seq`` was lost), and the age cap reaches them too."""
-        if not self.settings.history_len:
-            return []
-        most = self.settings.history_len + LOG_SLACK
-        raw = await self._log_ids(keys=[self.keys.ticks], args=[most])
-        return [parse_entry_id(i) for i in raw]
+        return await logged_ids(self._log_ids, self.keys, self.settings.history_len)
 
     async def _add_ticker(self, ticker: str) -> None:
         cached = (await self._cached([ticker])).get(ticker)

@@ -1,0 +1,267 @@
+"""The producer on a Redis Cluster: one price source, its ticks split by partition, each
+partition this process holds written by its own term (docs/CLUSTER.md).
+
+The process keeps the Cluster's slot map (`shared.redisio.cluster.ClusterTopology`),
+checks P against ``NS:{meta}:config``, loads and follows the watchlist through the meta
+slot, and every `BALANCE_INTERVAL_S` registers itself and balances: it gives up the
+partitions beyond its share and takes free ones up to it (`producer.partitions`). Each
+held partition is a `PartitionTerm`; one that ends (its lease lost, a Redis error, a
+``MOVED``) is noted at the next round, the slot map is asked again and the partition is
+free to take again; the process and the other partitions go on. A meta slot that fails
+stops the balancing and the watchlist until it answers again (retried with backoff); the
+terms go on meanwhile. Logs: one line per change of state, never per tick or retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from redis.exceptions import RedisError
+
+from producer.lease import Lease, new_owner_id
+from producer.partition_term import PartitionTerm
+from producer.partitions import (
+    BALANCE_INTERVAL_S,
+    Splitter,
+    beyond_share,
+    check_partitions,
+    register,
+    share_of,
+    unregister,
+)
+from producer.publisher import FAILURES, Publisher
+from producer.runner import SourceConfigError, bar_options
+from producer.scripts import check_scripting
+from producer.sources.base import MarketDataSource, Quote
+from producer.sources.factory import create_source
+from producer.watchlist import Watchlist
+from shared.backoff import Backoff
+from shared.keys import partition_of
+from shared.models import OUT_OF_MEMORY_STATE
+from shared.redisio.cluster import ClusterTopology
+from shared.settings import Settings
+from shared.tasks import race
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT_S = 0.5
+
+
+class ClusterRunner:
+    """One producer process on a Cluster: the registry, the balance, the terms."""
+
+    def __init__(self, settings: Settings, topology: ClusterTopology,
+                 owner_id: str | None = None) -> None:
+        self.settings = settings
+        self.layout = settings.layout
+        self.meta = self.layout.meta
+        self.topology = topology
+        self.owner_id = owner_id or new_owner_id()
+        self.terms: dict[int, PartitionTerm] = {}
+        self.source: MarketDataSource | None = None
+        self.watchlist: Watchlist | None = None
+        self.share = 0
+        self._publishers: dict[int, Publisher] = {}  # each partition's last, for its seqs
+        self._splitter = Splitter(settings.partitions)
+        self._bars = bar_options(settings)
+        self._redis_ok: bool | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Produce until ``stop`` is set; then give every lease up and leave the registry."""
+        backoff = Backoff(initial_s=0.1, cap_s=5.0)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect()
+                    self._redis_state(True)
+                    backoff.reset()
+                    await race(self._balance(), self._follow(), stop.wait())
+                except (RedisError, OSError) as e:
+                    self._redis_state(False, e)
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.topology.refresh(force=True)
+                    await _wait(stop, backoff.next_delay())
+        finally:
+            await self._stop()
+
+    async def _connect(self) -> None:
+        """The slot map, the config check, and the watchlist (the source starts once)."""
+        await self.topology.refresh()
+        meta = self.topology.client_for(self.meta)
+        await check_scripting(meta)
+        await check_partitions(meta, self.meta, self.settings.partitions)
+        if self.watchlist is not None:
+            self.watchlist.redis = meta  # `_follow` resyncs it with the set
+            return
+        self.watchlist = Watchlist(meta, self.meta, self.settings.tickers,
+                                   self.settings.max_watchlist, self._add_ticker,
+                                   self._remove_ticker)
+        tickers = await self.watchlist.load()
+        try:
+            self.source = create_source(self.settings, self._publish)
+        except ValueError as e:  # a source that cannot work with these settings
+            raise SourceConfigError(str(e)) from e
+        await self.source.start(tickers, {})
+
+    async def _follow(self) -> NoReturn:
+        assert self.watchlist is not None
+        await self.watchlist.follow()
+
+    async def _balance(self) -> NoReturn:
+        while True:
+            await self._round()
+            await asyncio.sleep(BALANCE_INTERVAL_S)
+
+    async def _round(self) -> None:
+        """Register, then give up or take partitions to match the share."""
+        await self._reap()
+        live = await register(self.topology.client_for(self.meta), self.meta, self.owner_id)
+        share = share_of(self.settings.partitions, live)
+        if share != self.share:
+            log.info("%d producers live: this one's share is %d of %d partitions", live,
+                     share, self.settings.partitions)
+            self.share = share
+        extra = beyond_share(list(self.terms), share)
+        if extra:
+            await asyncio.gather(*(self.terms.pop(i).give_up() for i in extra))
+            log.info("gave up partitions %s; holding %s", extra, sorted(self.terms))
+        if len(self.terms) < share:
+            taken = await self._take(share - len(self.terms))
+            if taken:
+                log.info("took partitions %s; holding %s", taken, sorted(self.terms))
+
+    async def _reap(self) -> None:
+        """Forget the terms that ended; one line naming them and why."""
+        ended = {i: t for i, t in self.terms.items() if t.task is not None and t.task.done()}
+        if not ended:
+            return
+        reasons: dict[str, list[int]] = {}
+        for index, term in ended.items():
+            del self.terms[index]
+            assert term.task is not None
+            error = None if term.task.cancelled() else term.task.exception()
+            if error is not None and not isinstance(error, FAILURES):
+                raise error  # a bug: it must not vanish
+            reasons.setdefault(_reason(error), []).append(index)
+        for reason, indexes in reasons.items():
+            log.warning("stopped writing partitions %s (%s); they are free to take again",
+                        sorted(indexes), reason)
+        with contextlib.suppress(RedisError, OSError):
+            await self.topology.refresh(force=True)
+
+    async def _take(self, wanted: int) -> list[int]:
+        """Take up to ``wanted`` free partitions, lowest first."""
+        taken: list[int] = []
+        for index in range(self.settings.partitions):
+            if len(taken) == wanted:
+                break
+            if index not in self.terms and await self._take_one(index):
+                taken.append(index)
+        return taken
+
+    async def _take_one(self, index: int) -> bool:
+        """Take partition ``index`` if its lease is free (or already ours) and start its
+        term; a node that fails is skipped this round (the slot map is asked again)."""
+        keys = self.layout.partition(index)
+        try:
+            redis = self.topology.client_for(keys)
+            if not await Lease(redis, keys, self.owner_id).acquire():
+                return False
+            term = PartitionTerm(index, keys, redis, self.owner_id, self.settings,
+                                 self._bars, self.status)
+            tickers = self._tickers_of(index)
+            prices = await term.begin(tickers, self._publishers.get(index))
+        except (RedisError, OSError) as e:
+            log.debug("could not take partition %d (%s)", index, type(e).__name__)
+            with contextlib.suppress(RedisError, OSError):
+                await self.topology.refresh()
+            return False
+        self._publishers[index] = term.publisher
+        if self.source is not None:
+            await self.source.continue_from(prices)
+        term.start()
+        self.terms[index] = term
+        return True
+
+    def _tickers_of(self, index: int) -> list[str]:
+        current = self.watchlist.current if self.watchlist is not None else {}
+        return [t for t in current if partition_of(t, self.settings.partitions) == index]
+
+    async def _publish(self, quotes: Mapping[str, Quote]) -> None:
+        """The source's sink: each held partition's quotes to its publisher, concurrently
+        (each `Publisher.publish` returns once its tick is sent)."""
+        terms = self.terms
+        sends = [terms[i].publisher.publish(batch)
+                 for i, batch in self._splitter.split(quotes).items()
+                 if i in terms and terms[i].live]
+        if sends:
+            await asyncio.gather(*sends)
+
+    async def _add_ticker(self, ticker: str) -> None:
+        term = self._term_of(ticker)
+        if term is not None:
+            await term.add_ticker(ticker)
+        if self.source is not None:
+            cached = term.publisher.last_prices().get(ticker) if term is not None else None
+            await self.source.add_ticker(ticker, cached)
+
+    async def _remove_ticker(self, ticker: str) -> None:
+        if self.source is not None:
+            await self.source.remove_ticker(ticker)
+        term = self._term_of(ticker)
+        if term is not None:
+            await term.remove_ticker(ticker)
+
+    def _term_of(self, ticker: str) -> PartitionTerm | None:
+        term = self.terms.get(partition_of(ticker, self.settings.partitions))
+        return term if term is not None and term.live else None
+
+    def status(self) -> dict[str, Any]:
+        """What each partition's ``producer:status`` shows besides the id and the time."""
+        source = self.source
+        state = source.state if source else "starting"
+        memory = any(t.publisher.out_of_memory for t in self.terms.values())
+        return {
+            "source": source.kind if source else None,
+            "state": OUT_OF_MEMORY_STATE if memory else state,
+            "tick_interval_s": self.settings.tick_interval_s,
+            **(source.details() if source else {}),
+        }
+
+    async def _stop(self) -> None:
+        """Stop the source, give every partition up (leases deleted) and leave."""
+        if self.source is not None:
+            await self.source.stop()
+        held = sorted(self.terms)
+        terms, self.terms = list(self.terms.values()), {}
+        await asyncio.gather(*(t.give_up() for t in terms))
+        if held:
+            log.info("released partitions %s", held)
+        with contextlib.suppress(RedisError, OSError, TimeoutError, LookupError):
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                await unregister(self.topology.client_for(self.meta), self.meta, self.owner_id)
+
+    def _redis_state(self, ok: bool, error: BaseException | None = None) -> None:
+        if ok and self._redis_ok is False:
+            log.info("the Cluster's meta slot answers again")
+        elif not ok and self._redis_ok is not False:
+            log.warning("the Cluster's meta slot is unavailable (%s); retrying with backoff "
+                        "(held partitions go on)", error)
+        self._redis_ok = ok
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "ended"
+    text = str(error).splitlines()[0][:120] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
