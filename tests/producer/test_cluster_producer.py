@@ -1,0 +1,161 @@
+"""The producer on a real Redis Cluster (3 primaries, 1 replica each), in-process: each
+partition written and published on the node serving it, the P check, and the watchlist
+followed through the meta slot's shard channel (docs/CLUSTER.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+import producer.watchlist as watchlist_module
+from producer.cluster_runner import ClusterRunner
+from shared.codec import decode_map, decode_update, encode_control
+from shared.keys import Keys, partition_of
+from shared.redisio import SERVICE, cluster_topology
+from shared.redisio.latest import decode_latest
+from shared.settings import Settings
+from shared.ticklog import parse_entry_id
+from tests.helpers.cluster import RedisClusterGroup
+from tests.helpers.poll import wait_until
+from tests.helpers.support import running
+
+pytestmark = pytest.mark.integration
+
+P = 6
+# Two tickers in each of the 6 partitions (CRC-32 mod 6), so every partition ticks.
+TICKERS = ("QAG", "QAN", "QAC", "QAH", "QAU", "QBB", "QAK", "QAP", "QAD", "QAE", "QAA", "QAB")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterGroup]:
+    group = RedisClusterGroup().start()
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def cluster_settings(cluster: RedisClusterGroup, namespace: str, **env: str) -> Settings:
+    return Settings.from_env({
+        "REDIS_URL": cluster.url, "PRICEFEED_PARTITIONS": str(P),
+        "PRICEFEED_NAMESPACE": namespace, "PRICEFEED_TICK_INTERVAL": "0.05",
+        "PRICEFEED_TICKERS": ",".join(TICKERS), **env,
+    })
+
+
+@contextlib.asynccontextmanager
+async def producing(settings: Settings) -> AsyncIterator[ClusterRunner]:
+    """A `ClusterRunner` running in a task; stopped (leases released) at the end."""
+    topology = cluster_topology(settings, SERVICE)
+    runner = ClusterRunner(settings, topology)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await topology.aclose()
+
+
+def node(cluster: RedisClusterGroup, keys: Keys) -> aioredis.Redis:
+    """A client of the primary serving ``keys``' slot."""
+    return aioredis.Redis(port=cluster.primary_of(keys.latest).port, socket_timeout=5)
+
+
+async def check_partition(cluster: RedisClusterGroup, keys: Keys, tickers: list[str]) -> None:
+    """A tick map and a per-ticker update read with SSUBSCRIBE on the serving node are
+    already in the partition's cache, and the map is the log entry of its last seq."""
+    client = node(cluster, keys)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.ssubscribe(keys.prices, keys.price(tickers[0]))
+        seen: set[str] = set()
+        async with asyncio.timeout(10):
+            while seen != {"map", "one"}:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is None or message["type"] != "smessage":
+                    continue
+                cache = decode_latest((await client.hgetall(keys.latest)).items())
+                if message["channel"] == keys.prices.encode():
+                    tick = decode_map(message["data"])
+                    assert tick and set(tick) <= set(tickers)
+                    top = max(u.seq for u in tick.values())
+                    entries = await client.xrange(keys.ticks, min=str(top), max=str(top))
+                    assert [fields[b"map"] for _, fields in entries] == [message["data"]]
+                    assert all(cache[t].seq >= u.seq for t, u in tick.items())
+                    seen.add("map")
+                else:
+                    update = decode_update(message["data"])
+                    assert update.ticker == tickers[0]
+                    assert cache[update.ticker].seq >= update.seq
+                    seen.add("one")
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_each_partition_is_written_and_published_on_the_node_serving_it(
+        cluster, namespace):
+    settings = cluster_settings(cluster, namespace)
+    async with producing(settings) as runner:
+        by_partition = {i: [t for t in TICKERS if partition_of(t, P) == i] for i in range(P)}
+        await asyncio.gather(*(check_partition(cluster, settings.layout.partition(i), tickers)
+                               for i, tickers in by_partition.items()))
+        assert sorted(runner.terms) == list(range(P))
+        sync = cluster.client()
+        assert int(sync.hget(settings.layout.meta.config, "partitions")) == P
+        for i, tickers in by_partition.items():
+            keys = settings.layout.partition(i)
+            assert {f.decode() for f in sync.hkeys(keys.latest)} == set(tickers)
+            assert sync.get(keys.lease).decode() == runner.owner_id
+    for keys in settings.layout.all():  # a clean stop deletes every lease at once
+        assert sync.get(keys.lease) is None
+    assert sync.zscore(settings.layout.meta.producers, runner.owner_id) is None
+
+
+def test_another_number_of_partitions_is_refused_with_one_line(
+        cluster, namespace, artifacts_dir: Path):
+    meta = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_NAMESPACE": namespace,
+                              "PRICEFEED_PARTITIONS": "6"}).layout.meta
+    cluster.client().hset(meta.config, "partitions", 6)
+    env = {"REDIS_URL": cluster.url, "PRICEFEED_NAMESPACE": namespace,
+           "PRICEFEED_PARTITIONS": "4"}
+    log = artifacts_dir / f"producer-{namespace}-partitions.log"
+    with running(["producer"], env, log) as service:
+        assert service.proc.wait(15) == 2
+        lines = [line for line in service.output().splitlines() if "partitions=" in line]
+    assert len(lines) == 1 and "partitions=6" in lines[0]
+    assert "PRICEFEED_PARTITIONS=4" in lines[0] and "Traceback" not in service.output()
+
+
+async def test_the_watchlist_is_followed_through_the_meta_control_shard_channel(
+        cluster, namespace, monkeypatch):
+    # Only the control channel can bring the change: the periodic re-read is far off.
+    monkeypatch.setattr(watchlist_module, "RESYNC_INTERVAL_S", 600.0)
+    settings = cluster_settings(cluster, namespace)
+    meta, new = settings.layout.meta, "QZZ"
+    keys = settings.layout.of(new)
+    sync = cluster.client()
+    async with producing(settings) as runner:
+        await wait_until(lambda: len(runner.terms) == P and runner.watchlist is not None
+                         and sync.hlen(keys.latest) > 0, what="every partition producing")
+        sync.sadd(meta.watchlist, new)
+        assert sync.spublish(meta.control, encode_control("add", new)) >= 1
+        await wait_until(lambda: sync.hget(keys.latest, new), what=f"{new} in its cache")
+        assert runner.source is not None and new in runner.source.get_tickers()
+        sync.srem(meta.watchlist, new)
+        sync.spublish(meta.control, encode_control("remove", new))
+        await wait_until(lambda: new not in runner.source.get_tickers(), what="removed")
+        def last() -> tuple[int, int]:
+            return parse_entry_id(sync.xrevrange(keys.ticks, count=1)[0][0])
+
+        top = last()
+        await wait_until(lambda: last() > top,
+                         what="a later tick of its partition")  # none may write it back
+        assert sync.hget(keys.latest, new) is None
