@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 from redis.exceptions import RedisError
@@ -72,21 +72,28 @@ class ClusterRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Produce until ``stop`` is set; then give every lease up and leave the registry."""
-        backoff = Backoff(initial_s=0.1, cap_s=5.0)
         try:
-            while not stop.is_set():
-                try:
-                    await self._connect()
-                    self._redis_state(True)
-                    backoff.reset()
-                    await race(self._balance(), self._follow(), stop.wait())
-                except (RedisError, OSError) as e:
-                    self._redis_state(False, e)
-                    with contextlib.suppress(RedisError, OSError):
-                        await self.topology.refresh(force=True)
-                    await _wait(stop, backoff.next_delay())
+            if await self._retrying(self._connect, stop):
+                await race(self._balance(), self._follow(stop), stop.wait())
         finally:
             await self._stop()
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]],
+                        stop: asyncio.Event) -> bool:
+        """Run ``attempt`` until it succeeds (True) or ``stop`` is set (False), retrying a
+        failed meta slot with backoff (one log line per change of state)."""
+        backoff = Backoff(initial_s=0.1, cap_s=2.0)
+        while not stop.is_set():
+            try:
+                await attempt()
+                self._redis_state(True)
+                return True
+            except (RedisError, OSError) as e:
+                self._redis_state(False, e)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.topology.refresh(force=True)
+                await _wait(stop, backoff.next_delay())
+        return False
 
     async def _connect(self) -> None:
         """The slot map, the config check, and the watchlist (the source starts once)."""
@@ -94,9 +101,6 @@ class ClusterRunner:
         meta = self.topology.client_for(self.meta)
         await check_scripting(meta)
         await check_partitions(meta, self.meta, self.settings.partitions)
-        if self.watchlist is not None:
-            self.watchlist.redis = meta  # `_follow` resyncs it with the set
-            return
         self.watchlist = Watchlist(meta, self.meta, self.settings.tickers,
                                    self.settings.max_watchlist, self._add_ticker,
                                    self._remove_ticker)
@@ -107,9 +111,17 @@ class ClusterRunner:
             raise SourceConfigError(str(e)) from e
         await self.source.start(tickers, {})
 
-    async def _follow(self) -> NoReturn:
-        assert self.watchlist is not None
-        await self.watchlist.follow()
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """Follow the watchlist; a failed meta slot is retried, the terms going on."""
+        watchlist = self.watchlist
+        assert watchlist is not None
+
+        async def attempt() -> None:
+            watchlist.redis = self.topology.client_for(self.meta)
+            await watchlist.follow()  # resyncs with the set first
+
+        while await self._retrying(attempt, stop):
+            pass
 
     async def _balance(self) -> NoReturn:
         while True:
@@ -117,10 +129,18 @@ class ClusterRunner:
             await asyncio.sleep(BALANCE_INTERVAL_S)
 
     async def _round(self) -> None:
-        """Register, then give up or take partitions to match the share."""
+        """Register, then give up or take partitions to match the share. With the meta
+        slot unavailable the last share holds: the partitions go on (and are retaken)."""
         await self._reap()
-        live = await register(self.topology.client_for(self.meta), self.meta, self.owner_id)
-        share = share_of(self.settings.partitions, live)
+        share = self.share
+        try:
+            live = await register(self.topology.client_for(self.meta), self.meta,
+                                  self.owner_id)
+            share = share_of(self.settings.partitions, live)
+            self._redis_state(True)
+        except (RedisError, OSError) as e:
+            self._redis_state(False, e)
+            live = 0
         if share != self.share:
             log.info("%d producers live: this one's share is %d of %d partitions", live,
                      share, self.settings.partitions)
