@@ -195,7 +195,7 @@ class ClusterRunner:
                                  self._bars, self.status)
             tickers = self._tickers_of(index)
             prices = await term.begin(tickers, self._publishers.get(index))
-        except (RedisError, OSError) as e:
+        except FAILURES as e:
             log.debug("could not take partition %d (%s)", index, type(e).__name__)
             with contextlib.suppress(RedisError, OSError):
                 await self.topology.refresh()

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-from producer.lease import Lease
+from producer.lease import Lease, LeaseLost
 from producer.publisher import FAILURES, BarOptions, Publisher
 from producer.resume import log_ids_script, logged_ids, prune_cache
 from shared.keys import Keys
@@ -57,7 +57,12 @@ class PartitionTerm:
 
     async def begin(self, tickers: Sequence[str], before: Publisher | None) -> dict[str, float]:
         """Continue the partition from Redis (and from ``before``, this process's previous
-        publisher of it, when the cache lost data); the prices the source goes on from."""
+        publisher of it, when the cache lost data); the prices the source goes on from.
+
+        The lease is renewed first: one found already ours (a term that ended on an error)
+        may be about to expire, and the term's own renewals start only after this."""
+        if not await self.lease.renew(self._status(), heartbeat=False):
+            raise LeaseLost(f"{self.keys.lease} is no longer held by {self.lease.owner_id}")
         await prune_cache(self.redis, self.keys, tickers)
         cached = await self._cached(tickers)
         logged = await logged_ids(log_ids_script(self.redis), self.keys, self._history_len)
