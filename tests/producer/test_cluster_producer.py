@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import redis.asyncio as aioredis
 
 import producer.watchlist as watchlist_module
 from producer.cluster_runner import ClusterRunner
-from shared.codec import decode_map, decode_update, encode_control
+from shared.codec import decode_map, decode_update, encode_control, encode_update
 from shared.keys import Keys, partition_of
+from shared.models import PriceUpdate
 from shared.redisio import SERVICE, cluster_topology
 from shared.redisio.latest import decode_latest
 from shared.settings import Settings
@@ -159,3 +161,29 @@ async def test_the_watchlist_is_followed_through_the_meta_control_shard_channel(
         await wait_until(lambda: last() > top,
                          what="a later tick of its partition")  # none may write it back
         assert sync.hget(keys.latest, new) is None
+
+
+async def test_a_taken_partition_continues_from_its_cached_prices_and_seqs(cluster, namespace):
+    settings = cluster_settings(cluster, namespace)
+    keys = settings.layout.of("QAA")
+    cached = PriceUpdate("QAA", 1234.56, 1230.0, time.time() - 5, 50_000, 1200.0)
+    sync = cluster.client()
+    # What an earlier producer left: the cache, the seq top and the watchlist.
+    sync.sadd(settings.layout.meta.watchlist, *TICKERS)
+    sync.set(settings.layout.meta.watchlist_marker, "1")
+    sync.hset(keys.latest, "QAA", encode_update(cached))
+    sync.set(keys.seq, 50_000)
+    client = node(cluster, keys)
+    pubsub = client.pubsub()
+    await pubsub.ssubscribe(keys.price("QAA"))
+    try:
+        async with producing(settings):
+            message = None
+            while message is None or message["type"] != "smessage":
+                message = await pubsub.get_message(timeout=10)
+            first = decode_update(message["data"])
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+    assert first.previous_price == cached.price and first.seq > cached.seq
+    assert abs(first.price / cached.price - 1) < 0.05  # one step of the walk, not a reseed
