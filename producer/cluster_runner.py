@@ -118,7 +118,10 @@ class ClusterRunner:
 
         async def attempt() -> None:
             watchlist.redis = self.topology.client_for(self.meta)
-            await watchlist.follow()  # resyncs with the set first
+            produced = dict(watchlist.current)
+            await watchlist.load(fallback=list(produced))  # a meta slot that lost its data
+            watchlist.current = produced  # `follow` resyncs: the changes go through callbacks
+            await watchlist.follow()
 
         while await self._retrying(attempt, stop):
             pass
@@ -205,6 +208,11 @@ class ClusterRunner:
             await self.source.continue_from(prices)
         term.start()
         self.terms[index] = term
+        now = self._tickers_of(index)  # the watchlist may have changed during `begin`
+        for ticker in [t for t in now if t not in tickers]:
+            await term.add_ticker(ticker)
+        for ticker in [t for t in tickers if t not in now]:
+            await term.remove_ticker(ticker)
         return True
 
     def _tickers_of(self, index: int) -> list[str]:
