@@ -187,3 +187,28 @@ async def test_a_taken_partition_continues_from_its_cached_prices_and_seqs(clust
         await client.aclose()
     assert first.previous_price == cached.price and first.seq > cached.seq
     assert abs(first.price / cached.price - 1) < 0.05  # one step of the walk, not a reseed
+
+
+async def test_a_lost_lease_ends_only_that_partition_which_is_taken_back_once_free(
+        cluster, namespace):
+    settings = cluster_settings(cluster, namespace)
+    sync = cluster.client()
+    lost, other = settings.layout.partition(2), settings.layout.partition(3)
+
+    def top(keys: Keys) -> tuple[int, int]:
+        entries = sync.xrevrange(keys.ticks, count=1)
+        return parse_entry_id(entries[0][0]) if entries else (0, 0)
+
+    async with producing(settings) as runner:
+        await wait_until(lambda: len(runner.terms) == P and top(lost)[0] and top(other)[0],
+                         what="every partition producing")
+        # Another writer's lease (as if ours had expired): our next tick of it is fenced.
+        sync.set(lost.lease, "intruder", px=3000)
+        await wait_until(lambda: 2 not in runner.terms, what="partition 2's term ended")
+        fenced, other_before = top(lost), top(other)
+        await wait_until(lambda: top(other) > other_before, what="partition 3 going on")
+        assert top(lost) == fenced and sync.get(lost.lease) == b"intruder"
+        await wait_until(lambda: 2 in runner.terms and top(lost) > fenced, timeout_s=8,
+                         what="partition 2 taken back once the lease expired")
+        assert sync.get(lost.lease).decode() == runner.owner_id
+        assert top(lost)[0] > fenced[0]  # its seqs go on above the last written
