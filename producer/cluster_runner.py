@@ -23,12 +23,13 @@ from typing import Any, NoReturn
 from redis.exceptions import RedisError
 
 from producer.lease import Lease, new_owner_id
-from producer.partition_term import PartitionTerm
+from producer.partition_term import PartitionTerm, end_reason
 from producer.partitions import (
     BALANCE_INTERVAL_S,
     Splitter,
     beyond_share,
     check_partitions,
+    free_partitions,
     register,
     share_of,
     unregister,
@@ -169,7 +170,7 @@ class ClusterRunner:
             error = None if term.task.cancelled() else term.task.exception()
             if error is not None and not isinstance(error, FAILURES):
                 raise error  # a bug: it must not vanish
-            reasons.setdefault(_reason(error), []).append(index)
+            reasons.setdefault(end_reason(error), []).append(index)
         for reason, indexes in reasons.items():
             log.warning("stopped writing partitions %s (%s); they are free to take again",
                         sorted(indexes), reason)
@@ -179,10 +180,16 @@ class ClusterRunner:
     async def _take(self, wanted: int) -> list[int]:
         """Take up to ``wanted`` free partitions, lowest first."""
         taken: list[int] = []
-        for index in range(self.settings.partitions):
+        others = [i for i in range(self.settings.partitions) if i not in self.terms]
+        try:  # below the share may be a failover: a slot map a second old at most
+            await self.topology.refresh()
+            free = await free_partitions(self.topology, self.layout, others, self.owner_id)
+        except (RedisError, OSError):
+            return taken
+        for index in free:
             if len(taken) == wanted:
                 break
-            if index not in self.terms and await self._take_one(index):
+            if await self._take_one(index):
                 taken.append(index)
         return taken
 
@@ -280,13 +287,6 @@ class ClusterRunner:
             log.warning("the Cluster's meta slot is unavailable (%s); retrying with backoff "
                         "(held partitions go on)", error)
         self._redis_ok = ok
-
-
-def _reason(error: BaseException | None) -> str:
-    if error is None:
-        return "ended"
-    text = str(error).splitlines()[0][:120] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -126,3 +126,11 @@ class PartitionTerm:
                 await self.lease.release()
         except (*FAILURES, TimeoutError) as e:
             log.debug("could not release the lease of partition %d: %s", self.index, e)
+
+
+def end_reason(error: BaseException | None) -> str:
+    """Why a term ended, for a log line."""
+    if error is None:
+        return "ended"
+    text = str(error).splitlines()[0][:120] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
