@@ -163,15 +163,16 @@ class ClusterRunner:
         ended = {i: t for i, t in self.terms.items() if t.task is not None and t.task.done()}
         if not ended:
             return
-        reasons: dict[str, list[int]] = {}
+        reasons: dict[str, tuple[list[int], str]] = {}  # one line per kind of error
         for index, term in ended.items():
             del self.terms[index]
             assert term.task is not None
             error = None if term.task.cancelled() else term.task.exception()
             if error is not None and not isinstance(error, FAILURES):
                 raise error  # a bug: it must not vanish
-            reasons.setdefault(end_reason(error), []).append(index)
-        for reason, indexes in reasons.items():
+            kind = type(error).__name__
+            reasons.setdefault(kind, ([], end_reason(error)))[0].append(index)
+        for indexes, reason in reasons.values():
             log.warning("stopped writing partitions %s (%s); they are free to take again",
                         sorted(indexes), reason)
         with contextlib.suppress(RedisError, OSError):
