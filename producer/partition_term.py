@@ -70,7 +70,8 @@ class PartitionTerm:
         self.publisher.begin(tickers, cached, logged, seq_floor=floor)
         await self.publisher.restore_bars(tickers)
         earlier = before.last_prices() if before is not None else {}
-        return {**{t: p for t, p in earlier.items() if t in set(tickers)},
+        wanted = set(tickers)
+        return {**{t: p for t, p in earlier.items() if t in wanted},
                 **{t: u.price for t, u in cached.items()}}
 
     def start(self) -> None:
