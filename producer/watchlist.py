@@ -87,10 +87,12 @@ class Watchlist:
             next_sync = time.monotonic() + RESYNC_INTERVAL_S
             while True:
                 timeout = max(0.0, next_sync - time.monotonic())
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-                if message is not None and message.get("type") in ("message", "smessage"):
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=not self.keys.sharded, timeout=timeout)
+                kind = message.get("type") if message is not None else None
+                if message is not None and kind in ("message", "smessage"):
                     await self.apply(message["data"])
-                elif not pubsub.subscribed:  # a Cluster's slot moved: its node dropped us
+                elif kind == "sunsubscribe":  # the slot moved: its old node dropped us
                     raise RedisConnectionError(f"the subscription to {self.keys.control} "
                                                "was ended by Redis")
                 if time.monotonic() >= next_sync:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import producer.watchlist as watchlist_module
 from producer.cluster_runner import ClusterRunner
@@ -212,3 +213,28 @@ async def test_a_lost_lease_ends_only_that_partition_which_is_taken_back_once_fr
                          what="partition 2 taken back once the lease expired")
         assert sync.get(lost.lease).decode() == runner.owner_id
         assert top(lost)[0] > fenced[0]  # its seqs go on above the last written
+
+
+async def test_a_moved_control_slot_ends_the_watchlist_subscription_for_a_retry(cluster):
+    # A tag of its own: an empty slot, which the Cluster can move without a migration.
+    keys = Keys("moved", "{control-move}")
+    port = cluster.primary_of(keys.control).port
+    client = aioredis.Redis(port=port, socket_timeout=5)
+
+    async def nothing(ticker: str) -> None:
+        return None
+
+    watchlist = watchlist_module.Watchlist(client, keys, (), 10, nothing, nothing)
+    task = asyncio.create_task(watchlist.follow())
+    try:
+        await wait_until(lambda: cluster.node_client(port).pubsub_shardnumsub(keys.control)
+                         == [(keys.control.encode(), 1)], what="the SSUBSCRIBE")
+        target = next(n for n in cluster.alive() if n.port != port
+                      and cluster.node_client(n.port).info("replication")["role"] == "master")
+        cluster.assign_slot(cluster.client().keyslot(keys.control), target.port)
+        with pytest.raises(RedisConnectionError, match="ended by Redis"):
+            await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
