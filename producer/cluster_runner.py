@@ -1,15 +1,12 @@
-"""The producer on a Redis Cluster: one price source, its ticks split by partition, each
-partition this process holds written by its own term (docs/CLUSTER.md).
+"""The producer on a Redis Cluster: one price source split by partition, each partition
+this process holds written by its own `PartitionTerm` (docs/CLUSTER.md).
 
-The process keeps the Cluster's slot map (`shared.redisio.cluster.ClusterTopology`),
-checks P against ``NS:{meta}:config``, loads and follows the watchlist through the meta
-slot, and every `BALANCE_INTERVAL_S` registers itself and balances: it gives up the
-partitions beyond its share and takes free ones up to it (`producer.partitions`). Each
-held partition is a `PartitionTerm`; one that ends (its lease lost, a Redis error, a
-``MOVED``) is noted at the next round, the slot map is asked again and the partition is
-free to take again; the process and the other partitions go on. A meta slot that fails
-stops the balancing and the watchlist until it answers again (retried with backoff); the
-terms go on meanwhile. Logs: one line per change of state, never per tick or retry.
+It keeps the slot map (`ClusterTopology`), checks P in ``NS:{meta}:config``, follows the
+watchlist through the meta slot, and every `BALANCE_INTERVAL_S` registers and balances
+(`producer.partitions`). A term that ends (lease lost, a Redis error, ``MOVED``) ends
+alone: the slot map is asked again and the partition is free to take at the next round.
+A failing meta slot keeps the last share and retries the watchlist with backoff; the
+terms go on. Logs: one line per change of state, never per tick or retry.
 """
 
 from __future__ import annotations
@@ -17,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from redis.exceptions import RedisError
 
+from producer.backfills import PartitionBackfills, backfill_for
 from producer.lease import Lease, new_owner_id
 from producer.partition_term import PartitionTerm, end_reason
 from producer.partitions import (
@@ -41,6 +39,7 @@ from producer.sources.base import MarketDataSource, Quote
 from producer.sources.factory import create_source
 from producer.watchlist import Watchlist
 from shared.backoff import Backoff
+from shared.bars import Bar
 from shared.keys import partition_of
 from shared.models import OUT_OF_MEMORY_STATE
 from shared.redisio.cluster import ClusterTopology
@@ -69,13 +68,16 @@ class ClusterRunner:
         self._publishers: dict[int, Publisher] = {}  # each partition's last, for its seqs
         self._splitter = Splitter(settings.partitions)
         self._bars = bar_options(settings)
+        self._backfills = PartitionBackfills()  # Massive's 1 min bars, per partition taken
         self._redis_ok: bool | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Produce until ``stop`` is set; then give every lease up and leave the registry."""
         try:
             if await self._retrying(self._connect, stop):
-                await race(self._balance(), self._follow(stop), stop.wait())
+                backfill = backfill_for(self.settings, self.source, self._write_backfill)
+                await race(self._balance(), self._follow(stop), stop.wait(),
+                           self._backfills.run(backfill))
         finally:
             await self._stop()
 
@@ -216,6 +218,7 @@ class ClusterRunner:
             await self.source.continue_from(prices)
         term.start()
         self.terms[index] = term
+        self._backfills.add(tickers)
         now = self._tickers_of(index)  # the watchlist may have changed during `begin`
         for ticker in [t for t in now if t not in tickers]:
             await term.add_ticker(ticker)
@@ -251,6 +254,10 @@ class ClusterRunner:
         term = self._term_of(ticker)
         if term is not None:
             await term.remove_ticker(ticker)
+
+    async def _write_backfill(self, ticker: str, bars: Sequence[Bar]) -> int:
+        term = self._term_of(ticker)
+        return 0 if term is None else await term.write_backfill(ticker, bars)
 
     def _term_of(self, ticker: str) -> PartitionTerm | None:
         term = self.terms.get(partition_of(ticker, self.settings.partitions))

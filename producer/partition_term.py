@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from producer.lease import Lease, LeaseLost
 from producer.publisher import FAILURES, BarOptions, Publisher
 from producer.resume import log_ids_script, logged_ids, prune_cache
+from shared.bars import Bar
 from shared.keys import Keys
 from shared.models import PriceUpdate
 from shared.redisio import read_latest
@@ -104,6 +105,15 @@ class PartitionTerm:
             await self.publisher.remove_ticker(ticker)
         except FAILURES as e:
             self.abort(e)
+
+    async def write_backfill(self, ticker: str, bars: Sequence[Bar]) -> int:
+        """Backfilled 1 min bars of ``ticker`` (`Publisher.write_backfill`); an error ends
+        the term and adds nothing."""
+        try:
+            return await self.publisher.write_backfill(ticker, bars)
+        except FAILURES as e:
+            self.abort(e)
+            return 0
 
     async def _run(self) -> None:
         try:

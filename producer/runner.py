@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Iterable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from producer.backfills import backfill_for
 from producer.lease import Lease, LeaseLost, new_owner_id
 from producer.publisher import BarOptions, Publisher
 from producer.resume import log_ids_script, logged_ids, prune_cache
@@ -140,23 +140,8 @@ class ProducerRunner:
     async def _backfill(self, tickers: list[str]) -> None:
         """With Massive's REST source and bars on: the last day of 1 min bars, once per
         term (docs/BARS.md "Backfill"); then nothing, until the term ends."""
-        budget = getattr(self.source, "budget", None)
-        if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
-            # Imported here so the simulator never loads the Massive client.
-            from producer.sources.massive_backfill import AggsClient, Backfill
-
-            key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
-            # The poller's calls come first: the backfill only takes what they leave
-            # (the free tier's 5 a minute with 15 s polls leaves it 1 a minute).
-            polls = math.ceil(budget.window_s / self.settings.poll_interval_s)
-            if polls >= budget.calls:
-                log.warning("no 1 min backfill: the snapshot polls alone make %d calls a minute "
-                            "and PRICEFEED_MASSIVE_CALLS_PER_MINUTE is %d; raise it to your "
-                            "plan's limit", polls, budget.calls)
-                await asyncio.Event().wait()
-            backfill = Backfill(lambda: AggsClient(key.get(), base_url), budget,
-                                self.publisher.write_backfill,
-                                leave=min(budget.calls - 1, polls))
+        backfill = backfill_for(self.settings, self.source, self.publisher.write_backfill)
+        if backfill is not None:
             await backfill.run(tickers)
         await asyncio.Event().wait()
 
