@@ -117,10 +117,14 @@ class PartitionTerm:
 
     async def _run(self) -> None:
         try:
+            # Shielded: `race` cancels what it stops, and a cancelled `failure` would make
+            # `flush_bars` think the term failed and skip the forming bars.
             await race(self.lease.keep(self._status, self.publisher.landed),
-                       self.publisher.failure, self._aborted, self._given_up.wait())
+                       asyncio.shield(self.publisher.failure), self._aborted,
+                       self._given_up.wait())
         finally:
-            await self.publisher.flush_bars()
+            if self._given_up.is_set():  # a successor goes on from every update
+                await self.publisher.flush_bars()
             await self.publisher.close()
             if not self._aborted.done():
                 self._aborted.cancel()

@@ -10,12 +10,17 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import producer.watchlist as watchlist_module
 from producer.cluster_runner import ClusterRunner
+from producer.lease import Lease
+from producer.partition_term import PartitionTerm
+from producer.runner import bar_options
+from producer.sources.base import PriceBatch
 from shared.codec import decode_map, decode_update, encode_control, encode_update
 from shared.keys import Keys, partition_of
 from shared.models import PriceUpdate
@@ -237,4 +242,27 @@ async def test_a_moved_control_slot_ends_the_watchlist_subscription_for_a_retry(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_a_partition_given_up_leaves_its_forming_bars_and_deletes_its_lease(
+        cluster, namespace):
+    settings = cluster_settings(cluster, namespace, PRICEFEED_BARS_FORMING_INTERVAL="10")
+    keys = settings.layout.partition(0)
+    tickers = [t for t in TICKERS if partition_of(t, P) == 0]
+    client = node(cluster, keys)
+    term = PartitionTerm(0, keys, client, "me", settings, bar_options(settings), dict)
+    try:
+        assert await Lease(client, keys, "me").acquire()
+        await term.begin(tickers, None)
+        term.start()
+        for step in range(5):
+            await term.publisher.publish(
+                PriceBatch(tickers, np.array([10.0 + step, 20.0 + step]), time.time()))
+        await term.give_up()
+        last = parse_entry_id((await client.xrevrange(keys.ticks, count=1))[0][0])[0]
+        # The forming bars were written with the last tick (not 10 s of them later).
+        assert int(await client.get(keys.forming_seq)) == last
+        assert await client.get(keys.lease) is None
+    finally:
         await client.aclose()
