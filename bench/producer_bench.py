@@ -10,6 +10,8 @@ Each tick includes the simulator step, as in the producer. Then the CPU share of
 
     uv run python bench/producer_bench.py            # the full run (~1.5 min)
     uv run python bench/producer_bench.py --quick    # a smoke run (seconds)
+    uv run python bench/producer_bench.py --topology cluster   # a 3-primary Redis Cluster,
+        # one producer then two: bench/producer_cluster_bench.py
 """
 
 from __future__ import annotations
@@ -258,10 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="default-load window")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and short")
     parser.add_argument("--no-subscribers", action="store_true", help="publish to nobody")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "producer.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default bench/results/producer[-cluster].json)")
+    parser.add_argument("--topology", choices=("server", "cluster"), default="server")
+    parser.add_argument("--tickers", type=int, default=2000, help="cluster: watchlist size")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.seconds, args.cpu_seconds = "10,200", 0.2, 1.0
+        args.sizes, args.seconds, args.cpu_seconds, args.tickers = "10,200", 0.2, 1.0, 200
+    if args.topology == "cluster":
+        return cluster_main(args.tickers, max(args.seconds, 1.0), args.out)
+    args.out = args.out or ROOT / "bench" / "results" / "producer.json"
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()
     print(f"producer bench: load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -275,6 +283,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written to {args.out}")
+    return 0
+
+
+def cluster_main(tickers: int, seconds: float, out: Path | None) -> int:
+    """``--topology cluster``: bench/producer_cluster_bench.py, written as JSON."""
+    from producer_cluster_bench import run as run_cluster
+
+    print(f"producer bench on a Cluster: load average before {os.getloadavg()[0]:.2f}")
+    result = {"load_average_before": os.getloadavg(), "modes": run_cluster(tickers, seconds),
+              "cpu_count": os.cpu_count()}
+    out = out or ROOT / "bench" / "results" / "producer-cluster.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
     return 0
 
 

@@ -3,7 +3,9 @@
 What the tick transaction holds, in order (`producer.transaction` fences and sends it):
 ``XADD`` of the tick map to ``NS:ticks`` (and the ``MINID`` trim), ``SET NS:epoch … NX``,
 one ``HSET NS:latest`` of every pair, one ``PUBLISH`` per update on its channel, the tick
-map on ``NS:prices``; then, when due, the bar writes (docs/BARS.md "Consistency").
+map on ``NS:prices``; then, when due, the bar writes (docs/BARS.md "Consistency"). On a
+Cluster (a sharded `Keys`) each publish is an ``SPUBLISH`` on the partition's shard
+channel instead, in the same slot as the rest (docs/CLUSTER.md).
 
 Packing 10,000 commands with one `hiredis.pack_command` call each costs ~1 µs of Python
 per call; here the per-ticker parts of the RESP (the ``PUBLISH`` head with the channel, the
@@ -37,6 +39,16 @@ def _bulk(value: str) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(raw), raw)
 
 
+def publish_verb(keys: Keys) -> str:
+    """``SPUBLISH`` on a Cluster (shard channels: docs/CLUSTER.md), else ``PUBLISH``."""
+    return "SPUBLISH" if keys.sharded else "PUBLISH"
+
+
+def _publish_head(keys: Keys, channel: str) -> bytes:
+    """The RESP of a 3-argument publish on ``channel``, without the message."""
+    return b"*3\r\n" + _bulk(publish_verb(keys)) + _bulk(channel)
+
+
 @dataclass
 class Commands:
     """Packed commands in order; ``count`` of them (a part may hold several)."""
@@ -60,7 +72,7 @@ class TickPacker:
         self._heads: dict[str, bytes] = {}  # ticker -> PUBLISH head with its channel
         self._last: tuple[Sequence[str], list[bytes], list[bytes]] | None = None
         self._hset = _bulk(keys.latest)
-        self._map_publish = b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(keys.prices)
+        self._map_publish = _publish_head(keys, keys.prices)
 
     def tick(
         self, encoded: EncodedTick, log: tuple[str, int, str] | None, epoch: str,
@@ -100,7 +112,7 @@ class TickPacker:
         for t in tickers:
             if t not in fields:
                 fields[t] = _bulk(t)
-                heads[t] = b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(self.keys.price_prefix + t)
+                heads[t] = _publish_head(self.keys, self.keys.price_prefix + t)
         out = ([fields[t] for t in tickers], [heads[t] for t in tickers])
         self._last = (tickers, *out)
         return out
@@ -154,7 +166,7 @@ class BarPacker:
             out.add(command("HDEL", self.keys.forming(interval), *ended))
         if n:
             keys = [self._parts_of(interval, t)[4] for t in closed.tickers]
-            out.add(command("PUBLISH", self.keys.bar_channel(interval),
+            out.add(command(publish_verb(self.keys), self.keys.bar_channel(interval),
                             json_object(keys, closed_json)))
         return out
 

@@ -110,10 +110,12 @@ class Publisher:
 
     def begin(
         self, tickers: Iterable[str], cached: Mapping[str, PriceUpdate],
-        logged: Sequence[tuple[int, int]] = (),
+        logged: Sequence[tuple[int, int]] = (), seq_floor: int = 0,
     ) -> None:
         """Start a term: publish ``tickers``, continuing from ``cached`` (from ``NS:latest``)
-        and above the ``(seq, ms)`` ids already in ``NS:ticks`` (``logged``, oldest first).
+        and above the ``(seq, ms)`` ids already in ``NS:ticks`` (``logged``, oldest first)
+        and ``seq_floor`` (the `seq_top` of this process's earlier publisher of the same
+        seqs, when there was one: a Cluster partition's publisher is rebuilt per node).
 
         The first tick also rewrites the cache with every ticker's latest payload, so a
         Redis that lost its data is complete again. A fresh seq block is reserved.
@@ -121,6 +123,7 @@ class Publisher:
         self._fold()
         self._epoch = new_epoch()
         self._logged = collections.deque(logged)
+        self._seq_end = max(self._seq_end, seq_floor)
         if logged:
             self._seq_end = max(self._seq_end, logged[-1][0])
         self._allowed = set(tickers)
@@ -208,6 +211,12 @@ class Publisher:
         if added < 0:
             raise LeaseLost(f"{self.keys.lease} is no longer held by {self.owner_id}")
         return added
+
+    @property
+    def seq_top(self) -> int:
+        """The highest seq this publisher reserved: none at or below it may be handed out
+        again."""
+        return self._seq_end
 
     def last_prices(self) -> dict[str, float]:
         """The last price published per ticker (to continue from when the cache is empty)."""

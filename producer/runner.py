@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Iterable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from producer.backfills import backfill_for
 from producer.lease import Lease, LeaseLost, new_owner_id
-from producer.publisher import LOG_SLACK, BarOptions, Publisher
-from producer.scripts import LOG_IDS, Script, check_scripting
+from producer.publisher import BarOptions, Publisher
+from producer.resume import log_ids_script, logged_ids, prune_cache
+from producer.scripts import check_scripting
 from producer.sources.base import MarketDataSource
 from producer.sources.factory import create_source
 from producer.watchlist import Watchlist
@@ -37,7 +38,6 @@ from shared.models import OUT_OF_MEMORY_STATE, PriceUpdate
 from shared.redisio import read_latest
 from shared.settings import Settings
 from shared.tasks import race, stop_tasks
-from shared.ticklog import parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ProducerRunner:
         self.redis = redis
         self.owner_id = owner_id or new_owner_id()
         self.lease = Lease(redis, self.keys, self.owner_id)
-        self._log_ids = Script(redis, LOG_IDS)
+        self._log_ids = log_ids_script(redis)
         self.publisher = Publisher(
             redis, self.keys, self.owner_id, settings.history_len, settings.history_s,
             bar_options(settings),
@@ -140,23 +140,8 @@ class ProducerRunner:
     async def _backfill(self, tickers: list[str]) -> None:
         """With Massive's REST source and bars on: the last day of 1 min bars, once per
         term (docs/BARS.md "Backfill"); then nothing, until the term ends."""
-        budget = getattr(self.source, "budget", None)
-        if self.settings.use_massive and budget is not None and self.publisher.bars is not None:
-            # Imported here so the simulator never loads the Massive client.
-            from producer.sources.massive_backfill import AggsClient, Backfill
-
-            key, base_url = self.settings.massive_api_key, self.settings.massive_base_url
-            # The poller's calls come first: the backfill only takes what they leave
-            # (the free tier's 5 a minute with 15 s polls leaves it 1 a minute).
-            polls = math.ceil(budget.window_s / self.settings.poll_interval_s)
-            if polls >= budget.calls:
-                log.warning("no 1 min backfill: the snapshot polls alone make %d calls a minute "
-                            "and PRICEFEED_MASSIVE_CALLS_PER_MINUTE is %d; raise it to your "
-                            "plan's limit", polls, budget.calls)
-                await asyncio.Event().wait()
-            backfill = Backfill(lambda: AggsClient(key.get(), base_url), budget,
-                                self.publisher.write_backfill,
-                                leave=min(budget.calls - 1, polls))
+        backfill = backfill_for(self.settings, self.source, self.publisher.write_backfill)
+        if backfill is not None:
             await backfill.run(tickers)
         await asyncio.Event().wait()
 
@@ -186,30 +171,14 @@ class ProducerRunner:
             )
 
     async def _prune_cache(self, tickers: Iterable[str]) -> None:
-        """Delete cached prices of tickers not produced: one removed while no producer
-        was listening would otherwise stay in every snapshot forever."""
-        keep = set(tickers)
-        fields = [f.decode(errors="replace") if isinstance(f, bytes) else str(f)
-                  for f in await self.redis.hkeys(self.keys.latest)]
-        stale = [f for f in fields if f not in keep]
-        if stale:
-            await self.redis.hdel(self.keys.latest, *stale)
-            shown = ", ".join(f[:12] for f in stale[:10])
-            log.info("removed %d unwatched tickers from the cache (%s%s)", len(stale), shown,
-                     ", ..." if len(stale) > 10 else "")
+        await prune_cache(self.redis, self.keys, tickers)
 
     async def _cached(self, tickers: Iterable[str]) -> dict[str, PriceUpdate]:
         """The cached updates of ``tickers``; a corrupt entry is logged and left out."""
         return await read_latest(self.redis, self.keys, list(tickers))
 
     async def _logged(self) -> list[tuple[int, int]]:
-        """The ``(seq, ms)`` ids in the tick log, oldest first: this term's seqs go above
-        them (even if ``NS:seq`` was lost), and the age cap reaches them too."""
-        if not self.settings.history_len:
-            return []
-        most = self.settings.history_len + LOG_SLACK
-        raw = await self._log_ids(keys=[self.keys.ticks], args=[most])
-        return [parse_entry_id(i) for i in raw]
+        return await logged_ids(self._log_ids, self.keys, self.settings.history_len)
 
     async def _add_ticker(self, ticker: str) -> None:
         cached = (await self._cached([ticker])).get(ticker)

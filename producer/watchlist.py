@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, NoReturn
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.codec import decode_control
 from shared.errors import CodecError
@@ -78,14 +79,22 @@ class Watchlist:
     async def follow(self) -> NoReturn:
         """Apply control messages and re-read the set, until cancelled."""
         async with self.redis.pubsub() as pubsub:
-            await pubsub.subscribe(self.keys.control)
+            if self.keys.sharded:
+                await pubsub.ssubscribe(self.keys.control)
+            else:
+                await pubsub.subscribe(self.keys.control)
             await self.resync()
             next_sync = time.monotonic() + RESYNC_INTERVAL_S
             while True:
                 timeout = max(0.0, next_sync - time.monotonic())
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-                if message is not None and message.get("type") == "message":
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=not self.keys.sharded, timeout=timeout)
+                kind = message.get("type") if message is not None else None
+                if message is not None and kind in ("message", "smessage"):
                     await self.apply(message["data"])
+                elif kind == "sunsubscribe":  # the slot moved: its old node dropped us
+                    raise RedisConnectionError(f"the subscription to {self.keys.control} "
+                                               "was ended by Redis")
                 if time.monotonic() >= next_sync:
                     await self.resync()
                     next_sync = time.monotonic() + RESYNC_INTERVAL_S

@@ -85,6 +85,12 @@ class MarketDataSource(ABC):
     def get_tickers(self) -> list[str]:
         """The tickers currently produced."""
 
+    async def continue_from(self, last_prices: Mapping[str, float]) -> None:
+        """Go on from ``last_prices`` for those tickers already produced: another producer
+        published them until now (a Cluster partition taken over, docs/CLUSTER.md). A
+        source with real prices has nothing to continue, hence the default."""
+        return None
+
     @property
     def kind(self) -> str:
         """Short name of the source for status and logs, e.g. ``simulator``."""

@@ -93,6 +93,13 @@ class GBMSimulator:
         self._mu = np.delete(self._mu, i)
         self._normals = None
 
+    def set_prices(self, prices: Mapping[str, float]) -> None:
+        """Go on from ``prices`` for the simulated tickers among them (others ignored)."""
+        for ticker, price in prices.items():
+            i = self._index.get(ticker)
+            if i is not None and np.isfinite(price) and price > 0:
+                self._prices[i] = float(price)
+
     def get_price(self, ticker: str) -> float | None:
         """The current price of ``ticker`` rounded to cents, None when not simulated."""
         i = self._index.get(ticker)

@@ -62,6 +62,10 @@ class SimulatorSource(MarketDataSource):
     def get_tickers(self) -> list[str]:
         return [] if self._sim is None else self._sim.get_tickers()
 
+    async def continue_from(self, last_prices: Mapping[str, float]) -> None:
+        if self._sim is not None:
+            self._sim.set_prices(last_prices)
+
     def batch(self) -> PriceBatch:
         """Advance one tick: every ticker's price, stamped now."""
         assert self._sim is not None, "start() first"
