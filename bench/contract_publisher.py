@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import signal
@@ -159,7 +160,7 @@ class ClusterContractWriter(ContractWriter):
 
     async def _retrying(self, send: Callable[[], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self.retry_s
-        while True:
+        for attempt in itertools.count():
             try:
                 if self.topology.generation == 0:
                     await self.topology.refresh()
@@ -167,11 +168,13 @@ class ClusterContractWriter(ContractWriter):
             except (*SLOT_ERRORS, *CONNECTION_ERRORS) as e:
                 if time.monotonic() > deadline:
                     raise
-                log.info("a unit was refused or lost (%s); asking the Cluster again",
-                         type(e).__name__)
+                if attempt == 0:  # one line per unit, not one per retry
+                    log.info("a unit was refused or lost (%s); asking the Cluster again",
+                             type(e).__name__)
                 await asyncio.sleep(0.05)
                 with contextlib.suppress(*SLOT_ERRORS, *CONNECTION_ERRORS):
                     await self.topology.refresh(force=True)
+        raise AssertionError("unreachable")
 
 
 Planner = Callable[[Mapping[str, float], int], dict[str, PriceUpdate]]

@@ -23,7 +23,8 @@ from tests.helpers.topologies import ServerWorld
 
 pytestmark = pytest.mark.integration
 
-PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0}
+# With P = 3 on a Cluster: AAPL and TSLA in partition 0, MSFT in 1, GOOG in 2.
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0, "GOOG": 170.0}
 
 
 @contextlib.asynccontextmanager
