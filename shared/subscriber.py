@@ -40,6 +40,7 @@ behind that ticks it never processed were trimmed away (`shared.durable`)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Collection
 from contextlib import aclosing
@@ -221,6 +222,13 @@ class Feed:
             return self.topology.client_for(keys)
         assert self.client is not None
         return self.client
+
+    async def recheck(self) -> None:
+        """After a command of yours was refused or lost: on a Cluster, ask it for its slot
+        map again (at most every `REFRESH_MIN_S`), so `client_for` follows a moved slot."""
+        if self.topology is not None:
+            with contextlib.suppress(*LOST_ERRORS):
+                await self.topology.refresh()
 
     async def snapshot(self, tickers: Collection[str] | None = None) -> dict[str, PriceUpdate]:
         """The cached price of each ticker (of ``tickers`` only, when given)."""
