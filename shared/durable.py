@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.backoff import Backoff
 from shared.errors import CodecError, PricefeedError
-from shared.keys import Keys
+from shared.keys import Keys, Layout
 from shared.redisio import CONNECTION_ERRORS, honour_cancel
+from shared.redisio.cluster import SLOT_ERRORS, ClusterTopology
 from shared.ticklog import LogEntry, decode_entry
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,32 @@ async def consume(
     ends `consume` and leaves its entry pending. A malformed entry is logged and acked.
     Raises `LogTrimmed` when entries the group never processed were trimmed away.
     """
-    retry = backoff or Backoff(initial_s=0.2, cap_s=5.0)
     durable = _Durable(redis, keys, group, consumer, handler, count)
+    await _run(durable, start, block_ms, claim_idle_ms, backoff, CONNECTION_ERRORS, None)
+
+
+Resolver = Callable[[bool], Awaitable[Redis]]
+
+
+async def _run(durable: _Durable, start: str, block_ms: int, claim_idle_ms: int,
+               backoff: Backoff | None, lost: tuple[type[BaseException], ...],
+               resolve: Resolver | None) -> None:
+    """`consume`'s loop: open the group, run, and after a lost connection (any of
+    ``lost``) retry with backoff; ``resolve(after_error)`` gives the client to use each
+    time (on a Cluster, the primary serving the log's slot as the Cluster says now)."""
+    retry = backoff or Backoff(initial_s=0.2, cap_s=5.0)
     down = False
     while True:
         try:
+            if resolve is not None:
+                durable.redis = await resolve(down)
             await durable.open(start)
             if down:
-                log.info("durable consumer %s/%s reconnected", group, consumer)
+                log.info("durable consumer %s/%s reconnected", durable.group, durable.consumer)
                 down = False
             retry.reset()
             await durable.run(block_ms, claim_idle_ms)
-        except CONNECTION_ERRORS as e:
+        except lost as e:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from e  # a cancel must still end us
@@ -82,14 +97,60 @@ async def consume(
             await asyncio.sleep(retry.next_delay())
 
 
+async def consume_cluster(
+    topology: ClusterTopology,
+    layout: Layout,
+    group: str,
+    consumer: str,
+    handler: Handler,
+    *,
+    start: str = "$",
+    count: int = 64,
+    block_ms: int = 1000,
+    claim_idle_ms: int = 30_000,
+    backoff: Backoff | None = None,
+) -> None:
+    """`consume` on a Cluster (docs/CLUSTER.md "Reading"): the consumer group ``group`` on
+    every partition's log ``NS:{pI}:ticks``, each read by its own task on the primary
+    serving it, followed to another primary after a failover or a moved slot.
+
+    Within a partition, entries reach ``handler`` in log order, one at a time; the
+    partitions run concurrently, so ``handler`` may be running for two partitions at once.
+    An entry's seq is its partition's (`shared.keys.partition_of` of any of its tickers).
+    The first partition that raises (`LogTrimmed`, naming its log, or the handler's
+    exception) ends them all, and `consume_cluster` raises it."""
+    tasks = [asyncio.create_task(
+        _run(_Durable(None, keys, group, consumer, handler, count), start, block_ms,
+             claim_idle_ms, backoff, (*CONNECTION_ERRORS, *SLOT_ERRORS),
+             _resolver(topology, keys)), name=f"consume-{keys.ticks}")
+        for keys in layout.all()]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # raises the first partition's error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+
+
+def _resolver(topology: ClusterTopology, keys: Keys) -> Resolver:
+    async def resolve(after_error: bool) -> Redis:
+        await topology.refresh(force=after_error)
+        return topology.client_for(keys)
+    return resolve
+
+
 class _Durable:
     """One consumer's reads, acks and checks against the group."""
 
     CHECK_EVERY_S: Final[float] = 5.0  # how often the group's position is checked
 
-    def __init__(self, redis: Redis, keys: Keys, group: str, consumer: str, handler: Handler,
-                 count: int) -> None:
-        self.redis, self.keys, self.group, self.consumer = redis, keys, group, consumer
+    def __init__(self, redis: Redis | None, keys: Keys, group: str, consumer: str,
+                 handler: Handler, count: int) -> None:
+        # None until `_run` resolves it (a Cluster's primary of ``keys``' slot)
+        self.redis = cast(Redis, redis)
+        self.keys, self.group, self.consumer = keys, group, consumer
         self.handler, self.count = handler, count
         self.bad = 0
         self._checked = 0.0

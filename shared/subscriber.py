@@ -53,7 +53,7 @@ from redis.asyncio import Redis
 from shared.backoff import Backoff
 from shared.batches import Batch, Dataset, fresh, seqs
 from shared.cluster_subscriber import LOST_ERRORS, Scope, follow, read_partition
-from shared.durable import Handler, LogTrimmed, consume
+from shared.durable import Handler, LogTrimmed, consume, consume_cluster
 from shared.errors import CodecError
 from shared.keys import DEFAULT_NAMESPACE, Keys, Layout
 from shared.models import PriceUpdate
@@ -271,10 +271,15 @@ class Feed:
 
     async def consume(self, group: str, consumer: str, handler: Handler, **options: Any
                       ) -> None:
-        """`consume` (one server only, for now: a Cluster raises `NotImplementedError`)."""
-        if self.client is None:
-            raise NotImplementedError("consume on a Redis Cluster is not implemented yet")
-        await consume(self.client, self.settings.keys, group, consumer, handler, **options)
+        """`consume` on one server, `shared.durable.consume_cluster` on a Cluster (every
+        partition's log; ``handler`` may run for two partitions at once)."""
+        if self.client is not None:
+            await consume(self.client, self.settings.keys, group, consumer, handler,
+                          **options)
+            return
+        assert self.topology is not None
+        await consume_cluster(self.topology, await self.layout(options.get("backoff")),
+                              group, consumer, handler, **options)
 
     async def aclose(self) -> None:
         if self.client is not None:

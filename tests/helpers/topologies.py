@@ -23,7 +23,7 @@ from shared.keys import Keys, Layout, partition_tag
 from shared.models import PriceUpdate
 from shared.redisio import SERVICE, cluster_topology
 from shared.settings import Settings
-from shared.subscriber import Feed, snapshot, subscribe
+from shared.subscriber import Feed, Handler, consume, snapshot, subscribe
 from tests.helpers.cluster import RedisClusterGroup
 
 PARTITIONS = 3
@@ -57,6 +57,10 @@ class ServerWorld:
 
     async def snapshot(self, tickers: Collection[str] | None = None) -> dict[str, PriceUpdate]:
         return await snapshot(self.client, self.keys, tickers)
+
+    async def consume(self, group: str, consumer: str, handler: Handler, **kwargs: Any
+                      ) -> None:
+        await consume(self.client, self.keys, group, consumer, handler, **kwargs)
 
     def node(self, keys: Keys) -> redis.Redis:
         """A sync client of the server holding ``keys``' names."""
@@ -112,6 +116,10 @@ class ClusterWorld(ServerWorld):
 
     async def snapshot(self, tickers: Collection[str] | None = None) -> dict[str, PriceUpdate]:
         return await self.feed.snapshot(tickers)
+
+    async def consume(self, group: str, consumer: str, handler: Handler, **kwargs: Any
+                      ) -> None:
+        await self.feed.consume(group, consumer, handler, **kwargs)
 
     def node(self, keys: Keys) -> redis.Redis:
         port = self.group.primary_of(keys.latest).port
