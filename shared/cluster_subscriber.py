@@ -2,10 +2,8 @@
 
 One connection per primary node carries that node's partitions' ``NS:{pI}:prices``
 subscriptions, one ``SSUBSCRIBE`` per partition (a command takes the channels of one
-slot), and is read by its own task, so a quiet or slow node never delays another's ticks
-(redis-py's ClusterPubSub reads its nodes in turn). When Redis confirms a partition's
-subscription, the task reads that partition's epoch and snapshot; then it passes on each
-message with the partition's epoch as read after it.
+slot), and is read by its own task (`shared.redisio.shards`), so a quiet or slow node
+never delays another's ticks (redis-py's ClusterPubSub reads its nodes in turn).
 
 `follow` merges what the node tasks send into `Batch`es, keeps the seq held per ticker and
 each partition's epoch (`Dataset`) across connections, and re-plans when a node task
@@ -17,36 +15,31 @@ for its slot map again and starts a task per node whose set of partitions change
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
-
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from typing import Final
 
 from shared.backoff import Backoff
 from shared.batches import Batch, Dataset, fresh, seqs
 from shared.errors import CodecError
-from shared.keys import Keys, Layout, partition_of
+from shared.keys import Layout, partition_of
 from shared.models import PriceUpdate
-from shared.redisio import CONNECTION_ERRORS, StaleSubscription, honour_cancel, read_latest
+from shared.redisio import CONNECTION_ERRORS, honour_cancel
 from shared.redisio.cluster import SLOT_ERRORS, Address, ClusterTopology
+from shared.redisio.shards import (
+    NodeEnded,
+    NodeEvent,
+    NodeSnapshot,
+    NodeTick,
+    read_node,
+)
 
 log = logging.getLogger(__name__)
 
-POLL_S: Final[float] = 1.0
-QUIET_S: Final[float] = 5.0  # a node silent this long is sent a PING on its subscription
-PING_TIMEOUT_S: Final[float] = 3.0
 QUEUE_SIZE: Final[int] = 1024  # node tasks wait (and Redis buffers) past this many events
-
-
-class SlotMoved(RedisConnectionError):
-    """The server ended a subscription we did not leave: its slot moved to another node."""
-
-
-# What ends a node's task and makes `follow` ask the Cluster where its partitions are now.
+# What ends a node's task and makes `follow` ask the Cluster where its partitions are now
+# (a `SlotMoved` or a `StaleSubscription` is a connection error).
 LOST_ERRORS: Final[tuple[type[BaseException], ...]] = (*CONNECTION_ERRORS, *SLOT_ERRORS)
 
 
@@ -71,102 +64,6 @@ class Scope:
                          if partition_of(t, self.layout.partitions) == index)
 
 
-async def read_partition(redis: Redis, keys: Keys, tickers: Collection[str] | None
-                         ) -> tuple[Any, dict[str, PriceUpdate]]:
-    """A partition's epoch, then its cached updates (of ``tickers`` only, when given)."""
-    return await redis.get(keys.epoch), await read_latest(redis, keys, tickers)
-
-
-@dataclass(frozen=True, slots=True)
-class _Snap:
-    reader: int
-    partition: int
-    epoch: Any
-    state: dict[str, PriceUpdate]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tick:
-    reader: int
-    partition: int
-    payload: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    reader: int
-    error: BaseException
-
-
-_Event = _Snap | _Tick | _Ended
-
-
-async def _read_node(ident: int, client: Redis, scope: Scope, partitions: list[int],
-                     out: asyncio.Queue[_Event]) -> None:
-    """One node's task: its partitions' subscriptions on one connection. It ends only by
-    being cancelled or by sending `_Ended` (so no error of it goes unseen)."""
-    try:
-        await _node_session(ident, client, scope, partitions, out)
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:  # `follow` decides: re-plan, or raise it to the caller
-        await out.put(_Ended(ident, e))
-
-
-async def _node_session(ident: int, client: Redis, scope: Scope, partitions: list[int],
-                        out: asyncio.Queue[_Event]) -> None:
-    scopes = {i: scope.layout.partition(i) for i in partitions}
-    by_channel = {keys.prices.encode(): i for i, keys in scopes.items()}
-    epochs: dict[int, Any] = {}  # as read by this connection's snapshots
-    pubsub = client.pubsub()
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    try:
-        for keys in scopes.values():
-            await pubsub.ssubscribe(keys.prices)
-        heard, pinged = loop.time(), False
-        while True:
-            message = await pubsub.get_message(timeout=POLL_S)
-            honour_cancel(task)
-            if message is None:
-                pinged = await _check_quiet(pubsub, loop.time() - heard, pinged)
-                continue
-            heard, pinged = loop.time(), False
-            kind, channel = message["type"], _raw(message["channel"])
-            index = by_channel.get(channel) if channel is not None else None
-            if index is None:
-                continue  # a PONG
-            if kind == "sunsubscribe":
-                raise SlotMoved(f"the server ended the subscription to {scopes[index].prices}")
-            keys, wanted = scopes[index], scope.wanted(index)
-            if kind == "ssubscribe" or (kind == "smessage"
-                                        and await client.get(keys.epoch) != epochs.get(index)):
-                # A confirmation (the first, or redis-py's own resubscription) or a
-                # partition whose epoch changed: read its snapshot; this tick is in it.
-                epochs[index], state = await read_partition(client, keys, wanted)
-                await out.put(_Snap(ident, index, epochs[index], state))
-            elif kind == "smessage":
-                await out.put(_Tick(ident, index, message["data"]))
-    finally:
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-async def _check_quiet(pubsub: Any, quiet_s: float, pinged: bool) -> bool:
-    """PING a subscription quiet for `QUIET_S`; raise when the PING went unanswered for
-    `PING_TIMEOUT_S` (a connection that died without an error would wait for ever)."""
-    if pinged and quiet_s > QUIET_S + PING_TIMEOUT_S:
-        raise StaleSubscription("no answer to a PING on a node's subscription")
-    if not pinged and quiet_s > QUIET_S:
-        await pubsub.ping()
-        return True
-    return pinged
-
-
-def _raw(channel: bytes | str | None) -> bytes | None:
-    return channel.encode() if isinstance(channel, str) else channel
-
-
 @dataclass(slots=True)
 class _Reader:
     task: asyncio.Task[None]
@@ -180,7 +77,7 @@ class _Follower:
     def __init__(self, topology: ClusterTopology, scope: Scope, retry: Backoff) -> None:
         self.topology, self.scope, self.retry = topology, scope, retry
         self.count = scope.layout.partitions
-        self.queue: asyncio.Queue[_Event] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[NodeEvent] = asyncio.Queue(QUEUE_SIZE)
         self.readers: dict[int, _Reader] = {}
         self.next_ident = 0
         self.datasets = {i: Dataset() for i in scope.partitions}
@@ -191,7 +88,7 @@ class _Follower:
         self.down = False  # a node task ended and its partitions are not back yet
         self.bad = 0
 
-    async def next_event(self) -> _Event | None:
+    async def next_event(self) -> NodeEvent | None:
         """The next event of a node task; None when it is time to re-plan."""
         loop = asyncio.get_running_loop()
         if self.replan_at is not None and loop.time() >= self.replan_at:
@@ -227,9 +124,11 @@ class _Follower:
 
     def start(self, address: Address, partitions: frozenset[int]) -> None:
         ident, self.next_ident = self.next_ident, self.next_ident + 1
-        task = asyncio.create_task(_read_node(
-            ident, self.topology.client_at(address), self.scope, sorted(partitions),
-            self.queue), name=f"cluster-subscriber-{address[0]}:{address[1]}")
+        wanted = {i: (self.scope.layout.partition(i), self.scope.wanted(i))
+                  for i in sorted(partitions)}
+        task = asyncio.create_task(read_node(
+            ident, self.topology.client_at(address), wanted, self.queue),
+            name=f"cluster-subscriber-{address[0]}:{address[1]}")
         self.readers[ident] = _Reader(task, address, partitions)
         self.awaiting |= partitions
 
@@ -246,7 +145,7 @@ class _Follower:
         self.down = True
         self.replan_at = asyncio.get_running_loop().time() + self.retry.next_delay()
 
-    async def ended(self, event: _Ended) -> None:
+    async def ended(self, event: NodeEnded) -> None:
         reader = self.readers[event.reader]
         if not isinstance(event.error, LOST_ERRORS):
             raise event.error
@@ -255,7 +154,7 @@ class _Follower:
         self.lost(f"the subscription on {reader.address[0]}:{reader.address[1]} "
                   f"({type(error).__name__}: {error})")
 
-    def snapped(self, event: _Snap) -> Batch | None:
+    def snapped(self, event: NodeSnapshot) -> Batch | None:
         """A partition's snapshot: gathered into the first batch, then one batch each."""
         i = event.partition
         self.awaiting.discard(i)
@@ -277,7 +176,7 @@ class _Follower:
         return Batch(updates, snapshot=True, reset=reset, partitions=frozenset({index}),
                      partition_count=self.count)
 
-    def ticked(self, event: _Tick) -> Batch | None:
+    def ticked(self, event: NodeTick) -> Batch | None:
         try:
             updates = fresh(event.payload, self.scope.wanted(event.partition), self.seen)
         except CodecError as e:
@@ -333,11 +232,11 @@ async def follow(
         while True:
             event = await follower.next_event()
             batch: Batch | None = None
-            if isinstance(event, _Ended):
+            if isinstance(event, NodeEnded):
                 await follower.ended(event)
-            elif isinstance(event, _Snap):
+            elif isinstance(event, NodeSnapshot):
                 batch = follower.snapped(event)
-            elif isinstance(event, _Tick):
+            elif isinstance(event, NodeTick):
                 batch = follower.ticked(event)
             first = follower.restored()
             state = follower.state

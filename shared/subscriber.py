@@ -52,7 +52,7 @@ from redis.asyncio import Redis
 
 from shared.backoff import Backoff
 from shared.batches import Batch, Dataset, fresh, seqs
-from shared.cluster_subscriber import LOST_ERRORS, Scope, follow, read_partition
+from shared.cluster_subscriber import LOST_ERRORS, Scope, follow
 from shared.durable import Handler, LogTrimmed, consume, consume_cluster
 from shared.errors import CodecError
 from shared.keys import DEFAULT_NAMESPACE, Keys, Layout
@@ -69,6 +69,7 @@ from shared.redisio import (
     subscription,
 )
 from shared.redisio.cluster import ClusterTopology
+from shared.redisio.shards import read_partition
 from shared.settings import Settings
 
 __all__ = ["Batch", "Feed", "Handler", "LogTrimmed", "consume", "snapshot", "subscribe"]
