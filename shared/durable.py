@@ -92,7 +92,9 @@ async def _run(durable: _Durable, start: str, block_ms: int, claim_idle_ms: int,
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from e  # a cancel must still end us
             if not down:
-                log.warning("lost Redis (%s); retrying with backoff", e or type(e).__name__)
+                # On a Cluster each partition's log has its own loop: say which one.
+                log.warning("lost Redis (%s)%s; retrying with backoff", e or type(e).__name__,
+                            "" if resolve is None else f" reading {durable.keys.ticks}")
                 down = True
             await asyncio.sleep(retry.next_delay())
 

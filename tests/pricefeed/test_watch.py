@@ -186,3 +186,14 @@ async def test_watch_on_a_cluster_shows_prices_and_follows_a_primary_failover(na
             term.close()
         await topology.aclose()
         group.close()
+
+
+def test_watch_says_in_one_line_when_no_cluster_node_answers():
+    url = f"redis+cluster://:pw@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    done = subprocess.run([sys.executable, "-m", "pricefeed", "watch"], cwd=ROOT,
+                          env={"REDIS_URL": url, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis at redis+cluster://:***@127.0.0.1" in done.stderr
+    assert "no Cluster node answered" in done.stderr and "pw" not in done.stderr

@@ -22,6 +22,7 @@ from shared.redisio import SERVICE, cluster_topology
 from shared.settings import Settings
 from shared.subscriber import Feed
 from tests.helpers.cluster import RedisClusterGroup
+from tests.helpers.poll import wait_until
 from tests.helpers.topologies import PARTITIONS, one_partition_per_primary
 
 pytestmark = pytest.mark.integration
@@ -181,3 +182,55 @@ def _assert_seqs_rise(got: list[tuple[float, Batch]]) -> None:
                 last.pop(ticker, None)
             assert update.seq > last.get(ticker, 0), (ticker, update.seq, last.get(ticker))
             last[ticker] = update.seq
+
+
+async def test_a_durable_consumer_follows_a_killed_primary_and_loses_no_logged_tick(
+        cluster, setup):
+    """Runs after the test above (nodes[1] is gone): SIGKILL the primary serving AAPL's
+    partition under a live `Feed.consume`; every entry the logs hold afterwards (the
+    promoted replica's) is handled, and nothing stays pending."""
+    for _ in range(3):
+        await setup.writer.atick()
+    handled: set[tuple[str, str]] = set()
+
+    async def handler(entry) -> None:
+        handled.add((setup.layout.of(next(iter(entry.updates))).ticks, entry.entry_id))
+
+    consuming = asyncio.create_task(setup.feed.consume("g", "c", handler, start="0",
+                                                       block_ms=100, claim_idle_ms=500))
+    ticking = asyncio.create_task(_tick_forever(setup.writer))
+    try:
+        aapl = setup.layout.of("AAPL")
+        await wait_until(_alive(consuming, lambda: any(t == aapl.ticks for t, _ in handled)),
+                         5, "AAPL's partition consumed")
+        cluster.primary_of(aapl.latest).proc.kill()
+        before = set(handled)
+        # Ticks of AAPL's partition written on the promoted replica, handled.
+        await wait_until(_alive(consuming, lambda: sum(
+            t == aapl.ticks for t, _ in handled - before) >= 5), 20,
+            "AAPL's ticks from the promoted replica")
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+        logged = set()
+        for keys in setup.layout.all():
+            node = setup.topology.client_for(keys)
+            logged |= {(keys.ticks, i.decode()) for i, _ in await node.xrange(keys.ticks)}
+        await wait_until(_alive(consuming, lambda: logged <= handled), 10, "every logged tick")
+        for keys in setup.layout.all():
+            pending = await setup.topology.client_for(keys).xpending(keys.ticks, "g")
+            assert pending["pending"] == 0
+    finally:
+        for task in (ticking, consuming):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _alive(task: asyncio.Task, condition):
+    """``condition``, failing at once with the task's error if it ended."""
+    def check() -> bool:
+        if task.done():
+            raise AssertionError(f"consume ended: {task.exception()!r}")
+        return bool(condition())
+    return check

@@ -18,7 +18,7 @@ from shared.backoff import Backoff
 from shared.codec import encode_map
 from shared.keys import Keys
 from shared.models import PriceUpdate
-from shared.subscriber import Batch, subscribe
+from shared.subscriber import Batch, Feed, subscribe
 from tests.helpers.topologies import ServerWorld
 
 pytestmark = pytest.mark.integration
@@ -236,3 +236,18 @@ async def test_a_wiped_dataset_is_a_reset_even_before_anyone_writes_a_new_epoch(
         batch = await next_batch(queue)
         assert batch.snapshot and batch.reset and dict(batch.updates) == {}
         assert batch.covers("AAPL")
+
+
+async def test_a_feed_from_the_url_alone_reads_and_follows_prices(world):
+    """`Feed.from_url`: what a service with only REDIS_URL uses, on either topology."""
+    writer = await world.writer(PRICES)
+    first = await writer.atick()
+    async with Feed.from_url(world.url, world.namespace) as feed:
+        assert await feed.snapshot(["AAPL", "GOOG"]) == {t: first[t] for t in ("AAPL", "GOOG")}
+        batches = feed.subscribe(["GOOG"])
+        async with contextlib.aclosing(batches):
+            snap = await asyncio.wait_for(anext(batches), 10)
+            assert snap.snapshot and dict(snap.updates) == {"GOOG": first["GOOG"]}
+            second = await writer.atick()
+            tick = await asyncio.wait_for(anext(batches), 10)
+            assert not tick.snapshot and dict(tick.updates) == {"GOOG": second["GOOG"]}
