@@ -159,13 +159,15 @@ class _Follower:
         i = event.partition
         self.awaiting.discard(i)
         reset = self.datasets[i].changed(event.epoch)
-        if self.initial is not None:
+        if reset:  # another dataset: its seqs start over
+            for held in (self.seen, self.initial or {}):
+                for ticker in [t for t in held if partition_of(t, self.count) == i]:
+                    del held[ticker]
+        if self.initial is not None:  # (a reset before it went out is no reset to the user)
             self.seen.update(seqs(event.state))
             self.initial.update(event.state)
             return None
-        if reset:  # another dataset: its seqs start over
-            for ticker in [t for t in self.seen if partition_of(t, self.count) == i]:
-                del self.seen[ticker]
+        if reset:
             self.seen.update(seqs(event.state))
             return self._batch(event.state, i, reset=True)
         newer = {t: u for t, u in event.state.items() if u.seq > self.seen.get(t, -1)}

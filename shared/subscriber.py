@@ -46,7 +46,7 @@ from collections.abc import AsyncGenerator, Callable, Collection
 from contextlib import aclosing
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
 
@@ -75,6 +75,8 @@ from shared.settings import Settings
 __all__ = ["Batch", "Feed", "Handler", "LogTrimmed", "consume", "snapshot", "subscribe"]
 
 log = logging.getLogger(__name__)
+
+NODE_REPLY_S: Final[float] = 10.0  # a Cluster node's reply at most (`consume` blocks 1 s)
 
 
 async def snapshot(
@@ -184,8 +186,11 @@ class Feed:
         self._layout: Layout | None = None
         if settings.clustered:
             # No redis-py retries under a Cluster subscription: its silent reconnect would
-            # resubscribe every partition in one SSUBSCRIBE, which a Cluster refuses.
-            self.topology = cluster_topology(settings, replace(profile, retries=0))
+            # resubscribe every partition in one SSUBSCRIBE, which a Cluster refuses. And a
+            # bound on each reply: a node task waiting for ever on a hung node would never
+            # let its partitions move on (a subscription's own reads carry their timeout).
+            self.topology = cluster_topology(settings, replace(
+                profile, retries=0, socket_timeout_s=profile.socket_timeout_s or NODE_REPLY_S))
         else:
             self.client = connect(settings, profile)
             self._layout = settings.layout
