@@ -18,7 +18,7 @@ from bench.contract_publisher import ClusterContractWriter
 from shared.backoff import Backoff
 from shared.batches import Batch
 from shared.keys import Layout, partition_tag
-from shared.redisio import SERVICE, cluster_topology
+from shared.redisio import SERVICE, cluster_topology, shards
 from shared.settings import Settings
 from shared.subscriber import Feed
 from tests.helpers.cluster import RedisClusterGroup
@@ -128,6 +128,29 @@ async def test_one_connection_per_primary_carries_its_partitions(cluster, setup)
             subscriptions[node.port] = sorted(int(c["ssub"]) for c in clients)
         assert subscriptions == {cluster.nodes[0].port: [2], cluster.nodes[1].port: [1],
                                  cluster.nodes[2].port: []}
+
+
+async def test_a_node_that_stops_answering_is_left_and_its_partitions_come_back(
+        cluster, setup, monkeypatch):
+    """A node whose clients are paused (``CLIENT PAUSE``: the connection stays open and
+    silent, as with a hung node or a lost network) does not answer the PING sent to its
+    quiet subscription: the reader says it lost it, and is live again once the node
+    answers. The quiet and PING times are cut from 5 s and 3 s to keep the test short."""
+    monkeypatch.setattr(shards, "POLL_S", 0.1)
+    monkeypatch.setattr(shards, "QUIET_S", 0.3)
+    monkeypatch.setattr(shards, "PING_TIMEOUT_S", 0.3)
+    await setup.writer.atick()
+    async with following(setup) as queue:
+        assert (await next_batch(queue))[1].snapshot  # ("state", True) came before it
+        node = cluster.node_client(cluster.primary_of(setup.layout.of("MSFT").latest).port)
+        node.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        assert await asyncio.wait_for(queue.get(), 5) == ("state", False)
+        assert await asyncio.wait_for(queue.get(), 10) == ("state", True)
+        written = await setup.writer.atick({"MSFT": 401.0})
+        _, batch = await next_batch(queue)
+        while "MSFT" not in batch.updates:
+            _, batch = await next_batch(queue)
+        assert batch.updates["MSFT"] == written["MSFT"]
 
 
 async def test_a_killed_primary_is_followed_to_its_replica_without_a_repeated_seq(
