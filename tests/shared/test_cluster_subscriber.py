@@ -130,6 +130,43 @@ async def test_one_connection_per_primary_carries_its_partitions(cluster, setup)
                                  cluster.nodes[2].port: []}
 
 
+async def test_a_subscription_sent_on_a_stale_slot_map_is_moved_and_followed(
+        cluster, namespace, caplog):
+    """The reader's first slot map is stale (a slot moved after the Cluster was asked, and
+    the next answer missed it too): its SSUBSCRIBE gets ``-MOVED``; it asks again and
+    subscribes on the node serving the slot. P = 8 here: partition 5's slot is empty."""
+    layout = Layout(namespace, 8)
+    settings = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_NAMESPACE": namespace,
+                                  "PRICEFEED_PARTITIONS": "8"})
+    topology = cluster_topology(settings, SERVICE)
+    writer = ClusterContractWriter(topology, layout, {"JPM": 300.0})  # partition 5 of 8
+    await writer.aconfig()
+    async with Feed.from_url(cluster.url, namespace) as feed:
+        assert (await feed.layout()).partitions == 8  # the map is read here
+        slot = key_slot(partition_tag(5).encode())
+        old = feed.topology.address_of(layout.partition(5))
+        target = next(n for n in cluster.nodes[:3] if n.port != old[1])
+        cluster.assign_slot(slot, target.port)
+        real_refresh, skipped = feed.topology.refresh, []
+
+        async def refresh_missing_the_move_once(force: bool = False) -> None:
+            if not skipped:
+                skipped.append(force)
+                return
+            await real_refresh(force)
+
+        feed.topology.refresh = refresh_missing_the_move_once
+        batches = feed.subscribe(["JPM"])
+        async with contextlib.aclosing(batches):
+            first = await asyncio.wait_for(anext(batches), 10)
+            assert first.snapshot and not first.updates
+            written = await writer.atick()
+            tick = await asyncio.wait_for(anext(batches), 10)
+            assert dict(tick.updates) == written
+    await topology.aclose()
+    assert skipped and any("MovedError" in r.getMessage() for r in caplog.records)
+
+
 async def test_a_node_that_stops_answering_is_left_and_its_partitions_come_back(
         cluster, setup, monkeypatch):
     """A node whose clients are paused (``CLIENT PAUSE``: the connection stays open and
