@@ -7,6 +7,9 @@ Per tick: the seqs from ``INCRBY NS:seq``, then one MULTI/EXEC of ``XADD NS:tick
 the producer's code (no seq blocks, no lease, no bars), so a test of a reader on it checks
 the contract, not the producer's habits.
 
+`ClusterContractWriter` is its Cluster twin (docs/CLUSTER.md): the same unit per
+partition, on the primary serving it, with ``SPUBLISH``.
+
 As a program it is the gateway benchmark's fallback feed, when the producer is not wanted
 (it keeps the harness independent of the simulator's cost); ticks follow the wall clock so
 the offered rate does not drift:
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -147,6 +151,17 @@ class ClusterContractWriter(ContractWriter):
             keys = self.layout.partition(index)
             written |= self._landed(await self._unit(keys, by_partition[index], publish))
         return written
+
+    async def aheartbeat(self, status: bytes | None = None) -> None:
+        """Every partition's producer liveness key (and status), as its lease holder's."""
+        for keys in self.layout.all():
+            await self._retrying(functools.partial(self._beat, keys, status))
+
+    async def _beat(self, keys: Keys, status: bytes | None) -> None:
+        client = self.topology.client_for(keys)
+        await client.set(keys.producer, b"reference-writer", ex=3)
+        if status is not None:
+            await client.set(keys.producer_status, status, ex=3)
 
     async def aconfig(self) -> None:
         """``NS:{meta}:config`` as the first producer writes it: ``partitions`` -> P."""

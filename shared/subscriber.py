@@ -209,12 +209,14 @@ class Feed:
         meta = self.settings.layout.meta
         while True:
             try:
-                await self.topology.refresh()
+                await self.topology.refresh(force=retry.attempts > 0)
                 raw = await self.topology.client_for(meta).hget(meta.config, "partitions")
                 break
             except LOST_ERRORS as e:
                 honour_cancel(asyncio.current_task())
-                log.warning("cannot read %s yet (%s); retrying", meta.config, e)
+                if not retry.attempts:  # one line per outage, not one per retry
+                    log.warning("cannot read %s yet (%s); retrying with backoff",
+                                meta.config, e or type(e).__name__)
                 await asyncio.sleep(retry.next_delay())
         count = int(raw) if raw else self.settings.partitions
         if count != self.settings.partitions:
