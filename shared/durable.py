@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
@@ -123,7 +124,8 @@ async def consume_cluster(
     exception) ends them all, and `consume_cluster` raises it."""
     tasks = [asyncio.create_task(
         _run(_Durable(None, keys, group, consumer, handler, count), start, block_ms,
-             claim_idle_ms, backoff, (*CONNECTION_ERRORS, *SLOT_ERRORS),
+             claim_idle_ms, replace(backoff, attempts=0) if backoff else None,  # one each
+             (*CONNECTION_ERRORS, *SLOT_ERRORS),
              _resolver(topology, keys)), name=f"consume-{keys.ticks}")
         for keys in layout.all()]
     try:
