@@ -23,6 +23,7 @@ from tests.helpers.support import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 SECTION = README.split("### On a Redis Cluster", 1)[1].split("\n## ", 1)[0]
+STATUS = b'{"source": "reference-writer", "state": "ok"}'
 CLI_LINES = re.findall(r"`(redis-cli -c -p 7000 [^`]+)`", SECTION)
 
 
@@ -37,16 +38,19 @@ def cluster():
 
 @contextlib.asynccontextmanager
 async def ticking(group: RedisClusterGroup):
-    """The reference writer ticking AAPL and MSFT every 50 ms (P = 16, in the config)."""
+    """The reference writer ticking AAPL and MSFT every 50 ms (P = 16, in the config), and
+    its heartbeat and status in every partition."""
     settings = Settings.from_env({"REDIS_URL": group.url})
     topology = cluster_topology(settings, SERVICE)
     writer = ClusterContractWriter(topology, settings.layout, {"AAPL": 190.0, "MSFT": 420.0})
     await writer.aconfig()
     await writer.atick()
+    await writer.aheartbeat(STATUS)
 
     async def run() -> None:
         while True:
             await writer.atick()
+            await writer.aheartbeat(STATUS)  # it lives 3 s
             await asyncio.sleep(0.05)
 
     task = asyncio.create_task(run())
@@ -73,7 +77,7 @@ def run_line(line: str, port: int) -> str:
 
 
 async def test_every_redis_cli_line_of_the_cluster_table_works(cluster):
-    assert len(CLI_LINES) >= 8
+    assert len(CLI_LINES) >= 13
     async with ticking(cluster):
         # A node that does not serve AAPL's partition, so -c has a redirect to follow.
         port = next(n.port for n in cluster.nodes
@@ -82,8 +86,10 @@ async def test_every_redis_cli_line_of_the_cluster_table_works(cluster):
             out = await asyncio.to_thread(run_line, line, port)
             if "latest" in line or "ticks" in line:
                 assert '"ticker":"AAPL"' in out, (line, out)
-            if "SSUBSCRIBE" in line:
+            if "SSUBSCRIBE" in line and ":price" in line:  # not the bars' (no bars here)
                 assert "smessage" in out and '"AAPL"' in out, (line, out)
+            if "producer:status" in line:
+                assert '"state": "ok"' in out, (line, out)
             if "config" in line:
                 assert out.strip() == "16", (line, out)
 
