@@ -7,6 +7,9 @@ Per tick: the seqs from ``INCRBY NS:seq``, then one MULTI/EXEC of ``XADD NS:tick
 the producer's code (no seq blocks, no lease, no bars), so a test of a reader on it checks
 the contract, not the producer's habits.
 
+`ClusterContractWriter` is its Cluster twin (docs/CLUSTER.md): the same unit per
+partition, on the primary serving it, with ``SPUBLISH``.
+
 As a program it is the gateway benchmark's fallback feed, when the producer is not wanted
 (it keeps the harness independent of the simulator's cost); ticks follow the wall clock so
 the offered rate does not drift:
@@ -18,23 +21,30 @@ the offered rate does not drift:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import functools
+import itertools
 import logging
 import random
 import signal
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 
 from shared.codec import encode_map, encode_update
-from shared.keys import Keys
+from shared.keys import Keys, Layout, partition_of
 from shared.models import PriceUpdate, normalize_ticker
+from shared.redisio import CONNECTION_ERRORS
+from shared.redisio.cluster import SLOT_ERRORS, ClusterTopology
 from shared.ticklog import new_epoch
 
 log = logging.getLogger("bench.publisher")
+T = TypeVar("T")
 
 DEFAULT_MOVE = 1.001  # a tick without moves raises every price by 0.1 %
 HISTORY_LEN = 10_000  # the XADD MAXLEN ~ of the log, as the producer's default history
@@ -63,21 +73,17 @@ class ContractWriter:
         last = int(self.client.incrby(self.keys.seq, len(planned)))
         updates = self._updates(planned, last)
         pipe = self.client.pipeline(transaction=True)
-        self._queue(pipe, updates, last, publish)
+        queue_unit(pipe, self.keys, updates, last, publish)
         pipe.execute()
-        return updates
+        return self._landed(updates)
 
     async def atick(self, prices: Mapping[str, float] | None = None, *,
                     moves: Mapping[str, float] | None = None, publish: bool = True
                     ) -> dict[str, PriceUpdate]:
         """One tick through an asyncio client; the updates written, by ticker."""
         planned = self._plan(prices, moves)
-        last = int(await self.client.incrby(self.keys.seq, len(planned)))
-        updates = self._updates(planned, last)
-        async with self.client.pipeline(transaction=True) as pipe:
-            self._queue(pipe, updates, last, publish)
-            await pipe.execute()
-        return updates
+        return self._landed(await write_unit(self.client, self.keys, planned, self._updates,
+                                             publish))
 
     async def aheartbeat(self, status: bytes | None = None) -> None:
         """The producer's liveness key, and its source status when given (3 s TTL)."""
@@ -96,27 +102,125 @@ class ContractWriter:
         return {t: p * (moves or {}).get(t, DEFAULT_MOVE) for t, p in self.prices.items()}
 
     def _updates(self, planned: Mapping[str, float], last: int) -> dict[str, PriceUpdate]:
+        """The updates of ``planned`` with seqs up to ``last`` (the prices move only once
+        they landed: a unit sent again after a lost node carries the same previous prices)."""
         now = time.time()
         first = last - len(planned) + 1
-        updates = {}
-        for i, (ticker, price) in enumerate(planned.items()):
-            updates[ticker] = PriceUpdate.create(ticker, price, self.prices.get(ticker), now,
-                                                 first + i, self.references.get(ticker))
-            self.prices[ticker] = updates[ticker].price
+        return {ticker: PriceUpdate.create(ticker, price, self.prices.get(ticker), now,
+                                           first + i, self.references.get(ticker))
+                for i, (ticker, price) in enumerate(planned.items())}
+
+    def _landed(self, updates: dict[str, PriceUpdate]) -> dict[str, PriceUpdate]:
+        for ticker, update in updates.items():
+            self.prices[ticker] = update.price
         return updates
 
-    def _queue(self, pipe: redis.client.Pipeline | aioredis.client.Pipeline,
+
+class ClusterContractWriter(ContractWriter):
+    """The Cluster twin of `ContractWriter` (docs/CLUSTER.md "One atomic unit per partition
+    per tick"): the tick's tickers are split by partition, and each partition's unit —
+    ``INCRBY NS:{pI}:seq``, then one MULTI/EXEC of its log entry, epoch, cache and
+    ``SPUBLISH``es — goes to the primary serving that partition's slot. A unit refused by a
+    node that no longer serves the slot, or lost with its node, is sent again after the
+    topology is asked again, for up to ``retry_s``. Async only (`atick`)."""
+
+    def __init__(self, topology: ClusterTopology, layout: Layout,
+                 prices: Mapping[str, float] | None = None,
+                 references: Mapping[str, float] | None = None, *,
+                 retry_s: float = 15.0) -> None:
+        super().__init__(None, layout.meta, prices, references)
+        self.topology, self.layout, self.retry_s = topology, layout, retry_s
+
+    def tick(self, prices: Mapping[str, float] | None = None, *,
+             moves: Mapping[str, float] | None = None, publish: bool = True
+             ) -> dict[str, PriceUpdate]:
+        raise TypeError("a Cluster writer is async: use atick")
+
+    async def atick(self, prices: Mapping[str, float] | None = None, *,
+                    moves: Mapping[str, float] | None = None, publish: bool = True
+                    ) -> dict[str, PriceUpdate]:
+        """One tick: one unit per partition it touches, in partition order; the updates
+        written, by ticker."""
+        planned = self._plan(prices, moves)
+        by_partition: dict[int, dict[str, float]] = {}
+        for ticker, price in planned.items():
+            by_partition.setdefault(partition_of(ticker, self.layout.partitions), {})[
+                ticker] = price
+        written: dict[str, PriceUpdate] = {}
+        for index in sorted(by_partition):
+            keys = self.layout.partition(index)
+            written |= self._landed(await self._unit(keys, by_partition[index], publish))
+        return written
+
+    async def aheartbeat(self, status: bytes | None = None) -> None:
+        """Every partition's producer liveness key (and status), as its lease holder's."""
+        for keys in self.layout.all():
+            await self._retrying(functools.partial(self._beat, keys, status))
+
+    async def _beat(self, keys: Keys, status: bytes | None) -> None:
+        client = self.topology.client_for(keys)
+        await client.set(keys.producer, b"reference-writer", ex=3)
+        if status is not None:
+            await client.set(keys.producer_status, status, ex=3)
+
+    async def aconfig(self) -> None:
+        """``NS:{meta}:config`` as the first producer writes it: ``partitions`` -> P."""
+        await self._retrying(lambda: self.topology.client_for(self.layout.meta).hsetnx(
+            self.layout.meta.config, "partitions", self.layout.partitions))
+
+    async def _unit(self, keys: Keys, planned: Mapping[str, float], publish: bool
+                    ) -> dict[str, PriceUpdate]:
+        return await self._retrying(lambda: write_unit(
+            self.topology.client_for(keys), keys, planned, self._updates, publish))
+
+    async def _retrying(self, send: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry_s
+        for attempt in itertools.count():
+            try:
+                if self.topology.generation == 0:
+                    await self.topology.refresh()
+                return await send()
+            except (*SLOT_ERRORS, *CONNECTION_ERRORS) as e:
+                if time.monotonic() > deadline:
+                    raise
+                if attempt == 0:  # one line per unit, not one per retry
+                    log.info("a unit was refused or lost (%s); asking the Cluster again",
+                             type(e).__name__)
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(*SLOT_ERRORS, *CONNECTION_ERRORS):
+                    await self.topology.refresh(force=True)
+        raise AssertionError("unreachable")
+
+
+Planner = Callable[[Mapping[str, float], int], dict[str, PriceUpdate]]
+
+
+async def write_unit(client: aioredis.Redis, keys: Keys, planned: Mapping[str, float],
+                     plan: Planner, publish: bool) -> dict[str, PriceUpdate]:
+    """One atomic unit of ``keys``' scope: reserve the seqs, then one MULTI/EXEC."""
+    last = int(await client.incrby(keys.seq, len(planned)))
+    updates = plan(planned, last)
+    async with client.pipeline(transaction=True) as pipe:
+        queue_unit(pipe, keys, updates, last, publish)
+        await pipe.execute()
+    return updates
+
+
+def queue_unit(pipe: redis.client.Pipeline | aioredis.client.Pipeline, keys: Keys,
                updates: Mapping[str, PriceUpdate], last: int, publish: bool) -> None:
-        tick_map = encode_map(updates.values())
-        payloads = {t: encode_update(u) for t, u in updates.items()}
-        pipe.xadd(self.keys.ticks, {"map": tick_map}, id=f"{last}-{int(time.time() * 1000)}",
-                  maxlen=HISTORY_LEN, approximate=True)
-        pipe.set(self.keys.epoch, new_epoch(), nx=True)
-        pipe.hset(self.keys.latest, mapping=payloads)  # type: ignore[arg-type]
-        if publish:
-            for ticker, payload in payloads.items():
-                pipe.publish(self.keys.price(ticker), payload)
-            pipe.publish(self.keys.prices, tick_map)
+    """The commands of one unit: the log entry, the epoch, the cache and the publishes
+    (``SPUBLISH`` on a Cluster's partition, as `Keys.sharded` says)."""
+    tick_map = encode_map(updates.values())
+    payloads = {t: encode_update(u) for t, u in updates.items()}
+    pipe.xadd(keys.ticks, {"map": tick_map}, id=f"{last}-{int(time.time() * 1000)}",
+              maxlen=HISTORY_LEN, approximate=True)
+    pipe.set(keys.epoch, new_epoch(), nx=True)
+    pipe.hset(keys.latest, mapping=payloads)  # type: ignore[arg-type]
+    if publish:
+        send = pipe.spublish if keys.sharded else pipe.publish
+        for ticker, payload in payloads.items():
+            send(keys.price(ticker), payload)
+        send(keys.prices, tick_map)
 
 
 def run(writer: ContractWriter, interval_s: float, seed: int, stop: list[bool]) -> None:

@@ -1,7 +1,8 @@
 """`pricefeed watch`: a live terminal dashboard that reads Redis directly.
 
 It is the worked example of "another service subscribing to Redis": the snapshot from
-``NS:latest``, then every tick from ``NS:prices``, through `shared.subscriber`. Every
+``NS:latest``, then every tick from ``NS:prices``, through `shared.subscriber.Feed`, on one
+server or on a Cluster (each partition's ``NS:{pI}:...``, docs/CLUSTER.md). Every
 `CONTEXT_POLL_S` it also reads the watchlist and the producer's status, to say why a
 ticker has no price and what the prices are (simulated, delayed, the source's state).
 Problems show in the dashboard's status line, not as log lines scrolling above it.
@@ -18,10 +19,10 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
+from typing import Any
 
-import redis.asyncio as aioredis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -30,13 +31,15 @@ from rich.text import Text
 
 from pricefeed.localredis import ping
 from shared.bars import decode_bar
+from shared.cluster_subscriber import LOST_ERRORS
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.models import InvalidTicker, PriceUpdate, normalize_ticker
-from shared.redisio import CONNECTION_ERRORS, CONSUMER, connect, redacted_url
+from shared.redisio import cluster_topology, probe, redacted_url
+from shared.redisio.cluster import ClusterUnavailable
 from shared.settings import Settings, load_or_exit
 from shared.status import describe, problem
-from shared.subscriber import subscribe
+from shared.subscriber import Batch, Feed
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 40
@@ -72,10 +75,14 @@ class Board:
             held = list(self.history.get(ticker, ()))
             self.history[ticker] = collections.deque(values + held, maxlen=HISTORY)
 
-    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False) -> None:
+    def apply(self, updates: dict[str, PriceUpdate], snapshot: bool, reset: bool = False,
+              covers: Callable[[str], bool] | None = None) -> None:
+        """Take a batch in; a ``reset`` drops what we hold of the tickers it ``covers``
+        (all of them on one server; a partition's on a Cluster: `Batch.covers`)."""
         if reset:  # Redis holds a new dataset: what we hold is not comparable with it
-            self.latest.clear()
-            self.history.clear()
+            for ticker in [t for t in self.latest if covers is None or covers(t)]:
+                del self.latest[ticker]
+                self.history.pop(ticker, None)
             self.moves.append(Text(f"{time.strftime('%H:%M:%S')} resynced: Redis started "
                                    "a new dataset", style="cyan"))
         for ticker, update in updates.items():
@@ -191,22 +198,26 @@ def sparkline(values: Sequence[float] | collections.deque[float]) -> str:
     return "".join(SPARK[round((p - lo) * scale)] for p in points)
 
 
-async def recent_closes(client: aioredis.Redis, keys: Keys, tickers: Sequence[str],
-                        n: int = HISTORY - 1) -> dict[str, list[float]]:
+async def recent_closes(feed: Feed, tickers: Sequence[str], n: int = HISTORY - 1
+                        ) -> dict[str, list[float]]:
     """The closes of the last ``n`` closed 1 s bars of each ticker (README "Bars"), oldest
-    first; a ticker without bars, or a malformed bar, is left out."""
-    if not tickers:
-        return {}
-    async with client.pipeline(transaction=False) as pipe:
-        for ticker in tickers:
-            pipe.zrange(keys.bars("1s", ticker), -n, -1)
-        replies = await pipe.execute()
+    first; a ticker without bars, or a malformed bar, is left out. One pipeline per
+    partition (the one scope on one server)."""
+    layout = await feed.layout()
+    by_scope: dict[Keys, list[str]] = {}
+    for ticker in tickers:
+        by_scope.setdefault(layout.of(ticker), []).append(ticker)
     out = {}
-    for ticker, members in zip(tickers, replies, strict=True):
-        try:
-            out[ticker] = [decode_bar(raw).c for raw in members]
-        except CodecError:
-            continue
+    for keys, group in by_scope.items():
+        async with feed.client_for(keys).pipeline(transaction=False) as pipe:
+            for ticker in group:
+                pipe.zrange(keys.bars("1s", ticker), -n, -1)
+            replies = await pipe.execute()
+        for ticker, members in zip(group, replies, strict=True):
+            try:
+                out[ticker] = [decode_bar(raw).c for raw in members]
+            except CodecError:
+                continue
     return out
 
 
@@ -251,7 +262,7 @@ def _ticker_list(raw: str) -> tuple[str, ...]:
 
 async def watch(settings: Settings, board: Board, console: Console) -> int:
     """Run the dashboard until Ctrl+C or SIGTERM; 1 when Redis cannot be reached at start."""
-    reason = await ping(settings)
+    reason = await _unreachable(settings)
     if reason is not None:
         print(f"pricefeed watch: cannot reach Redis at {redacted_url(settings.redis_url)}: "
               f"{reason}",
@@ -261,11 +272,11 @@ async def watch(settings: Settings, board: Board, console: Console) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = connect(settings, CONSUMER)
+    source = Feed(settings)
     try:
         with Live(board.render(), console=console, auto_refresh=False,
                   redirect_stderr=False) as live:
-            feed = asyncio.create_task(_feed(client, settings, board, live))
+            feed = asyncio.create_task(_feed(source, board, live))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([feed, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in (feed, stopping):
@@ -273,13 +284,27 @@ async def watch(settings: Settings, board: Board, console: Console) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed  # surfaces a crash of the feed instead of hiding it
     finally:
-        await client.aclose()
+        await source.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 0
 
 
-async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: Live) -> None:
+async def _unreachable(settings: Settings) -> str | None:
+    """None when Redis answers (on a Cluster: a node gives the slot map); else why not."""
+    if not settings.clustered:
+        return await ping(settings)
+    topology = cluster_topology(settings, probe(2.0))
+    try:
+        await topology.refresh()
+        return None
+    except ClusterUnavailable as e:
+        return str(e)
+    finally:
+        await topology.aclose()
+
+
+async def _feed(source: Feed, board: Board, live: Live) -> None:
     """Apply batches to the board as they come; repaint at most every REFRESH_S."""
     dirty = asyncio.Event()
     for handler in logging.getLogger().handlers:
@@ -295,13 +320,10 @@ async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: 
         dirty.set()
 
     async def consume() -> None:
-        batches = subscribe(client, settings.keys, board.only, on_state=on_state)
+        batches = source.subscribe(board.only, on_state=on_state)
         async with aclosing(batches):
             async for batch in batches:
-                if batch.snapshot:  # sparklines start full: the bars from before we came
-                    fresh = [t for t in batch.updates if t not in board.prefilled]
-                    board.prefill(await recent_closes(client, settings.keys, fresh))
-                board.apply(dict(batch.updates), batch.snapshot, batch.reset)
+                await _take(source, board, batch)
                 dirty.set()
 
     async def paint() -> None:
@@ -313,7 +335,7 @@ async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: 
 
     async def context() -> None:
         while True:
-            if await _read_context(client, settings.keys, board):
+            if await _read_context(source, board):
                 dirty.set()
             await asyncio.sleep(CONTEXT_POLL_S)
 
@@ -323,16 +345,31 @@ async def _feed(client: aioredis.Redis, settings: Settings, board: Board, live: 
         group.create_task(context())
 
 
-async def _read_context(client: aioredis.Redis, keys: Keys, board: Board) -> bool:
+async def _take(source: Feed, board: Board, batch: Batch) -> None:
+    if batch.snapshot:  # sparklines start full: the bars from before we came
+        fresh = [t for t in batch.updates if t not in board.prefilled]
+        with contextlib.suppress(*LOST_ERRORS):  # the subscription reports an outage
+            board.prefill(await recent_closes(source, fresh))
+    board.apply(dict(batch.updates), batch.snapshot, batch.reset, batch.covers)
+
+
+async def _read_context(source: Feed, board: Board) -> bool:
     """Read the watchlist and the producer's status into ``board``; True when it changed.
-    During an outage it keeps what it had: the subscription already shows the outage."""
+    During an outage it keeps what it had: the subscription already shows the outage. On
+    a Cluster each partition has its producer's keys: any live one is a live producer."""
+    layout = await source.layout()
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.smembers(keys.watchlist)
-            pipe.exists(keys.producer)
-            pipe.get(keys.producer_status)
-            members, alive, raw = await pipe.execute()
-    except CONNECTION_ERRORS:
+        members: set[Any] = await source.client_for(layout.meta).smembers(
+            layout.meta.watchlist)
+        alive, raw = False, None
+        for keys in layout.all():
+            async with source.client_for(keys).pipeline(transaction=False) as pipe:
+                pipe.exists(keys.producer)
+                pipe.get(keys.producer_status)
+                exists, status_raw = await pipe.execute()
+            alive, raw = alive or bool(exists), raw or status_raw
+    except LOST_ERRORS:
+        await source.recheck()
         return False
     try:
         status = json.loads(raw) if raw else None

@@ -1,28 +1,36 @@
 """A small subscriber API for other services: the cache snapshot, then live updates.
 
+With nothing but a ``REDIS_URL``, on any topology (one server, Sentinel, a Cluster),
+`Feed` does it all::
+
     from contextlib import aclosing
-    from shared.keys import Keys
-    from shared.redisio import CONSUMER, connect
-    from shared.settings import Settings
-    from shared.subscriber import snapshot, subscribe
+    from shared.subscriber import Feed
+
+    async with Feed.from_url("redis+cluster://h1:7000,h2:7001") as feed:  # or Feed(settings)
+        prices = await feed.snapshot()                     # {TICKER: PriceUpdate}
+        async with aclosing(feed.subscribe(tickers=["AAPL"])) as batches:
+            async for batch in batches:                    # Batch(updates, snapshot, reset)
+                ...
+
+The functions below take one server's client, as before::
 
     client = connect(Settings.from_env(), CONSUMER)        # REDIS_URL and its TLS files
-    prices = await snapshot(client, Keys())                # {TICKER: PriceUpdate}
-    async with aclosing(subscribe(client, Keys(), tickers=["AAPL"])) as batches:
-        async for batch in batches:                        # Batch(updates, snapshot)
-            ...
+    prices = await snapshot(client, Keys())
+    async with aclosing(subscribe(client, Keys(), tickers=["AAPL"])) as batches: ...
 
 `subscribe` subscribes to ``NS:prices`` *before* reading ``NS:latest``, so no tick falls
 between the two; updates already covered by the snapshot (by ``seq``) are dropped. After
 a lost connection it retries with capped backoff and yields a fresh snapshot batch
 (``snapshot=True``) once Redis answers again, so a consumer never misses a price. When
 ``NS:epoch`` changes (a wiped Redis: the seqs may start over), the next batch is a fresh
-snapshot with ``reset=True``: drop what you hold, it belongs to another dataset.
+snapshot with ``reset=True``: drop what you hold, it belongs to another dataset. On a
+Cluster the same holds per partition (`shared.cluster_subscriber`, docs/CLUSTER.md
+"Reading"): a later snapshot or reset speaks only for ``Batch.partitions`` (`Batch.covers`).
 
 `consume` is the durable mode: it reads the tick log ``NS:ticks`` as a member of a
 consumer group (XREADGROUP), acknowledges each tick after your handler returned, takes
 pending ticks back after a crash, and raises `LogTrimmed` when the group fell so far
-behind that ticks it never processed were trimmed away::
+behind that ticks it never processed were trimmed away (`shared.durable`)::
 
     async def handle(entry: LogEntry) -> None:   # entry.seq, entry.ms, entry.updates
         ...
@@ -32,34 +40,43 @@ behind that ticks it never processed were trimmed away::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import replace
+from types import TracebackType
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from shared.backoff import Backoff
-from shared.codec import decode_map
-from shared.errors import CodecError, PricefeedError
-from shared.keys import Keys
+from shared.batches import Batch, Dataset, fresh, seqs
+from shared.cluster_subscriber import LOST_ERRORS, Scope, follow
+from shared.durable import Handler, LogTrimmed, consume, consume_cluster
+from shared.errors import CodecError
+from shared.keys import DEFAULT_NAMESPACE, Keys, Layout
 from shared.models import PriceUpdate
-from shared.redisio import CONNECTION_ERRORS, Snapshot, honour_cancel, read_latest, subscription
-from shared.ticklog import LogEntry, decode_entry
+from shared.redisio import (
+    CONNECTION_ERRORS,
+    CONSUMER,
+    Profile,
+    Snapshot,
+    cluster_topology,
+    connect,
+    honour_cancel,
+    read_latest,
+    subscription,
+)
+from shared.redisio.cluster import ClusterTopology
+from shared.redisio.shards import read_partition
+from shared.settings import Settings
+
+__all__ = ["Batch", "Feed", "Handler", "LogTrimmed", "consume", "snapshot", "subscribe"]
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Updates keyed by ticker. ``snapshot`` is True for the full state read from the
-    cache (the first batch, and the first after every reconnect); False for a live tick.
-    ``reset`` is True for the snapshot of a new dataset (``NS:epoch`` changed)."""
-
-    updates: Mapping[str, PriceUpdate]
-    snapshot: bool
-    reset: bool = False
+NODE_REPLY_S: Final[float] = 10.0  # a Cluster node's reply at most (`consume` blocks 1 s)
 
 
 async def snapshot(
@@ -87,7 +104,7 @@ async def subscribe(
     """
     wanted = frozenset(tickers) if tickers is not None else None
     retry = backoff or Backoff(initial_s=0.2, cap_s=5.0)
-    dataset = _Dataset()
+    dataset = Dataset()
     down = False
     while True:
         try:
@@ -113,23 +130,8 @@ async def subscribe(
             await asyncio.sleep(retry.next_delay())
 
 
-class _Dataset:
-    """The ``NS:epoch`` last read, kept across sessions: a Redis that comes back wiped, with
-    a fresh producer whose seqs start over, must give a reset, not a snapshot whose lower
-    seqs a reader would drop as old. None: no epoch (nothing written, or a wiped Redis)."""
-
-    def __init__(self) -> None:
-        self.epoch: Any = None
-
-    def changed(self, epoch: Any) -> bool:
-        """Note ``epoch``; True when it replaces another one (None replaces one too)."""
-        changed = self.epoch is not None and epoch != self.epoch
-        self.epoch = epoch
-        return changed
-
-
 async def _session(
-    redis: Redis, keys: Keys, wanted: frozenset[str] | None, dataset: _Dataset
+    redis: Redis, keys: Keys, wanted: frozenset[str] | None, dataset: Dataset
 ) -> AsyncGenerator[Batch, None]:
     """One connection's worth of batches; raises a connection error when it breaks."""
 
@@ -146,7 +148,7 @@ async def _session(
                 # reconnected and re-subscribed on its own: ticks may have been missed,
                 # so the cache was read again.
                 epoch, state = event.value
-                seen = {t: u.seq for t, u in state.items()}
+                seen = seqs(state)
                 yield Batch(state, snapshot=True, reset=dataset.changed(epoch))
                 continue
             current = await redis.get(keys.epoch)
@@ -155,173 +157,147 @@ async def _session(
                             keys.epoch)
                 reset = dataset.changed(current)
                 state = await snapshot(redis, keys, wanted)
-                seen = {t: u.seq for t, u in state.items()}
+                seen = seqs(state)
                 yield Batch(state, snapshot=True, reset=reset)
                 continue
             try:
-                fresh = _fresh(event.data, wanted, seen)
+                updates = fresh(event.data, wanted, seen)
             except CodecError as e:
                 bad += 1
                 if bad == 1 or bad % 1000 == 0:  # one line per problem, not a flood
                     log.warning("skipped %d malformed tick message(s); last: %s", bad, e)
                 continue
-            if fresh:
-                yield Batch(fresh, snapshot=False)
+            if updates:
+                yield Batch(updates, snapshot=False)
 
 
-def _fresh(
-    payload: Any, wanted: frozenset[str] | None, seen: dict[str, int]
-) -> dict[str, PriceUpdate]:
-    """The updates of one tick message that are wanted and newer than what was seen;
-    raises `CodecError` for a malformed message."""
-    tick = decode_map(payload)
-    fresh: dict[str, PriceUpdate] = {}
-    for ticker, update in tick.items():
-        if wanted is not None and ticker not in wanted:
-            continue
-        if update.seq <= seen.get(ticker, -1):
-            continue
-        seen[ticker] = update.seq
-        fresh[ticker] = update
-    return fresh
+class Feed:
+    """Prices from the Redis ``settings.redis_url`` names, on any topology: `snapshot`,
+    `subscribe` and `consume` without knowing whether it is one server or a Cluster.
 
+    On a Cluster the number of partitions is read from ``NS:{meta}:config`` (written by the
+    first producer; ``PRICEFEED_PARTITIONS`` when it is not there yet), so a reader needs
+    only the URL. Use it as an async context manager, or call `aclose`."""
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    def __init__(self, settings: Settings, profile: Profile = CONSUMER) -> None:
+        self.settings = settings
+        self.client: Redis | None = None
+        self.topology: ClusterTopology | None = None
+        self._layout: Layout | None = None
+        if settings.clustered:
+            # No redis-py retries under a Cluster subscription: its silent reconnect would
+            # resubscribe every partition in one SSUBSCRIBE, which a Cluster refuses. And a
+            # bound on each reply: a node task waiting for ever on a hung node would never
+            # let its partitions move on (a subscription's own reads carry their timeout).
+            self.topology = cluster_topology(settings, replace(
+                profile, retries=0, socket_timeout_s=profile.socket_timeout_s or NODE_REPLY_S))
+        else:
+            self.client = connect(settings, profile)
+            self._layout = settings.layout
 
+    @classmethod
+    def from_url(cls, url: str, namespace: str = DEFAULT_NAMESPACE) -> Feed:
+        """A Feed of ``url`` (any ``REDIS_URL`` form) under ``namespace``."""
+        return cls(Settings.from_env({"REDIS_URL": url, "PRICEFEED_NAMESPACE": namespace}))
 
-class LogTrimmed(PricefeedError):
-    """The consumer group's position is older than the tick log: ticks it never processed
-    were trimmed away (or the log itself was deleted). Processing cannot go on gap-free."""
-
-
-Handler = Callable[[LogEntry], Awaitable[None]]
-
-
-async def consume(
-    redis: Redis,
-    keys: Keys,
-    group: str,
-    consumer: str,
-    handler: Handler,
-    *,
-    start: str = "$",
-    count: int = 64,
-    block_ms: int = 1000,
-    claim_idle_ms: int = 30_000,
-    backoff: Backoff | None = None,
-) -> None:
-    """Process every tick of ``NS:ticks`` at least once, across restarts, as ``consumer``
-    of the consumer group ``group`` (created at ``start``: ``$`` new ticks, ``0`` the
-    whole log). Runs until cancelled.
-
-    Each entry is acknowledged (XACK) only after ``handler`` returned, so a crash leaves
-    it pending: on the next start this consumer's pending entries come first, then those
-    another consumer left pending for ``claim_idle_ms`` (XAUTOCLAIM). A handler exception
-    ends `consume` and leaves its entry pending. A malformed entry is logged and acked.
-    Raises `LogTrimmed` when entries the group never processed were trimmed away.
-    """
-    retry = backoff or Backoff(initial_s=0.2, cap_s=5.0)
-    durable = _Durable(redis, keys, group, consumer, handler, count)
-    down = False
-    while True:
-        try:
-            await durable.open(start)
-            if down:
-                log.info("durable consumer %s/%s reconnected", group, consumer)
-                down = False
-            retry.reset()
-            await durable.run(block_ms, claim_idle_ms)
-        except CONNECTION_ERRORS as e:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from e  # a cancel must still end us
-            if not down:
-                log.warning("lost Redis (%s); retrying with backoff", e or type(e).__name__)
-                down = True
-            await asyncio.sleep(retry.next_delay())
-
-
-class _Durable:
-    """One consumer's reads, acks and checks against the group."""
-
-    CHECK_EVERY_S: Final[float] = 5.0  # how often the group's position is checked
-
-    def __init__(self, redis: Redis, keys: Keys, group: str, consumer: str, handler: Handler,
-                 count: int) -> None:
-        self.redis, self.keys, self.group, self.consumer = redis, keys, group, consumer
-        self.handler, self.count = handler, count
-        self.bad = 0
-        self._checked = 0.0
-
-    async def open(self, start: str) -> None:
-        """Create the group if it does not exist yet, then check its position."""
-        try:
-            await self.redis.xgroup_create(self.keys.ticks, self.group, id=start, mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
-        await self.check()
-
-    async def check(self) -> None:
-        """Raise `LogTrimmed` if an entry after the group's position was trimmed."""
-        self._checked = asyncio.get_running_loop().time()
-        groups = await self.redis.xinfo_groups(self.keys.ticks)
-        mine = next((g for g in groups if _text(g["name"]) == self.group), None)
-        if mine is None:
-            raise LogTrimmed(f"consumer group {self.group!r} of {self.keys.ticks} is gone "
-                             "(the log was deleted or Redis wiped); start over from a snapshot")
-        info = await self.redis.xinfo_stream(self.keys.ticks)
-        first = info.get("first-entry")
-        delivered, read = mine["last-delivered-id"], mine.get("entries-read")
-        # Trimming removes a prefix: with the log's first entry past the group's position,
-        # every entry still there is unread, so fewer of them than the group has unread
-        # means the rest were trimmed (Redis 7 counts entries added and read per group).
-        unread = None if read is None else int(info["entries-added"]) - int(read)
-        if first and _id(first[0]) > _id(delivered) and unread and unread > info["length"]:
-            raise LogTrimmed(
-                f"{self.keys.ticks} trimmed {unread - info['length']} entries that group "
-                f"{self.group!r} never read (it is at {_text(delivered)}, the log starts at "
-                f"{_text(first[0])}): raise PRICEFEED_HISTORY_LEN / _SECONDS or consume "
-                "faster; to go on, XGROUP SETID the group and start from a snapshot")
-
-    async def run(self, block_ms: int, claim_idle_ms: int) -> None:
-        await self._drain(await self._read("0"))  # our own pending entries first
-        claimed = await self.redis.xautoclaim(self.keys.ticks, self.group, self.consumer,
-                                              claim_idle_ms, "0-0", count=self.count)
-        await self._drain(claimed[1])
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+    async def layout(self, backoff: Backoff | None = None) -> Layout:
+        """Where the names live; on a Cluster, asked once (retried with ``backoff``)."""
+        if self._layout is not None:
+            return self._layout
+        assert self.topology is not None
+        retry = backoff or Backoff(initial_s=0.1, cap_s=2.0)
+        meta = self.settings.layout.meta
         while True:
-            entries = await self._read(">", block_ms)
-            honour_cancel(task)
-            if loop.time() - self._checked > self.CHECK_EVERY_S:
-                await self.check()
-            await self._drain(entries)
-
-    async def _read(self, at: str, block_ms: int | None = None) -> list[Any]:
-        reply: Any = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.keys.ticks: at},
-            count=None if at == "0" else self.count, block=block_ms)
-        return list(reply[0][1]) if reply else []
-
-    async def _drain(self, entries: list[Any]) -> None:
-        for entry_id, fields in entries:
-            if not fields:  # pending, but trimmed before it was processed
-                raise LogTrimmed(f"pending entry {_text(entry_id)} of group {self.group!r} "
-                                 f"was trimmed from {self.keys.ticks} before it was processed")
             try:
-                entry = decode_entry(entry_id, fields)
-            except CodecError as e:
-                self.bad += 1
-                if self.bad == 1 or self.bad % 1000 == 0:
-                    log.warning("acked %d malformed tick log entries; last %r: %s", self.bad,
-                                _text(entry_id), e)
-            else:
-                await self.handler(entry)
-            await self.redis.xack(self.keys.ticks, self.group, entry_id)
+                await self.topology.refresh(force=retry.attempts > 0)
+                raw = await self.topology.client_for(meta).hget(meta.config, "partitions")
+                break
+            except LOST_ERRORS as e:
+                honour_cancel(asyncio.current_task())
+                if not retry.attempts:  # one line per outage, not one per retry
+                    log.warning("cannot read %s yet (%s); retrying with backoff",
+                                meta.config, e or type(e).__name__)
+                await asyncio.sleep(retry.next_delay())
+        count = int(raw) if raw else self.settings.partitions
+        if count != self.settings.partitions:
+            log.info("the Cluster has %d partitions (%s); following those", count, meta.config)
+        self._layout = Layout(self.settings.namespace, count)
+        return self._layout
 
+    def client_for(self, keys: Keys) -> Redis:
+        """The client serving ``keys``' names (on a Cluster: as last known)."""
+        if self.topology is not None:
+            return self.topology.client_for(keys)
+        assert self.client is not None
+        return self.client
 
-def _id(raw: bytes | str) -> tuple[int, int]:
-    ms, _, n = _text(raw).partition("-")
-    return int(ms), int(n or 0)
+    async def recheck(self) -> None:
+        """After a command of yours was refused or lost: on a Cluster, ask it for its slot
+        map again (at most every `REFRESH_MIN_S`), so `client_for` follows a moved slot."""
+        if self.topology is not None:
+            with contextlib.suppress(*LOST_ERRORS):
+                await self.topology.refresh()
+
+    async def snapshot(self, tickers: Collection[str] | None = None) -> dict[str, PriceUpdate]:
+        """The cached price of each ticker (of ``tickers`` only, when given)."""
+        if self.client is not None:
+            return await snapshot(self.client, self.settings.keys, tickers)
+        scope = Scope(await self.layout(), frozenset(tickers) if tickers is not None else None)
+        out: dict[str, PriceUpdate] = {}
+        for index in scope.partitions:
+            out |= await self._partition(scope, index)
+        return out
+
+    async def _partition(self, scope: Scope, index: int) -> dict[str, PriceUpdate]:
+        assert self.topology is not None
+        keys = scope.layout.partition(index)
+        for attempt in range(3):  # a stale map: ask the Cluster again, twice at most
+            try:
+                return (await read_partition(self.topology.client_for(keys), keys,
+                                             scope.wanted(index)))[1]
+            except LOST_ERRORS:
+                if attempt == 2:
+                    raise
+                await self.topology.refresh(force=True)
+        raise AssertionError("unreachable")
+
+    async def subscribe(self, tickers: Collection[str] | None = None, *,
+                        backoff: Backoff | None = None,
+                        on_state: Callable[[bool], None] | None = None
+                        ) -> AsyncGenerator[Batch, None]:
+        """`subscribe` on one server, `shared.cluster_subscriber.follow` on a Cluster."""
+        if self.client is not None:
+            batches = subscribe(self.client, self.settings.keys, tickers, backoff=backoff,
+                                on_state=on_state)
+        else:
+            assert self.topology is not None
+            batches = follow(self.topology, await self.layout(backoff), tickers,
+                             backoff=backoff, on_state=on_state)
+        async with aclosing(batches):
+            async for batch in batches:
+                yield batch
+
+    async def consume(self, group: str, consumer: str, handler: Handler, **options: Any
+                      ) -> None:
+        """`consume` on one server, `shared.durable.consume_cluster` on a Cluster (every
+        partition's log; ``handler`` may run for two partitions at once)."""
+        if self.client is not None:
+            await consume(self.client, self.settings.keys, group, consumer, handler,
+                          **options)
+            return
+        assert self.topology is not None
+        await consume_cluster(self.topology, await self.layout(options.get("backoff")),
+                              group, consumer, handler, **options)
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        if self.topology is not None:
+            await self.topology.aclose()
+
+    async def __aenter__(self) -> Feed:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import fakeredis
@@ -18,8 +18,10 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.settings import Settings
+from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.support import RedisServer
+from tests.helpers.topologies import ClusterWorld, ServerWorld, one_partition_per_primary
 
 _counter = itertools.count()
 
@@ -77,6 +79,33 @@ def sentinel_group() -> Iterator[SentinelGroup]:
         yield group
     finally:
         group.close()
+
+
+@pytest.fixture(scope="session")
+def contract_cluster() -> Iterator[RedisClusterGroup]:
+    """A Cluster of three primaries (a replica each) shared by the session's contract
+    tests, with partition i of P = 3 on the i-th primary (tests/helpers/topologies.py)."""
+    group = RedisClusterGroup(primaries=3, replicas=1).start()
+    try:
+        yield one_partition_per_primary(group)
+    finally:
+        group.close()
+
+
+@pytest.fixture(params=["server", "cluster"])
+async def world(request: pytest.FixtureRequest, redis_url: str, namespace: str
+                ) -> AsyncIterator[ServerWorld]:
+    """The topology a contract test runs on: one redis-server, then the P = 3 Cluster;
+    the same assertions hold on both (tests/helpers/topologies.py)."""
+    if request.param == "server":
+        chosen = ServerWorld(redis_url, namespace)
+    else:
+        chosen = await ClusterWorld(request.getfixturevalue("contract_cluster"),
+                                    namespace).start()
+    try:
+        yield chosen
+    finally:
+        await chosen.aclose()
 
 
 @pytest.fixture

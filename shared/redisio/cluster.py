@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import AskError, ClusterDownError, RedisError, TryAgainError
 
 from shared.keys import Keys
 
@@ -36,6 +36,13 @@ REFRESH_MIN_S: Final[float] = 0.2  # a burst of MOVED replies asks the Cluster o
 
 class ClusterUnavailable(RedisError):
     """No seed or known node answered ``CLUSTER SLOTS``, or a slot has no primary."""
+
+
+# What a node says when the slot map the caller holds is stale or the Cluster is between
+# two maps (a failover, a migration): ask the Cluster again (`ClusterTopology.refresh`) and
+# send again. ``MOVED`` is an `AskError`; redis-py names neither word in the message.
+SLOT_ERRORS: Final[tuple[type[Exception], ...]] = (
+    AskError, ClusterDownError, TryAgainError, ClusterUnavailable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ side in one Redis, must look alike to every reader of docs/REDIS.md."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from bench.contract_publisher import ContractWriter
@@ -12,8 +13,11 @@ from producer.sources.base import Quote
 from shared.codec import decode_map, decode_update
 from shared.keys import Keys
 from shared.ticklog import decode_entry
+from tests.helpers.topologies import ServerWorld
 
 PRICES = {"AAPL": 190.0, "MSFT": 420.5}
+# With P = 3: AAPL and TSLA in partition 0, MSFT in 1, GOOG in 2.
+PRICES3 = {"AAPL": 190.0, "MSFT": 420.5, "TSLA": 250.0, "GOOG": 170.0}
 
 
 async def _seen(redis: aioredis.Redis, keys: Keys, write) -> dict[str, object]:
@@ -68,3 +72,48 @@ async def test_moves_carry_previous_prices_and_seqs_rise(fake_redis):
     assert (first.previous_price, first.price, first.seq) == (100.0, 100.1, 1)
     assert (second.previous_price, second.price, second.seq) == (100.1, 50.05, 2)
     assert second.reference_price == 95.0
+
+
+def _subscribed(world: ServerWorld, keys: Keys, tickers: list[str]):
+    """A sync pubsub of ``keys``' tick-map channel and its tickers' channels (shard channels,
+    one SSUBSCRIBE each, on a Cluster), confirmed."""
+    pubsub = world.node(keys).pubsub()
+    channels = [keys.price(t) for t in tickers] + [keys.prices]
+    for channel in channels:
+        (pubsub.ssubscribe if keys.sharded else pubsub.subscribe)(channel)
+    for _ in channels:
+        assert pubsub.get_message(timeout=1)["type"] in ("subscribe", "ssubscribe")
+    return pubsub
+
+
+def _messages(pubsub) -> list[tuple[str, bytes]]:
+    out = []
+    while (message := pubsub.get_message(timeout=0.2)) is not None:
+        out.append((message["channel"].decode(), message["data"]))
+    pubsub.close()
+    return out
+
+
+@pytest.mark.integration
+async def test_each_unit_is_one_scope_s_log_entry_cache_and_channels(world):
+    """What a reader of one scope (everything on one server, one partition on a Cluster)
+    finds after a tick: the channels in order, and the log entry, cache, tick map and epoch
+    of that scope alike (docs/CLUSTER.md "One atomic unit per partition per tick")."""
+    scopes: dict[Keys, list[str]] = {}
+    for ticker in PRICES3:  # the order the writer publishes in
+        scopes.setdefault(world.layout.of(ticker), []).append(ticker)
+    assert len(scopes) == (1 if world.name == "server" else 3)  # one partition per node
+    pubsubs = {keys: _subscribed(world, keys, tickers) for keys, tickers in scopes.items()}
+    written = await (await world.writer()).atick(PRICES3)
+    for keys, tickers in scopes.items():
+        node = world.node(keys)
+        messages = _messages(pubsubs[keys])
+        assert [c.removeprefix(keys.base) for c, _ in messages] == [
+            *(f":price:{t}" for t in tickers), ":prices"]
+        (entry,) = [decode_entry(*e) for e in node.xrange(keys.ticks)]
+        cache = {t.decode(): decode_update(v) for t, v in node.hgetall(keys.latest).items()}
+        assert decode_map(messages[-1][1]) == entry.updates == cache == {
+            t: written[t] for t in tickers}
+        assert [decode_update(d) for _, d in messages[:-1]] == [written[t] for t in tickers]
+        assert entry.seq == max(u.seq for u in cache.values()) <= int(node.get(keys.seq))
+        assert len(node.get(keys.epoch)) == 16

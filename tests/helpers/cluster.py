@@ -91,6 +91,10 @@ class RedisClusterGroup:
             client = self.node_client(other.port)
             if client.info("replication")["role"] == "master":
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node)
+        # The replicas learn the new owner from its gossip only when its config epoch beats
+        # the old owner's, which `--cluster create` numbered in node order: without the
+        # bump, a slot moved to a node created earlier never reached them (seen 1 in 3).
+        self.node_client(port).execute_command("CLUSTER", "BUMPEPOCH")
         wait_for(lambda: all(self._owner(n.port, slot) == node for n in self.alive()),
                  10, 0.05, f"every node sees slot {slot} on port {port}")
 

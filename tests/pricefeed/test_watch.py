@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
-from bench.contract_publisher import ContractWriter
+from bench.contract_publisher import ClusterContractWriter, ContractWriter
 from pricefeed.watch import SPARK
 from shared.keys import Keys
+from shared.redisio import SERVICE, cluster_topology
+from shared.settings import Settings
+from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.support import ROOT, free_port
 from tests.helpers.terminal import Terminal
+from tests.helpers.topologies import one_partition_per_primary
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +152,48 @@ def test_watch_says_why_a_ticker_has_no_price_and_names_the_source(
         assert term.wait_exit() == 0
     finally:
         term.close()
+
+
+async def test_watch_on_a_cluster_shows_prices_and_follows_a_primary_failover(namespace):
+    """REDIS_URL names a Cluster (P = 3, one partition per primary): the dashboard shows
+    every partition's prices, the watchlist from the meta slot, and after the primary of
+    MSFT's partition is SIGKILLed, MSFT's next price from the promoted replica."""
+    group = one_partition_per_primary(RedisClusterGroup(primaries=3, replicas=1).start())
+    settings = Settings.from_env({"REDIS_URL": group.url, "PRICEFEED_NAMESPACE": namespace,
+                                  "PRICEFEED_PARTITIONS": "3"})
+    topology = cluster_topology(settings, SERVICE)
+    writer = ClusterContractWriter(topology, settings.layout,
+                                   {"AAPL": 190.0, "MSFT": 420.0, "GOOG": 170.0}, REFERENCES)
+    term = None
+    try:
+        await writer.aconfig()
+        await topology.client_for(settings.layout.meta).sadd(
+            settings.layout.meta.watchlist, "AAPL", "MSFT", "GOOG")
+        await writer.atick()
+        # Only the URL: the number of partitions comes from the Cluster's config.
+        term = Terminal(["watch", "--tickers", "AAPL,MSFT,GOOG,ZZZZ"],
+                        {"REDIS_URL": group.url, "PRICEFEED_NAMESPACE": namespace})
+        await asyncio.to_thread(term.wait_for_text, "190.19", "420.42", "170.17", "live",
+                                "not on the watchlist")
+        group.primary_of(settings.layout.of("MSFT").latest).proc.kill()
+        await writer.atick({"MSFT": 333.33})  # sent again until the replica took over
+        await asyncio.to_thread(term.wait_for_text, "333.33", "live")
+        term.press_ctrl_c()
+        assert await asyncio.to_thread(term.wait_exit) == 0
+        assert "Traceback" not in term.text()
+    finally:
+        if term is not None:
+            term.close()
+        await topology.aclose()
+        group.close()
+
+
+def test_watch_says_in_one_line_when_no_cluster_node_answers():
+    url = f"redis+cluster://:pw@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    done = subprocess.run([sys.executable, "-m", "pricefeed", "watch"], cwd=ROOT,
+                          env={"REDIS_URL": url, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis at redis+cluster://:***@127.0.0.1" in done.stderr
+    assert "no Cluster node answered" in done.stderr and "pw" not in done.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,11 +17,12 @@ import redis
 
 from bench.contract_publisher import ContractWriter
 from shared.keys import Keys
-from shared.subscriber import LogTrimmed, consume
+from shared.subscriber import LogTrimmed
 from tests.helpers.poll import wait_for
 from tests.helpers.support import ROOT, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "GOOG": 170.0}  # partitions 0, 1, 2 when P = 3
 FAST = {"PRICEFEED_TICK_INTERVAL": "0.02", "PRICEFEED_TICKERS": "AAPL,MSFT,TSLA"}
 
 
@@ -81,11 +83,10 @@ def test_a_killed_consumer_loses_nothing_and_acks_nothing_twice(
     assert sredis.xpending(keys.ticks, "g")["pending"] == 0
 
 
-async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(aredis, sredis, namespace):
-    keys = Keys(namespace)
-    writer = ContractWriter(sredis, keys, {"AAPL": 190.0})
+async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(world):
+    writer = await world.writer({"AAPL": 190.0})
     for _ in range(3):
-        writer.tick()
+        await writer.atick()
     processed: list[int] = []
     three = asyncio.Event()
 
@@ -94,17 +95,76 @@ async def test_a_group_left_behind_by_the_trim_gets_a_clear_error(aredis, sredis
         if len(processed) == 3:
             three.set()
 
-    task = asyncio.create_task(consume(aredis, keys, "g", "c", handler, start="0"))
+    task = asyncio.create_task(world.consume("g", "c", handler, start="0"))
     await asyncio.wait_for(three.wait(), 5)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     for _ in range(5):
-        writer.tick()
-    sredis.xtrim(keys.ticks, minid=str(processed[-1] + 3), approximate=False)  # 2 unread gone
-    with pytest.raises(LogTrimmed, match="never read"):
-        await asyncio.wait_for(consume(aredis, keys, "g", "c", handler), 5)
+        await writer.atick()
+    keys = world.layout.of("AAPL")
+    world.node(keys).xtrim(keys.ticks, minid=str(processed[-1] + 3), approximate=False)
+    with pytest.raises(LogTrimmed, match=f"{re.escape(keys.ticks)} trimmed 2 entries .*never read"):
+        await asyncio.wait_for(world.consume("g", "c", handler), 5)
     assert processed == [1, 2, 3]
+
+
+async def test_every_tick_is_handled_once_then_acked(world):
+    """Each log entry (of every partition, on a Cluster) reaches the handler once, and is
+    acked after it: nothing stays pending."""
+    writer = await world.writer(PRICES)
+    for _ in range(4):
+        await writer.atick()
+    logs = {keys: [i.decode() for i, _ in world.node(keys).xrange(keys.ticks)]
+            for keys in {world.layout.of(t) for t in PRICES}}
+    expected = sum(len(ids) for ids in logs.values())
+    seen: list[tuple[str, str]] = []
+    done = asyncio.Event()
+
+    async def handler(entry) -> None:
+        seen.append((world.layout.of(next(iter(entry.updates))).ticks, entry.entry_id))
+        if len(seen) == expected:
+            done.set()
+
+    task = asyncio.create_task(world.consume("g", "c", handler, start="0", block_ms=100))
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sorted(seen) == sorted((keys.ticks, i) for keys, ids in logs.items() for i in ids)
+    for keys in logs:
+        assert world.node(keys).xpending(keys.ticks, "g")["pending"] == 0
+
+
+async def test_a_handler_that_fails_leaves_its_tick_pending_for_another_consumer(world):
+    writer = await world.writer(PRICES)
+    await writer.atick()
+
+    async def failing(entry) -> None:
+        if "MSFT" in entry.updates:
+            raise RuntimeError("the handler broke")
+
+    with pytest.raises(RuntimeError, match="the handler broke"):
+        await asyncio.wait_for(world.consume("g", "c1", failing, start="0", block_ms=100), 10)
+    keys = world.layout.of("MSFT")
+    assert world.node(keys).xpending(keys.ticks, "g")["pending"] == 1
+    claimed = asyncio.Event()
+
+    async def handler(entry) -> None:
+        if "MSFT" in entry.updates:
+            claimed.set()
+
+    task = asyncio.create_task(world.consume("g", "c2", handler, claim_idle_ms=0,
+                                             block_ms=100))
+    try:
+        await asyncio.wait_for(claimed.wait(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert world.node(keys).xpending(keys.ticks, "g")["pending"] == 0
 
 
 def test_the_worker_stops_cleanly_on_sigterm(redis_url, namespace, tmp_path, sredis):

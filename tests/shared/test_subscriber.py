@@ -1,5 +1,7 @@
-"""shared.subscriber against a real redis-server: snapshot first, then ticks, narrowed
-by ticker, and a fresh snapshot after Redis comes back."""
+"""shared.subscriber against real Redis: snapshot first, then ticks, narrowed by ticker,
+and a fresh snapshot after a connection is lost. The tests taking ``world`` run on one
+redis-server and on a P = 3 Cluster with one partition per primary (tests/helpers/
+topologies.py), with the same assertions."""
 
 from __future__ import annotations
 
@@ -16,21 +18,30 @@ from shared.backoff import Backoff
 from shared.codec import encode_map
 from shared.keys import Keys
 from shared.models import PriceUpdate
-from shared.subscriber import Batch, snapshot, subscribe
+from shared.subscriber import Batch, Feed, subscribe
+from tests.helpers.topologies import ServerWorld
 
 pytestmark = pytest.mark.integration
 
-PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0}
+# With P = 3 on a Cluster: AAPL and TSLA in partition 0, MSFT in 1, GOOG in 2.
+PRICES = {"AAPL": 190.0, "MSFT": 420.0, "TSLA": 250.0, "GOOG": 170.0}
 
 
 @contextlib.asynccontextmanager
-async def collecting(client: aioredis.Redis, keys: Keys, **kwargs) -> AsyncIterator[asyncio.Queue]:
-    """Run `subscribe` in a task that puts every batch (and state change) on a queue."""
+async def collecting(client: aioredis.Redis | ServerWorld, keys: Keys | None = None, **kwargs
+                     ) -> AsyncIterator[asyncio.Queue]:
+    """Run `subscribe` (of one client, or of a world) in a task that puts every batch (and
+    state change) on a queue."""
     queue: asyncio.Queue = asyncio.Queue()
+    kwargs["on_state"] = lambda up: queue.put_nowait(("state", up))
+
+    def batches():
+        if isinstance(client, ServerWorld):
+            return client.subscribe(**kwargs)
+        return subscribe(client, keys, **kwargs)
 
     async def run() -> None:
-        async with contextlib.aclosing(subscribe(
-                client, keys, on_state=lambda up: queue.put_nowait(("state", up)), **kwargs)) as it:
+        async with contextlib.aclosing(batches()) as it:
             async for batch in it:
                 queue.put_nowait(batch)
 
@@ -50,39 +61,39 @@ async def next_batch(queue: asyncio.Queue, timeout_s: float = 10.0) -> Batch:
             return item
 
 
-async def test_snapshot_reads_the_cache_and_narrows_to_tickers(aredis, sredis, namespace):
-    keys = Keys(namespace)
-    ContractWriter(sredis, keys, PRICES).tick()
-    sredis.hset(keys.latest, "BAD", b"{not json")  # one bad entry must not spoil the read
-    everything = await snapshot(aredis, keys)
+async def test_snapshot_reads_the_cache_and_narrows_to_tickers(world):
+    await (await world.writer(PRICES)).atick()
+    keys = world.layout.of("AAPL")
+    world.node(keys).hset(keys.latest, "BAD", b"{not json")  # must not spoil the read
+    everything = await world.snapshot()
     assert set(everything) == set(PRICES)
     assert everything["AAPL"].price == round(190.0 * 1.001, 2)
-    only = await snapshot(aredis, keys, ["MSFT", "NOPE"])
+    only = await world.snapshot(["MSFT", "NOPE"])
     assert set(only) == {"MSFT"}
 
 
-async def test_subscribe_yields_the_snapshot_then_each_tick(aredis, sredis, namespace):
-    keys = Keys(namespace)
-    writer = ContractWriter(sredis, keys, PRICES)
-    first = writer.tick()
-    async with collecting(aredis, keys) as queue:
+async def test_subscribe_yields_the_snapshot_then_each_tick(world):
+    writer = await world.writer(PRICES)
+    first = await writer.atick()
+    async with collecting(world) as queue:
         snap = await next_batch(queue)
         assert snap.snapshot and {t: u.seq for t, u in snap.updates.items()} == {
             t: u.seq for t, u in first.items()}
-        sredis.publish(keys.prices, b"garbage")  # skipped, the stream goes on
-        second = writer.tick()
+        assert all(snap.covers(t) for t in PRICES)
+        keys = world.layout.of("AAPL")
+        world.publish(keys, keys.prices, b"garbage")  # skipped, the stream goes on
+        second = await writer.atick({"AAPL": 191.0})
         tick = await next_batch(queue)
         assert not tick.snapshot
         assert dict(tick.updates) == second
 
 
-async def test_subscribe_narrows_to_the_tickers_asked_for(aredis, sredis, namespace):
-    keys = Keys(namespace)
-    writer = ContractWriter(sredis, keys, PRICES)
-    writer.tick()
-    async with collecting(aredis, keys, tickers=["TSLA"]) as queue:
+async def test_subscribe_narrows_to_the_tickers_asked_for(world):
+    writer = await world.writer(PRICES)
+    await writer.atick()
+    async with collecting(world, tickers=["TSLA"]) as queue:
         assert set((await next_batch(queue)).updates) == {"TSLA"}
-        writer.tick()
+        await writer.atick()
         assert set((await next_batch(queue)).updates) == {"TSLA"}
 
 
@@ -112,41 +123,31 @@ async def test_subscribe_resumes_with_a_fresh_snapshot_after_redis_restarts(
         await client.aclose()
 
 
-async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(
-        redis_server_factory, namespace):
-    server = redis_server_factory()
-    keys = Keys(namespace)
-    client = aioredis.from_url(server.url)
-    sync = redis.Redis(port=server.port)
-    try:
-        writer = ContractWriter(sync, keys, PRICES)
-        writer.tick()
-        async with collecting(client, keys, backoff=Backoff(initial_s=0.05, cap_s=0.2)) as queue:
-            assert (await next_batch(queue)).snapshot
-            # Written but never published: only a fresh snapshot can deliver it.
-            missed = writer.tick(publish=False)
-            assert sync.client_kill_filter(_type="pubsub") == 1
+async def test_subscribe_takes_a_fresh_snapshot_when_its_connection_is_killed(world):
+    writer = await world.writer(PRICES)
+    await writer.atick()
+    async with collecting(world, backoff=Backoff(initial_s=0.05, cap_s=0.2)) as queue:
+        assert (await next_batch(queue)).snapshot
+        # Written but never published: only a fresh snapshot can deliver it.
+        missed = await writer.atick(publish=False)
+        assert world.kill_subscriptions() >= 1
+        batch = await next_batch(queue)
+        while not (batch.snapshot and "AAPL" in batch.updates):
             batch = await next_batch(queue)
-            while not batch.snapshot:
-                batch = await next_batch(queue)
-            assert batch.updates["AAPL"] == missed["AAPL"]
-    finally:
-        sync.close()
-        await client.aclose()
+        assert batch.updates["AAPL"] == missed["AAPL"] and not batch.reset
 
 
-async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(aredis, sredis, namespace):
-    keys = Keys(namespace)
-    ContractWriter(sredis, keys, PRICES).tick()
-    async with collecting(aredis, keys) as queue:
+async def test_a_wiped_dataset_gives_a_reset_snapshot_then_its_ticks(world):
+    await (await world.writer(PRICES)).atick()
+    async with collecting(world) as queue:
         assert not (await next_batch(queue)).reset
-        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
-            sredis.delete(key)  # wiped; a fresh producer starts its seqs over at 1
-        fresh = ContractWriter(sredis, keys, {"AAPL": 50.0})
-        first = fresh.tick()
+        world.wipe()  # a fresh producer starts its seqs over at 1
+        fresh = await world.writer({"AAPL": 50.0})
+        first = await fresh.atick()
         batch = await next_batch(queue)
         assert batch.snapshot and batch.reset and dict(batch.updates) == first
-        second = fresh.tick()  # lower seqs than before the wipe, and still delivered
+        assert batch.covers("AAPL")  # what to drop: AAPL's partition, or everything
+        second = await fresh.atick()  # lower seqs than before the wipe, and still delivered
         tick = await next_batch(queue)
         assert not tick.snapshot and dict(tick.updates) == second
 
@@ -223,15 +224,30 @@ async def test_a_dropped_cancel_ends_the_subscription_while_redis_refuses_it(
     assert task.cancelled()
 
 
-async def test_a_wiped_dataset_is_a_reset_even_before_anyone_writes_a_new_epoch(
-        aredis, sredis, namespace):
-    keys = Keys(namespace)
-    ContractWriter(sredis, keys, PRICES).tick()
-    async with collecting(aredis, keys) as queue:
+async def test_a_wiped_dataset_is_a_reset_even_before_anyone_writes_a_new_epoch(world):
+    await (await world.writer(PRICES)).atick()
+    async with collecting(world) as queue:
         assert (await next_batch(queue)).snapshot
-        for key in list(sredis.scan_iter(match=f"{namespace}:*")):
-            sredis.delete(key)
+        world.wipe()
         # A tick from a writer that keeps no epoch (an older producer, a script).
-        sredis.publish(keys.prices, encode_map([PriceUpdate.create("AAPL", 50.0, None, 1.0, 1)]))
+        keys = world.layout.of("AAPL")
+        world.publish(keys, keys.prices,
+                      encode_map([PriceUpdate.create("AAPL", 50.0, None, 1.0, 1)]))
         batch = await next_batch(queue)
         assert batch.snapshot and batch.reset and dict(batch.updates) == {}
+        assert batch.covers("AAPL")
+
+
+async def test_a_feed_from_the_url_alone_reads_and_follows_prices(world):
+    """`Feed.from_url`: what a service with only REDIS_URL uses, on either topology."""
+    writer = await world.writer(PRICES)
+    first = await writer.atick()
+    async with Feed.from_url(world.url, world.namespace) as feed:
+        assert await feed.snapshot(["AAPL", "GOOG"]) == {t: first[t] for t in ("AAPL", "GOOG")}
+        batches = feed.subscribe(["GOOG"])
+        async with contextlib.aclosing(batches):
+            snap = await asyncio.wait_for(anext(batches), 10)
+            assert snap.snapshot and dict(snap.updates) == {"GOOG": first["GOOG"]}
+            second = await writer.atick()
+            tick = await asyncio.wait_for(anext(batches), 10)
+            assert not tick.snapshot and dict(tick.updates) == {"GOOG": second["GOOG"]}
