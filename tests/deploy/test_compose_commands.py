@@ -17,7 +17,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.helpers.compose import environment, healthcheck_argv, load
+from tests.helpers.compose import CLUSTER_COMPOSE, environment, healthcheck_argv, load
 from tests.helpers.poll import wait_for
 from tests.helpers.support import ROOT, free_port
 
@@ -96,3 +96,73 @@ def test_producer_and_gateway_commands_pass_their_own_healthchecks(
                 proc.kill()
                 proc.wait()
                 raise
+
+
+def _local_node_command(command: list[str], port: int, bus_port: int, node_dir: str
+                        ) -> list[str]:
+    """A Cluster node's compose command on a private port: its announced name becomes
+    localhost, its files go to ``node_dir``."""
+    local = ["localhost" if re.fullmatch(r"redis-\d", arg) else arg for arg in command]
+    return [shutil.which("redis-server") or "redis-server", *local[1:], "--port", str(port),
+            "--cluster-port", str(bus_port), "--dir", node_dir, "--bind", "127.0.0.1",
+            "--save", ""]
+
+
+def _local_init(command: list[str], ports: dict[str, int]) -> list[str]:
+    """The init service's `sh -c` with each node's name:6379 (and `-h name`) made local."""
+    script = command[2]
+    for name, port in ports.items():
+        script = script.replace(f"{name}:6379", f"127.0.0.1:{port}")
+        script = script.replace(f"-h {name} ", f"-h 127.0.0.1 -p {port} ")
+    return [command[0], command[1], script]
+
+
+def test_the_cluster_compose_commands_form_a_cluster_and_both_producers_get_healthy(
+        tmp_path, image_bin):
+    services = load(CLUSTER_COMPOSE)["services"]
+    names = sorted(n for n in services if re.fullmatch(r"redis-\d", n))
+    ports = {name: free_port() for name in names}
+    started: list[subprocess.Popen] = []
+    try:
+        for name in names:
+            node_dir = tmp_path / name
+            node_dir.mkdir()
+            started.append(subprocess.Popen(
+                _local_node_command(services[name]["command"], ports[name], free_port(),
+                                    str(node_dir)),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        init = _local_init(services["redis-cluster"]["command"], ports)
+        wait_for(lambda: all(subprocess.run(
+            ["redis-cli", "-p", str(p), "ping"], capture_output=True).stdout == b"PONG\n"
+            for p in ports.values()), 10, 0.1, "six nodes answering")
+        for _ in range(2):  # the second run finds a Cluster and leaves it as it is
+            done = subprocess.run(init, capture_output=True, timeout=60)
+            assert done.returncode == 0, done.stdout[-500:] + done.stderr[-500:]
+        seeds = ",".join(f"127.0.0.1:{ports[n]}" for n in names[:3])
+        service = services["producer"]
+        assert service["scale"] == 2 and services["gateway"]["scale"] == 2
+        env = environment(service, {})
+        assert env["REDIS_URL"] == "redis+cluster://redis-1:6379,redis-2:6379,redis-3:6379"
+        env.update(REDIS_URL=f"redis+cluster://{seeds}", PATH=f"{image_bin}:/usr/bin:/bin",
+                   HOME=os.environ.get("HOME", "/tmp"), PYTHONUNBUFFERED="1",
+                   PRICEFEED_PARTITIONS="6")
+        check = healthcheck_argv(service)
+        assert not healthy(check, env), "the producer healthcheck passes with none running"
+        logs = []
+        for i in range(2):
+            logs.append(tmp_path / f"producer-{i}.log")
+            with logs[-1].open("wb") as log:
+                started.append(subprocess.Popen(
+                    service["command"], env=env, cwd="/", stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True))
+        wait_for(lambda: healthy(check, env), 30, 0.2, "the producers healthy")
+        assert all(p.poll() is None for p in started), [log.read_text() for log in logs]
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -11,6 +11,8 @@ import yaml
 from tests.helpers.support import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
+CLUSTER_COMPOSE = ROOT / "docker-compose.cluster.yml"
+COMPOSE_FILES = (COMPOSE, CLUSTER_COMPOSE)
 _VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
