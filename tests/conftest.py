@@ -81,6 +81,17 @@ def sentinel_group() -> Iterator[SentinelGroup]:
         group.close()
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterGroup]:
+    """A private Cluster of three primaries with a replica each (tests/helpers/cluster.py)
+    for one test module; a module that needs another shape defines its own."""
+    group = RedisClusterGroup().start()
+    try:
+        yield group
+    finally:
+        group.close()
+
+
 @pytest.fixture(scope="session")
 def contract_cluster() -> Iterator[RedisClusterGroup]:
     """A Cluster of three primaries (a replica each) shared by the session's contract

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +38,6 @@ P = 6
 # Two tickers in each of the 6 partitions (CRC-32 mod 6), so every partition ticks.
 TICKERS = ("QAG", "QAN", "QAC", "QAH", "QAU", "QBB", "QAK", "QAP", "QAD", "QAE", "QAA", "QAB")
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterGroup]:
-    group = RedisClusterGroup().start()
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def cluster_settings(cluster: RedisClusterGroup, namespace: str, **env: str) -> Settings:

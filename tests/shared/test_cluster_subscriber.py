@@ -30,14 +30,6 @@ pytestmark = pytest.mark.integration
 PRICES = {"AAPL": 190.0, "MSFT": 420.0, "GOOG": 170.0}  # partitions 0, 1 and 2 of 3
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    group = RedisClusterGroup(primaries=3, replicas=1).start()
-    try:
-        yield group
-    finally:
-        group.close()
-
 
 class Setup:
     """A namespace's reference writer and a Feed knowing only the URL."""

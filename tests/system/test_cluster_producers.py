@@ -13,7 +13,7 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +31,6 @@ from tests.producer.test_cluster_producer import TICKERS, P
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterGroup]:
-    group = RedisClusterGroup().start()
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def env_of(cluster: RedisClusterGroup, namespace: str) -> dict[str, str]:
