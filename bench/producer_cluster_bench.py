@@ -1,6 +1,7 @@
 """The producer on a Redis Cluster (docs/CLUSTER.md): updates/s and CPU per update of each
 Redis shard and each producer process, with one producer and with two sharing the
-partitions. Run by ``bench/producer_bench.py --topology cluster``.
+partitions, beside one producer on one redis-server measured the same way in the same
+run. Run by ``bench/producer_bench.py --topology cluster``.
 
 A private 3-primary Cluster (no replicas: the machine's cores go to the shards) on free
 ports; real ``pricefeed producer`` processes (the simulator at its fastest tick, 10 ms)
@@ -40,6 +41,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def single() -> Iterator[list[tuple[int, psutil.Process]]]:
+    """One private redis-server: its port and process (a list, as `cluster` gives)."""
+    binary = find_server()
+    if binary is None:
+        raise SystemExit("needs redis-server on PATH (apt-get install redis-server)")
+    workdir = tempfile.mkdtemp(prefix="pricefeed-server-bench-")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary.path, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _pings(port), "the redis-server")
+        yield [(port, psutil.Process(proc.pid))]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager
@@ -114,20 +136,26 @@ def _holders(client: RedisCluster, layout: Layout) -> list[str | None]:
 
 
 def run_mode(nodes: list[tuple[int, psutil.Process]], producers: int, tickers: int,
-             seconds: float, log_dir: Path) -> dict[str, object]:
-    """``producers`` producer processes over ``tickers`` tickers for ``seconds``."""
-    namespace = f"bench-cluster-{producers}"
-    layout = Layout(namespace, PARTITIONS)
-    url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p, _ in nodes)
-    env = {"REDIS_URL": url, "PRICEFEED_NAMESPACE": namespace,
-           "PRICEFEED_PARTITIONS": str(PARTITIONS), "PRICEFEED_TICK_INTERVAL": "0.01",
+             seconds: float, log_dir: Path, clustered: bool = True) -> dict[str, object]:
+    """``producers`` producer processes over ``tickers`` tickers for ``seconds``, on the
+    Cluster of ``nodes`` (or on its one server when not ``clustered``)."""
+    namespace = f"bench-{'cluster' if clustered else 'server'}-{producers}"
+    layout = Layout(namespace, PARTITIONS if clustered else 0)
+    env = {"PRICEFEED_NAMESPACE": namespace, "PRICEFEED_TICK_INTERVAL": "0.01",
            "PRICEFEED_TICKERS": ",".join(f"T{i}" for i in range(tickers)),
            "PRICEFEED_MAX_WATCHLIST": str(max(tickers, 1000)), "PRICEFEED_LOG_LEVEL": "WARNING"}
-    client = RedisCluster(host="127.0.0.1", port=nodes[0][0], socket_timeout=5)
+    client: redis.Redis | RedisCluster
+    if clustered:
+        env["REDIS_URL"] = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p, _ in nodes)
+        env["PRICEFEED_PARTITIONS"] = str(PARTITIONS)
+        client = RedisCluster(host="127.0.0.1", port=nodes[0][0], socket_timeout=5)
+    else:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{nodes[0][0]}/0"
+        client = redis.Redis(port=nodes[0][0], socket_timeout=5)
     with ExitStack() as stack:
         procs = [stack.enter_context(_producer(env, log_dir / f"{namespace}-{i}.log"))
                  for i in range(producers)]
-        fair = -(-PARTITIONS // producers)
+        fair = -(-len(layout.all()) // producers)
         _wait(lambda: None not in (h := _holders(client, layout))
               and max(h.count(o) for o in set(h)) <= fair
               and all(_tops(client, layout)), "every partition written", 60)
@@ -140,7 +168,8 @@ def run_mode(nodes: list[tuple[int, psutil.Process]], producers: int, tickers: i
         cpu1 = [_usage(n) for _, n in nodes], [_usage(p) for p in pids]
         tops1, elapsed = _tops(client, layout), time.monotonic() - started
     written = [b - a for a, b in zip(tops0, tops1, strict=True)]
-    served = {i: client.get_node_from_key(k.latest).port for i, k in enumerate(layout.all())}
+    served = {i: client.get_node_from_key(k.latest).port if isinstance(client, RedisCluster)
+              else nodes[0][0] for i, k in enumerate(layout.all())}
     client.close()
     shards = [_row(f"redis :{port}", cpu0[0][j], cpu1[0][j], elapsed,
                    sum(w for i, w in enumerate(written) if served[i] == port))
@@ -150,7 +179,8 @@ def run_mode(nodes: list[tuple[int, psutil.Process]], producers: int, tickers: i
         mine = [i for i, o in enumerate(owners) if o and f":{proc.pid}:" in o]
         writers.append(_row(f"producer pid {proc.pid}", cpu0[1][j], cpu1[1][j], elapsed,
                             sum(written[i] for i in mine)))
-    return {"producers": producers, "tickers": tickers, "partitions": PARTITIONS,
+    return {"topology": "cluster" if clustered else "server", "producers": producers,
+            "tickers": tickers, "partitions": PARTITIONS if clustered else 0,
             "seconds": round(elapsed, 2), "updates_per_s": round(sum(written) / elapsed),
             "shards": shards, "producer_processes": writers}
 
@@ -178,19 +208,26 @@ def _producer(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes
 
 
 def run(tickers: int, seconds: float) -> list[dict[str, object]]:
-    """Both modes on one Cluster; each printed as it ends."""
+    """One producer on one server, then one and two on one Cluster; each printed as it
+    ends."""
     rows = []
     log_dir = Path(tempfile.mkdtemp(prefix="pricefeed-cluster-bench-logs-"))
+    with single() as server:
+        rows.append(_report(run_mode(server, 1, tickers, seconds, log_dir, clustered=False)))
     with cluster() as nodes:
         for producers in (1, 2):
-            row = run_mode(nodes, producers, tickers, seconds, log_dir)
-            rows.append(row)
-            print(f"  cluster, {producers} producer(s), {tickers} tickers, P={PARTITIONS}: "
-                  f"{row['updates_per_s']:,} updates/s", flush=True)
-            for r in [*row["shards"], *row["producer_processes"]]:  # type: ignore[misc]
-                print(f"    {r['process']:22} CPU share {r['cpu_share']:.2f} (waiting for "
-                      f"a CPU {r['cpu_wait_share']:.2f}), "
-                      f"{r['updates_per_s']:>8,} updates/s, {r['cpu_us_per_update']} µs CPU "
-                      "per update", flush=True)
+            rows.append(_report(run_mode(nodes, producers, tickers, seconds, log_dir)))
     shutil.rmtree(log_dir, ignore_errors=True)
     return rows
+
+
+def _report(row: dict[str, object]) -> dict[str, object]:
+    where = (f"cluster, P={PARTITIONS}" if row["topology"] == "cluster" else "one server")
+    print(f"  {where}, {row['producers']} producer(s), {row['tickers']} tickers: "
+          f"{row['updates_per_s']:,} updates/s", flush=True)
+    for r in [*row["shards"], *row["producer_processes"]]:  # type: ignore[misc]
+        print(f"    {r['process']:22} CPU share {r['cpu_share']:.2f} (waiting for "
+              f"a CPU {r['cpu_wait_share']:.2f}), "
+              f"{r['updates_per_s']:>8,} updates/s, {r['cpu_us_per_update']} µs CPU "
+              "per update", flush=True)
+    return row

@@ -23,9 +23,12 @@ def test_the_cluster_producer_benchmark_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     modes = json.loads(out.read_text())["modes"]
-    assert [m["producers"] for m in modes] == [1, 2]
+    assert [(m["topology"], m["producers"]) for m in modes] == [
+        ("server", 1), ("cluster", 1), ("cluster", 2)]
     for mode in modes:
-        assert len(mode["shards"]) == 3 and len(mode["producer_processes"]) == mode["producers"]
+        shards = 3 if mode["topology"] == "cluster" else 1
+        assert len(mode["shards"]) == shards
+        assert len(mode["producer_processes"]) == mode["producers"]
         assert mode["updates_per_s"] > 0
         # Every update is counted once on its shard and once on its producer.
         assert sum(r["updates_per_s"] for r in mode["shards"]) == pytest.approx(
