@@ -18,7 +18,7 @@ import orjson
 import psutil
 import redis
 
-from shared.keys import Keys
+from shared.keys import Keys, partition_of
 from shared.models import is_valid_ticker
 from tests.helpers.poll import wait_for
 from tests.helpers.support import ROOT, Service, free_port
@@ -138,6 +138,10 @@ def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
     return whole, rest
 
 
+def _position(raw: bytes) -> bool:
+    return all(part.isdigit() for part in raw.split(b"."))
+
+
 def check_frame(frame: bytes) -> dict[str, dict[str, object]] | None:
     """One raw SSE frame (no blank-line terminator) well formed; its data, if any."""
     data = None
@@ -153,9 +157,11 @@ def check_frame(frame: bytes) -> dict[str, dict[str, object]] | None:
         if name == b"event":
             assert value == b"reset", value
         elif name == b"id":
+            # One server: one position; a Cluster: one per partition, joined by dots
+            # (docs/CLUSTER.md, "The gateway on a Cluster").
             epoch, pos, prev = value.split(b"-")
-            assert len(epoch) == 16 and pos.isdigit() and prev.isdigit(), value
-            event_id = int(pos)
+            assert len(epoch) == 16 and _position(pos) and _position(prev), value
+            event_id = [int(part) for part in pos.split(b".")]
         elif name == b"retry":
             assert value.isdigit(), value
         else:
@@ -166,5 +172,7 @@ def check_frame(frame: bytes) -> dict[str, dict[str, object]] | None:
     assert isinstance(data, dict), frame[:200]
     for ticker, update in data.items():
         check_update(ticker, update)
-    assert all(u["seq"] <= event_id for u in data.values())  # the position is the tick's
+    # The position is the tick's: on a Cluster, the component of each ticker's partition.
+    assert all(u["seq"] <= event_id[partition_of(t, len(event_id)) if len(event_id) > 1 else 0]
+               for t, u in data.items())
     return data
