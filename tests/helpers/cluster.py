@@ -52,6 +52,14 @@ class RedisClusterGroup:
         return f"redis+cluster://{auth}{seeds}"
 
     def start(self) -> RedisClusterGroup:
+        """Start and join the nodes; on failure close what was started, then raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> RedisClusterGroup:
         for node in self.nodes:
             node.start()
         cmd = [_cli(), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
