@@ -10,8 +10,8 @@ Each tick includes the simulator step, as in the producer. Then the CPU share of
 
     uv run python bench/producer_bench.py            # the full run (~1.5 min)
     uv run python bench/producer_bench.py --quick    # a smoke run (seconds)
-    uv run python bench/producer_bench.py --topology cluster   # a 3-primary Redis Cluster,
-        # one producer then two: bench/producer_cluster_bench.py
+    uv run python bench/producer_bench.py --topology cluster   # one server, then a
+        # 3-primary Redis Cluster with one producer and two: bench/producer_cluster_bench.py
 """
 
 from __future__ import annotations
