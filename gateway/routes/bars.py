@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from gateway.access import ReadGrant, entitled_symbol
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
+from gateway.cluster.reads import cluster_bars
 from gateway.delayed import bars_until
 from gateway.deps import GatewayDep
 
@@ -60,6 +61,8 @@ async def bars(
     if grant.delay_s:  # closed bars that ended by now minus the delay, only
         found = await bars_until(gw.redis, gw.settings.keys, symbol, interval, limit, since,
                                  time.time() - grant.delay_s)
+    elif gw.cluster is not None:
+        found = await cluster_bars(gw.cluster, symbol, interval, limit, since)
     else:
         found = await read_bars(gw.redis, gw.settings.keys, symbol, interval, limit, since)
     if found is None:

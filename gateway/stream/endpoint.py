@@ -39,6 +39,9 @@ def respond(request: Request) -> PriceStream | Response:
         grant = read_grant(request, gw.settings, gw.verifier)
         asked = parse_tickers(query.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(query.get("bars"))
+        if bars is not None and gw.settings.clustered:
+            raise BadRequest("bars: bar events are not served on a Redis Cluster yet "
+                             "(docs/CLUSTER.md); read /api/bars/{ticker}")
         kinds = parse_kinds(query.get("events"))
         replay_all = parse_replay(query.get("replay"))
         max_hz = parse_max_hz(query.get("max_hz"), grant.max_hz, gw.settings.max_hz)
@@ -58,7 +61,7 @@ def respond(request: Request) -> PriceStream | Response:
             headers={"Retry-After": "5"},
         ))
     opening = opening_of(request.headers.get("last-event-id") or query.get("last_event_id"),
-                         replay_all)
+                         replay_all, gw.settings.partitions)
     # Registered before the snapshot read: no tick can fall in between. A delayed client
     # is registered for no live price and no bar (both are real time): only notices.
     if grant.delay_s:

@@ -18,9 +18,12 @@ from contextlib import aclosing
 from redis.exceptions import RedisError
 
 from gateway.access import Grant, seconds_left
+from gateway.cluster import resume as cluster_resume
+from gateway.cluster.reads import ClusterView, read_cluster_view
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
 from gateway.hub import Changes, Client
+from gateway.positions import Position, Vector, join
 from gateway.reads import StreamView, read_view
 from gateway.stream.framing import (
     PING_FRAME,
@@ -29,7 +32,7 @@ from gateway.stream.framing import (
     delayed_frame,
     price_frame,
 )
-from gateway.stream.request import Opening
+from gateway.stream.request import EventId, Opening
 from gateway.stream.resume import changed_since, replay, resumable
 
 DELAYED_PERIOD_S = 0.25  # how often a delayed stream releases what has become old enough
@@ -103,6 +106,8 @@ async def _frames(
             yield RESET_FRAME
         stats.events_sent += 1
         stats.updates_sent += len(changes.items)
+        if isinstance(changes.pos, Vector):
+            changes = _not_behind(changes, client.last_pos)
         frame = price_frame(changes, hub.epoch, client.last_pos)
         client.last_pos = changes.pos
         yield frame
@@ -181,21 +186,24 @@ async def _opening(
     if view is None:
         return  # Redis is down: the hub's snapshot after recovery comes next
     last = opening.last
-    resume = last is not None and resumable(view, last, opening.replay_all)
+    if isinstance(view, ClusterView):
+        resume = last is not None and cluster_resume.resumable(view, last, opening.replay_all)
+    else:
+        resume = last is not None and resumable(view, last, opening.replay_all)
     if opening.reset or (last is not None and not resume):
         gw.stats.resets += 1
         yield RESET_FRAME
         last = None
     if last is None or not opening.replay_all:
-        after = last.pos if last is not None else 0
+        after: Position = last.pos if last is not None else 0
         client.cover(view.top)  # before the first await below: no tick can slip between
         client.last_pos = after  # nothing to send (nothing wanted changed): still true
-        first = changed_since(view, client.tickers, after)
+        first = changed_since(view.updates, view.top, client.tickers, after)
         if after == 0 or first.items:
             yield _sent(gw, client, view.epoch, first)
         return
     client.last_pos = last.pos
-    batches = replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
+    batches = _replay(gw, client, last, view)
     try:
         async with aclosing(batches):
             async for changes in batches:
@@ -209,6 +217,15 @@ async def _opening(
     client.cover(client.last_pos)
 
 
+def _not_behind(changes: Changes, last: Position) -> Changes:
+    """``changes`` at a position no component of which is behind the client's last one.
+    On a Cluster the hub's position lags a partition that a stream's opening read further
+    (the partitions are read one by one): the client has those ticks, and its ids must
+    never go back (docs/CLUSTER.md "The gateway on a Cluster")."""
+    pos = join(changes.pos, last)
+    return changes if pos == changes.pos else Changes(changes.items, pos)
+
+
 def _sent(gw: Gateway, client: Client, epoch: str, changes: Changes) -> bytes:
     gw.stats.events_sent += 1
     gw.stats.updates_sent += len(changes.items)
@@ -217,9 +234,20 @@ def _sent(gw: Gateway, client: Client, epoch: str, changes: Changes) -> bytes:
     return frame
 
 
-async def _stream_view(gw: Gateway) -> StreamView | None:
+def _replay(gw: Gateway, client: Client, last: EventId,
+            view: StreamView | ClusterView) -> AsyncGenerator[Changes, None]:
+    if isinstance(view, ClusterView):
+        assert gw.cluster is not None and isinstance(last.pos, Vector)
+        return cluster_resume.replay(gw.cluster, client, last.pos, view.top)
+    assert isinstance(last.pos, int)
+    return replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
+
+
+async def _stream_view(gw: Gateway) -> StreamView | ClusterView | None:
     """The cache and the log's span from Redis; None during an outage."""
     try:
+        if gw.cluster is not None:
+            return await read_cluster_view(gw.cluster)
         return await read_view(gw.redis, gw.settings.keys)
     except (RedisError, OSError):
         return None

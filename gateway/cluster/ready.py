@@ -1,0 +1,69 @@
+"""``/api/ready`` on a Cluster: every partition subscribed, and which partitions have a live
+producer (docs/CLUSTER.md "The gateway on a Cluster")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from gateway.cluster.clients import ClusterClients
+from gateway.cluster.feed import ClusterPriceFeed
+from shared.keys import Keys
+from shared.models import OUT_OF_MEMORY_STATE
+from shared.status import SOURCE_DOWN, problem
+
+READY_TIMEOUT_S = 1.0
+
+
+async def _heartbeat(client: aioredis.Redis, keys: Keys) -> tuple[bool, bytes | None]:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.producer)
+        pipe.get(keys.producer_status)
+        beat, raw = await pipe.execute()
+    return bool(beat), raw
+
+
+async def cluster_ready(clients: ClusterClients, feed: ClusterPriceFeed,
+                        status_of: Any) -> JSONResponse:
+    """200 when every partition is subscribed and at least one has a fresh producer
+    heartbeat; the body names the partitions with one (``producers.fresh``) and those
+    without (``producers.missing``: no producer, or no ticker in them yet)."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            found = await clients.each(_heartbeat)
+    except (RedisError, OSError, TimeoutError) as e:
+        return _answer(f"redis unavailable: {type(e).__name__}", None, None)
+    fresh = [i for i, (beat, _) in enumerate(found) if beat]
+    producers = {"fresh": fresh, "missing": [i for i in range(len(found)) if i not in fresh]}
+    raw = next((r for beat, r in found if beat and r is not None),
+               next((r for _, r in found if r is not None), None))
+    status = status_of(raw)
+    why = problem(status) if isinstance(status, dict) else None
+    missing = feed.missing()
+    if missing or not feed.connected:
+        shown = ",".join(map(str, missing)) or "control"
+        return _answer(f"partitions not subscribed yet: {shown}", status, producers)
+    if not fresh:
+        reason = f"{SOURCE_DOWN}: {why}" if why else "producer heartbeat missing (no live producer)"
+        return _answer(reason, status, producers)
+    if isinstance(status, dict) and status.get("state") == OUT_OF_MEMORY_STATE:
+        return _answer("Redis is out of memory: the producer's ticks are refused", status,
+                       producers)
+    if why is not None:
+        return _answer(f"{SOURCE_DOWN}: {why}", status, producers)
+    return _answer(None, status, producers)
+
+
+def _answer(reason: str | None, status: Any, producers: dict[str, list[int]] | None
+            ) -> JSONResponse:
+    body: dict[str, Any] = ({"status": "ready"} if reason is None
+                            else {"status": "not ready", "reason": reason})
+    if status is not None:
+        body["producer"] = status
+    if producers is not None:
+        body["producers"] = producers
+    return JSONResponse(body, status_code=200 if reason is None else 503)
