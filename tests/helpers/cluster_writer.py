@@ -103,7 +103,7 @@ class ClusterWriter:
         pipe.execute_command("SPUBLISH", keys.prices, encode_map(updates.values()))
         pipe.execute()
         if self.wait_replicas:
-            client.execute_command("WAIT", 1, 2000)
+            client.execute_command("WAIT", 1, 200)  # none once its replica took over
         for ticker, update in updates.items():
             self.prices[ticker] = update.price
         return updates

@@ -1,0 +1,97 @@
+"""A Cluster primary killed under an open stream (docs/CLUSTER.md "The gateway on a
+Cluster"): its replica is promoted, the gateway resubscribes that partition on it, and the
+stream goes on with no seq repeated or going back, ticker by ticker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+from tests.helpers.cluster import RedisClusterGroup
+from tests.helpers.cluster_writer import ClusterWriter
+from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
+from tests.helpers.sse import Block, open_stream
+
+pytestmark = pytest.mark.integration
+
+P = 4
+PRICES = {"AAPL": 190.0, "ORCL": 120.0, "JPM": 150.0, "AMZN": 180.0, "MSFT": 410.0}
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterGroup]:
+    group = RedisClusterGroup(primaries=3, replicas=1).start()
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+class Ticking:
+    """The writer ticking every ``interval_s`` on a thread of the test's own."""
+
+    def __init__(self, writer: ClusterWriter, interval_s: float) -> None:
+        self.writer = writer
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.writer.tick()
+
+    def __enter__(self) -> Ticking:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_repeat(
+        cluster: RedisClusterGroup, namespace: str):
+    settings = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_PARTITIONS": str(P),
+                                  "PRICEFEED_NAMESPACE": namespace})
+    writer = ClusterWriter(cluster, settings.layout, PRICES, wait_replicas=True)
+    writer.tick(PRICES)
+    # A partition whose primary is not the first node (the writer's way into the Cluster).
+    victim_ticker = next(t for t in PRICES if cluster.primary_of(
+        settings.layout.of(t).seq).port != cluster.nodes[0].port)
+    victim = cluster.primary_of(settings.layout.of(victim_ticker).seq)
+    seqs: dict[str, list[int]] = {}
+    ids: list[str] = []
+    async with served(settings) as (url, app):
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client, \
+                open_stream(client, "/api/stream/prices") as stream:
+
+            def record(block: Block) -> bool:
+                assert block.event is None, f"unexpected event: {block.event}"
+                ids.append(block.id or "")
+                for ticker, update in block.json().items():
+                    seqs.setdefault(ticker, []).append(update["seq"])
+                return False
+
+            record(await stream.event())
+            with Ticking(writer, 0.05):
+                await stream.updates_until(lambda b: record(b) or len(ids) > 5)
+                at_kill = max(seqs[victim_ticker])
+                victim.proc.kill()  # type: ignore[union-attr]  # SIGKILL
+                killed = time.monotonic()
+                await stream.updates_until(
+                    lambda b: record(b) or max(seqs[victim_ticker]) > at_kill + 10, 30)
+                recovered_s = time.monotonic() - killed
+            feed = app.state.gateway.price_feed
+            await wait_until(lambda: feed.connected, what="every partition subscribed")
+    writer.close()
+    for ticker, got in seqs.items():
+        assert got == sorted(set(got)), f"{ticker}: a seq repeated or went back"
+    for before, after in zip(ids, ids[1:], strict=False):
+        assert after.split("-")[2] == before.split("-")[1]  # each event follows the last
+    assert recovered_s < 20
