@@ -4,6 +4,7 @@ stream goes on with no seq repeated or going back, ticker by ticker."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +93,6 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
     writer.close()
     for ticker, got in seqs.items():
         assert got == sorted(set(got)), f"{ticker}: a seq repeated or went back"
-    for before, after in zip(ids, ids[1:], strict=False):
+    for before, after in itertools.pairwise(ids):
         assert after.split("-")[2] == before.split("-")[1]  # each event follows the last
     assert recovered_s < 20
