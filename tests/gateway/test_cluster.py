@@ -3,7 +3,7 @@ served in-process against a real 3-primary Cluster, fed by the test's Cluster wr
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -155,7 +155,7 @@ async def test_replay_all_sends_every_missed_tick_of_every_partition_in_order(
         last = (await stream.event()).id
     for tick in ({"AAPL": 191.0}, {"JPM": 152.0}, {"AAPL": 193.0, "MSFT": 412.0}):
         writer.tick(tick)
-        time.sleep(0.003)  # entries of two partitions in one ms are concurrent: no order
+        await asyncio.sleep(0.003)  # entries of two partitions in one ms are concurrent
     async with open_stream(gateway, STREAM, params={"replay": "all"},
                            headers={"Last-Event-ID": last}) as stream:
         events = [await stream.event() for _ in range(4)]
