@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 P = 4
 PRICES = {"AAPL": 190.0, "JPM": 150.0, "AMZN": 180.0, "MSFT": 410.0}
-CLUSTER_ID = re.compile(rb"[0-9a-f]{16}-[0-9]+(\.[0-9]+){%d}-(0|[0-9]+(\.[0-9]+){%d})" % (P - 1, P - 1))
+VECTOR = rb"[0-9]+(\.[0-9]+){%d}" % (P - 1)
+CLUSTER_ID = re.compile(rb"[0-9a-f]{16}-%b-(0|%b)" % (VECTOR, VECTOR))
 
 
 def price_event(frame: bytes) -> dict[str, dict[str, object]]:
