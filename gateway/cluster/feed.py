@@ -118,16 +118,16 @@ class ClusterPriceFeed:
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _stop(self, addresses: list[Address]) -> None:
-        for address in addresses:
-            task, parts = self._sessions.pop(address)
+        """Cancel those sessions and wait for them all (their errors no longer matter:
+        they are being replaced, or the gateway stops)."""
+        stopping = [self._sessions.pop(a) for a in addresses]
+        for task, _ in stopping:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-            except (RedisError, OSError):
-                pass  # it was being replaced anyway
+        if stopping:
+            await asyncio.wait([task for task, _ in stopping])
+        for task, parts in stopping:
+            if not task.cancelled():
+                task.exception()  # retrieved: a replaced session's error is no news
             self._forget(parts)
 
     def _forget(self, parts: frozenset[int]) -> None:
