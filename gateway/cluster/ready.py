@@ -32,6 +32,10 @@ async def cluster_ready(clients: ClusterClients, feed: ClusterPriceFeed,
     """200 when every partition is subscribed and at least one has a fresh producer
     heartbeat; the body names the partitions with one (``producers.fresh``) and those
     without (``producers.missing``: no producer, or no ticker in them yet)."""
+    missing = feed.missing()
+    if missing or not feed.connected:  # first: a node being failed over is unreadable too
+        shown = ",".join(map(str, missing)) or "control"
+        return _answer(f"partitions not subscribed yet: {shown}", None, None)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             found = await clients.each(_heartbeat)
@@ -43,10 +47,6 @@ async def cluster_ready(clients: ClusterClients, feed: ClusterPriceFeed,
                next((r for _, r in found if r is not None), None))
     status = status_of(raw)
     why = problem(status) if isinstance(status, dict) else None
-    missing = feed.missing()
-    if missing or not feed.connected:
-        shown = ",".join(map(str, missing)) or "control"
-        return _answer(f"partitions not subscribed yet: {shown}", status, producers)
     if not fresh:
         reason = f"{SOURCE_DOWN}: {why}" if why else "producer heartbeat missing (no live producer)"
         return _answer(reason, status, producers)

@@ -85,6 +85,15 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
                 at_kill = max(seqs[victim_ticker])
                 victim.proc.kill()  # type: ignore[union-attr]  # SIGKILL
                 killed = time.monotonic()
+
+                async def not_ready() -> str:
+                    answer = await client.get("/api/ready")
+                    reason = answer.json().get("reason", "")
+                    return reason if answer.status_code == 503 else ""
+
+                # Readiness names the partitions waiting for their new primary.
+                reason = await wait_until(not_ready, 5, what="ready fails", interval_s=0.02)
+                assert reason.startswith("partitions not subscribed yet: "), reason
                 await stream.updates_until(
                     lambda b: record(b) or max(seqs[victim_ticker]) > at_kill + 10, 30)
                 recovered_s = time.monotonic() - killed
