@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from gateway.access import Grant, seconds_left
 from gateway.cluster import resume as cluster_resume
+from gateway.cluster.hub import ClusterHub
 from gateway.cluster.reads import ClusterView, read_cluster_view
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
@@ -184,6 +185,9 @@ async def _opening(
     """The first events: a snapshot, what the client missed, or a reset and a snapshot."""
     view = await _stream_view(gw)
     if view is None:
+        if isinstance(gw.hub, ClusterHub):
+            for frame in _from_hub(gw, gw.hub, client, opening):
+                yield frame
         return  # Redis is down: the hub's snapshot after recovery comes next
     last = opening.last
     if isinstance(view, ClusterView):
@@ -232,6 +236,25 @@ def _sent(gw: Gateway, client: Client, epoch: str, changes: Changes) -> bytes:
     frame = price_frame(changes, epoch, client.last_pos)
     client.last_pos = changes.pos
     return frame
+
+
+def _from_hub(gw: Gateway, hub: ClusterHub, client: Client, opening: Opening) -> list[bytes]:
+    """A Cluster node that cannot be read (a failover under way) must not leave a new
+    stream with the other partitions' ticks and no snapshot: the hub's own state is one,
+    consistent at its position (docs/CLUSTER.md "The gateway on a Cluster"). A resume
+    point cannot be checked without the logs: it gets a reset."""
+    if not hub.latest:
+        return []
+    frames = []
+    if opening.last is not None or opening.reset:
+        gw.stats.resets += 1
+        frames.append(RESET_FRAME)
+    client.cover(hub.pos)
+    client.last_pos = 0
+    wanted = client.tickers
+    items = hub.latest if wanted is None else {t: u for t, u in hub.latest.items() if t in wanted}
+    frames.append(_sent(gw, client, hub.epoch, Changes(dict(items), hub.pos)))
+    return frames
 
 
 def _replay(gw: Gateway, client: Client, last: EventId,

@@ -94,6 +94,10 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
                 # Readiness names the partitions waiting for their new primary.
                 reason = await wait_until(not_ready, 5, what="ready fails", interval_s=0.02)
                 assert reason.startswith("partitions not subscribed yet: "), reason
+                # A stream opened now, one node unreadable, starts from the hub's state.
+                async with open_stream(client, "/api/stream/prices") as late:
+                    opening = await late.event()
+                assert set(opening.json()) == set(PRICES) and opening.id.endswith("-0")
                 await stream.updates_until(
                     lambda b: record(b) or max(seqs[victim_ticker]) > at_kill + 10, 30)
                 recovered_s = time.monotonic() - killed
