@@ -14,6 +14,7 @@ import pytest
 from gateway.positions import cluster_epoch
 from shared.keys import partition_of
 from shared.settings import Settings
+from tests.gateway.access.conftest import hs256, jwt_env
 from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.cluster_writer import ClusterWriter
 from tests.helpers.gateway import served
@@ -223,3 +224,18 @@ async def test_a_partition_whose_slot_moves_is_subscribed_on_its_new_node(cluste
         got = await stream.updates_until(lambda b: "JPM" in b.json(), timeout_s=4)
     assert got[-1].json()["JPM"]["price"] == 151.0
     moved.close()
+
+
+async def test_a_delayed_entitlement_is_refused_on_a_cluster_and_a_live_one_served(
+        cluster, namespace, writer):
+    settings = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_PARTITIONS": str(P),
+                                  "PRICEFEED_NAMESPACE": namespace, **jwt_env()})
+    writer.tick(PRICES)
+    async with served(settings) as (url, _app), \
+            httpx.AsyncClient(base_url=url, timeout=5) as client:
+        delayed = {"Authorization": f"Bearer {hs256(delay_s=60)}"}
+        for path in ("/api/prices", STREAM):
+            refused = await client.get(path, headers=delayed)
+            assert refused.status_code == 403 and "Cluster" in refused.json()["detail"]
+        live = await client.get("/api/prices", headers={"Authorization": f"Bearer {hs256()}"})
+        assert live.status_code == 200 and set(live.json()) == set(PRICES)
