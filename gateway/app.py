@@ -71,22 +71,24 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
         quiet_uvicorn_drops()
         if isinstance(hub, ClusterHub):
             async with cluster_parts(settings, hub, stats) as parts:
-                async with serving(app, None, parts.notices, parts.price_feed, parts.clients):
+                async with serving(app, None, parts.notices, parts.price_feed, parts.bar_feed,
+                                   parts.clients):
                     yield
             return
         redis = make_redis(False)
         notices = Notices(redis, settings.keys, hub)
         price_feed = PriceFeed(settings, hub, stats, lambda: make_redis(True),
                                on_control=notices.watchlist_changed, publisher=redis)
+        bar_feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
         try:
-            async with serving(app, redis, notices, price_feed, None):
+            async with serving(app, redis, notices, price_feed, bar_feed, None):
                 yield
         finally:
             await redis.aclose()
 
     @asynccontextmanager
     async def serving(app: FastAPI, redis: aioredis.Redis | None, notices: Notices,
-                      price_feed: PriceFeed | ClusterPriceFeed,
+                      price_feed: PriceFeed | ClusterPriceFeed, bar_feed: BarFeed,
                       cluster: ClusterClients | None) -> AsyncIterator[None]:
         """The background tasks and the routes' `Gateway`, one server or Cluster."""
         watchdog = SendWatchdog(settings.send_timeout_s)
@@ -106,9 +108,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
                                         verifier, cluster)
             supervisor.start("price-feed", price_feed.run)
             supervisor.start("send-watchdog", watchdog.run)
-            if redis is not None:  # no bar events on a Cluster yet (docs/CLUSTER.md)
-                feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
-                supervisor.start("bar-feed", feed.run)
+            supervisor.start("bar-feed", bar_feed.run)
             supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
             supervisor.start("exit-watcher", shutdown.watch_server_exit)
             supervisor.start("source-notices", notices.follow_source)

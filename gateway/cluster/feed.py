@@ -40,12 +40,14 @@ class ClusterPriceFeed:
 
     def __init__(self, layout: Layout, hub: ClusterHub, stats: Stats,
                  topology: ClusterTopology, on_control: Callable[[], None] | None = None,
-                 probe_after_s: float = 2.0, probe_timeout_s: float = 2.0) -> None:
+                 probe_after_s: float = 2.0, probe_timeout_s: float = 2.0,
+                 on_bars: Callable[[bytes, bytes], None] | None = None) -> None:
         self.layout = layout
         self.hub = hub
         self.stats = stats
         self.topology = topology
         self.on_control = on_control
+        self.on_bars = on_bars  # told of each bar close (``NS:{pI}:bars:*``)
         self.probe_after_s = probe_after_s
         self.probe_timeout_s = probe_timeout_s
         self.subscribed: set[int] = set()  # partitions whose snapshot the hub holds

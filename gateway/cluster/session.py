@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from gateway.hub import NO_EPOCH
 from gateway.reads import epoch_text, read_view
 from gateway.updates import EncodedUpdate
+from shared.bars import INTERVALS
 from shared.codec import decode_map, encode_update
 from shared.errors import CodecError
 from shared.logs import LogThrottle
@@ -54,6 +55,11 @@ class NodeSession:
         self.keys = {i: layout.meta if i < 0 else layout.partition(i) for i in parts}
         self.channels = {(k.control if i < 0 else k.prices).encode(): i
                          for i, k in self.keys.items()}
+        # A partition's bar closes share its slot: subscribed in the same command.
+        self.bars: dict[int, list[str]] = {
+            i: [k.bar_channel(name) for name in INTERVALS] if i >= 0 and feed.on_bars else []
+            for i, k in self.keys.items()}
+        self.bar_channels = {c.encode() for names in self.bars.values() for c in names}
         self.seq_bound = dict.fromkeys(parts, 0)  # each partition's NS:{pI}:seq last read
         self.client: aioredis.Redis = feed.topology.client_at(address)
 
@@ -63,8 +69,8 @@ class NodeSession:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         try:
-            for channel in self.channels:  # one command per slot
-                await pubsub.ssubscribe(channel.decode())
+            for channel, index in self.channels.items():  # one command per slot
+                await pubsub.ssubscribe(channel.decode(), *self.bars[index])
             last_seen, ping_sent = loop.time(), None
             while True:
                 message = await pubsub.get_message(timeout=POLL_S)
@@ -97,6 +103,8 @@ class NodeSession:
         if kind == "sunsubscribe":
             raise SlotMoved(f"{channel!r} unsubscribed by the node: its slot moved")
         if index is None:
+            if kind == "smessage" and channel in self.bar_channels and self.feed.on_bars:
+                self.feed.on_bars(channel, message["data"])
             return
         if kind == "ssubscribe":
             if index >= 0:

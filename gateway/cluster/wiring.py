@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.cluster.bar_feed import ClusterBarFeed
 from gateway.cluster.clients import ClusterClients
 from gateway.cluster.feed import ClusterPriceFeed
 from gateway.cluster.hub import ClusterHub
@@ -30,6 +31,7 @@ class ClusterParts:
     clients: ClusterClients
     notices: ClusterNotices
     price_feed: ClusterPriceFeed
+    bar_feed: ClusterBarFeed
 
 
 @asynccontextmanager
@@ -42,9 +44,10 @@ async def cluster_parts(settings: Settings, hub: ClusterHub,
     try:
         await check_partitions(clients, settings.partitions)
         notices = ClusterNotices(clients, hub)
+        bars = ClusterBarFeed(clients, hub)
         feed = ClusterPriceFeed(settings.layout, hub, stats, subscriptions,
-                                on_control=notices.watchlist_changed)
-        yield ClusterParts(clients, notices, feed)
+                                on_control=notices.watchlist_changed, on_bars=bars.on_close)
+        yield ClusterParts(clients, notices, feed, bars)
     finally:
         await subscriptions.aclose()
         await clients.aclose()

@@ -39,9 +39,6 @@ def respond(request: Request) -> PriceStream | Response:
         grant = read_grant(request, gw.settings, gw.verifier)
         asked = parse_tickers(query.get("tickers"), gw.settings.max_stream_tickers)
         bars = parse_bars(query.get("bars"))
-        if bars is not None and gw.settings.clustered:
-            raise BadRequest("bars: bar events are not served on a Redis Cluster yet "
-                             "(docs/CLUSTER.md); read /api/bars/{ticker}")
         kinds = parse_kinds(query.get("events"))
         replay_all = parse_replay(query.get("replay"))
         max_hz = parse_max_hz(query.get("max_hz"), grant.max_hz, gw.settings.max_hz)

@@ -18,6 +18,7 @@ from tests.gateway.access.conftest import hs256, jwt_env
 from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.cluster_writer import ClusterWriter
 from tests.helpers.gateway import served
+from tests.helpers.poll import wait_until
 from tests.helpers.sse import Block, open_stream
 
 pytestmark = pytest.mark.integration
@@ -118,16 +119,31 @@ async def test_the_watchlist_lives_in_the_meta_slot_and_control_is_a_shard_chann
         pubsub.close()
 
 
-async def test_bars_are_read_from_the_tickers_partition_and_bar_events_are_refused(
+async def test_bars_are_read_from_the_tickers_partition_and_streamed_from_every_partition(
         gateway, writer, settings):
     keys = settings.layout.of("MSFT")
-    bar = orjson.dumps({"t": 1_700_000_000, "o": 1, "h": 2, "l": 0.5, "c": 1.5, "n": 3,
-                        "v": None})
-    writer.node(keys).zadd(keys.bars("1m", "MSFT"), {bar: 1_700_000_000})
+    node = writer.node(keys)
+    bar = {"t": 1_700_000_000, "o": 1, "h": 2, "l": 0.5, "c": 1.5, "n": 3, "v": None}
+    node.zadd(keys.bars("1m", "MSFT"), {orjson.dumps(bar): 1_700_000_000})
     answer = await gateway.get("/api/bars/MSFT", params={"interval": "1m"})
     assert answer.status_code == 200 and answer.json()["bars"][0]["c"] == 1.5
-    refused = await gateway.get(STREAM, params={"bars": "1s"})
-    assert refused.status_code == 422 and "Cluster" in refused.json()["detail"]
+    jpm = settings.layout.of("JPM")
+    writer.node(jpm).hset(jpm.forming("1s"), "JPM", orjson.dumps({**bar, "c": 1.2}))
+    async with open_stream(gateway, STREAM, params={"bars": "1s"}) as stream:
+        await stream.event()  # the price snapshot
+
+        def closed() -> int:  # a close of MSFT's partition, on its shard channel
+            return int(node.execute_command(
+                "SPUBLISH", keys.bar_channel("1s"), orjson.dumps({"MSFT": {**bar, "c": 1.8}})))
+
+        async def bars_seen(want: set[tuple[str, bool]], seen: set[tuple[str, bool]]) -> None:
+            while not want <= seen:
+                block = await stream.event(timeout_s=5)
+                if block.event == "bar":
+                    seen |= {(t, b["partial"]) for t, b in block.json()["bars"].items()}
+
+        await wait_until(closed, what="the close subscribed")
+        await bars_seen({("MSFT", False), ("JPM", True)}, set())  # a close, a forming bar
 
 
 async def test_ready_waits_for_every_partition_and_names_those_with_a_producer(
