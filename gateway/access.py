@@ -103,9 +103,6 @@ def read_grant(conn: HTTPConnection, settings: Settings, verifier: Verifier | No
     grant = verifier.verify(token)
     if "read" not in grant.scopes:
         raise Refused(403, 'the token has no "read" scope', error="insufficient_scope")
-    if grant.delay_s and settings.clustered:
-        raise Refused(403, "delayed entitlements are not served on a Redis Cluster yet "
-                           "(docs/CLUSTER.md)", error="insufficient_scope")
     return grant
 
 

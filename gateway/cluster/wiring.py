@@ -72,3 +72,13 @@ async def check_partitions(clients: ClusterClients, partitions: int) -> None:
             f"PRICEFEED_PARTITIONS={partitions} but the Cluster's {config} says "
             f"{text[:20]}: every producer and gateway of a namespace needs the same number "
             "(docs/CLUSTER.md)")
+
+
+async def check_before_start(settings: Settings) -> None:
+    """`check_partitions` with clients of its own (``pricefeed gateway`` runs it before
+    the server starts, so a wrong P is one line and exit status 2, not a traceback)."""
+    clients = ClusterClients(cluster_topology(settings, SERVICE), settings.layout)
+    try:
+        await check_partitions(clients, settings.partitions)
+    finally:
+        await clients.aclose()

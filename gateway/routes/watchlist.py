@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from gateway.access import ReadGrant, WriteGrant, writer
+from gateway.cluster.delayed import cluster_state_at
 from gateway.cluster.reads import read_one, read_some
 from gateway.delayed import state_at
 from gateway.deps import Gateway, GatewayDep
@@ -117,7 +118,10 @@ async def list_watchlist(gw: GatewayDep, grant: ReadGrant) -> list[dict[str, Any
     members = sorted(t for t in texts if is_valid_ticker(t) and grant.allows(t))
     if grant.delay_s:
         cutoff = int((time.time() - grant.delay_s) * 1000)
-        delayed, _ = await state_at(gw.redis, keys, cutoff, frozenset(members))
+        if gw.cluster is not None:
+            delayed, _ = await cluster_state_at(gw.cluster, cutoff, frozenset(members))
+        else:
+            delayed, _ = await state_at(gw.redis, keys, cutoff, frozenset(members))
         return [{"ticker": t, "price": _price(delayed[t][1] if t in delayed else None)}
                 for t in members]
     cached = await latest_of(gw, members)

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from gateway.access import Grant, seconds_left
 from gateway.cluster import resume as cluster_resume
+from gateway.cluster.delayed import ClusterDelayedLog, cluster_state_at
 from gateway.cluster.hub import ClusterHub
 from gateway.cluster.reads import ClusterView, read_cluster_view
 from gateway.delayed import DelayedLog, state_at
@@ -35,6 +36,7 @@ from gateway.stream.framing import (
 )
 from gateway.stream.request import EventId, Opening
 from gateway.stream.resume import changed_since, replay, resumable
+from gateway.updates import EncodedUpdate
 
 DELAYED_PERIOD_S = 0.25  # how often a delayed stream releases what has become old enough
 
@@ -125,16 +127,10 @@ async def _delayed_frames(
     loop = asyncio.get_running_loop()
     period = max(DELAYED_PERIOD_S, 0.0 if max_hz is None else 1.0 / max_hz)
     yield RETRY_FRAME
-    try:
-        cutoff_ms = int(time.time() * 1000 - grant.delay_s * 1000)
-        state, position = await state_at(gw.redis, gw.settings.keys, cutoff_ms, client.wanted)
-    except (RedisError, OSError):
-        state, position = {}, None
+    state, reader = await _delayed_opening(gw, client, grant)
     if state:
         yield delayed_frame(state, grant.delay_s)
     yield from_notices(gw, client)
-    reader = DelayedLog(gw.redis, gw.settings.keys, client.wanted, grant.delay_s,
-                        position or 0)
     client.last_sent = loop.time()
     while True:
         await _hold(client, loop.time() + period)  # woken early only to end, ping or notify
@@ -157,6 +153,25 @@ async def _delayed_frames(
             client.ping = False
             client.last_sent = loop.time()
             yield PING_FRAME
+
+
+async def _delayed_opening(gw: Gateway, client: Client, grant: Grant
+                           ) -> tuple[dict[str, EncodedUpdate], DelayedLog | ClusterDelayedLog]:
+    """The state as of the delay, and the reader that releases what comes after it."""
+    cutoff_ms = int(time.time() * 1000 - grant.delay_s * 1000)
+    if gw.cluster is not None:
+        positions: list[int | None] = [None] * gw.settings.partitions
+        try:
+            state, positions = await cluster_state_at(gw.cluster, cutoff_ms, client.wanted)
+        except (RedisError, OSError):
+            state = {}
+        return state, ClusterDelayedLog(gw.cluster, client.wanted, grant.delay_s, positions)
+    try:
+        state, position = await state_at(gw.redis, gw.settings.keys, cutoff_ms, client.wanted)
+    except (RedisError, OSError):
+        state, position = {}, None
+    return state, DelayedLog(gw.redis, gw.settings.keys, client.wanted, grant.delay_s,
+                             position or 0)
 
 
 def from_notices(gw: Gateway, client: Client) -> bytes:

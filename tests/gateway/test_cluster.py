@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -242,16 +243,28 @@ async def test_a_partition_whose_slot_moves_is_subscribed_on_its_new_node(cluste
     moved.close()
 
 
-async def test_a_delayed_entitlement_is_refused_on_a_cluster_and_a_live_one_served(
+async def test_a_delayed_entitlement_sees_every_partition_delay_s_late(
         cluster, namespace, writer):
     settings = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_PARTITIONS": str(P),
                                   "PRICEFEED_NAMESPACE": namespace, **jwt_env()})
     writer.tick(PRICES)
+    await asyncio.sleep(1.3)  # the log must reach back further than the delay
+    writer.tick({"AAPL": 191.0, "MSFT": 411.0})
+    written = time.monotonic()
+    token = hs256(delay_s=1)
     async with served(settings) as (url, _app), \
             httpx.AsyncClient(base_url=url, timeout=5) as client:
-        delayed = {"Authorization": f"Bearer {hs256(delay_s=60)}"}
-        for path in ("/api/prices", STREAM):
-            refused = await client.get(path, headers=delayed)
-            assert refused.status_code == 403 and "Cluster" in refused.json()["detail"]
+        auth = {"Authorization": f"Bearer {token}"}
+        delayed = await client.get("/api/prices", headers=auth)
+        assert delayed.headers["x-pricefeed-delay"] == "1"
+        assert {t: u["price"] for t, u in delayed.json().items()} == PRICES  # not yet 191
+        one = await client.get("/api/prices/MSFT", headers=auth)
+        assert one.json()["price"] == 410.0
+        async with open_stream(client, STREAM, params={"access_token": token}) as stream:
+            first = await stream.event()
+            assert first.event == "delayed" and first.json()["AAPL"]["price"] == 190.0
+            later = await stream.event()
+            assert later.event == "delayed" and set(later.json()) == {"AAPL", "MSFT"}
+            assert time.monotonic() - written >= 0.9  # released once a second old
         live = await client.get("/api/prices", headers={"Authorization": f"Bearer {hs256()}"})
-        assert live.status_code == 200 and set(live.json()) == set(PRICES)
+        assert live.json()["AAPL"]["price"] == 191.0
