@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from gateway.cluster.clients import ClusterClients
 from gateway.cluster.hub import ClusterHub
 from gateway.cluster.session import NodeSession
 from gateway.stats import Stats
@@ -41,13 +43,18 @@ class ClusterPriceFeed:
     def __init__(self, layout: Layout, hub: ClusterHub, stats: Stats,
                  topology: ClusterTopology, on_control: Callable[[], None] | None = None,
                  probe_after_s: float = 2.0, probe_timeout_s: float = 2.0,
-                 on_bars: Callable[[bytes, bytes], None] | None = None) -> None:
+                 on_bars: Callable[[bytes, bytes], None] | None = None,
+                 publisher: ClusterClients | None = None) -> None:
         self.layout = layout
         self.hub = hub
         self.stats = stats
         self.topology = topology
         self.on_control = on_control
         self.on_bars = on_bars  # told of each bar close (``NS:{pI}:bars:*``)
+        # The delivery probe's publisher (the path every other publish takes); without
+        # one, a quiet node subscription is probed with a PING.
+        self.publisher = publisher
+        self.instance = uuid.uuid4().hex[:12]
         self.probe_after_s = probe_after_s
         self.probe_timeout_s = probe_timeout_s
         self.subscribed: set[int] = set()  # partitions whose snapshot the hub holds

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,13 @@ class NodeSession:
         self.bar_channels = {c.encode() for names in self.bars.values() for c in names}
         self.seq_bound = dict.fromkeys(parts, 0)  # each partition's NS:{pI}:seq last read
         self.client: aioredis.Redis = feed.topology.client_at(address)
+        # The delivery probe (docs/RELIABILITY.md) goes on a shard channel of a slot this
+        # node serves, published through the gateway's pooled clients.
+        self.probe_keys = self.keys[min(parts, key=lambda i: (i < 0, i))]
+        self.probe_channel = (self.probe_keys.probe(feed.instance).encode()
+                              if feed.publisher is not None else None)
+        self.tokens = itertools.count(1)
+        self.token = b""
 
     async def run(self) -> None:
         """Subscribe and deliver until the session fails (raises) or is cancelled."""
@@ -71,6 +79,8 @@ class NodeSession:
         try:
             for channel, index in self.channels.items():  # one command per slot
                 await pubsub.ssubscribe(channel.decode(), *self.bars[index])
+            if self.probe_channel is not None:
+                await pubsub.ssubscribe(self.probe_channel.decode())
             last_seen, ping_sent = loop.time(), None
             while True:
                 message = await pubsub.get_message(timeout=POLL_S)
@@ -79,22 +89,42 @@ class NodeSession:
                 if message is None:
                     ping_sent = await self._probe(pubsub, now, last_seen, ping_sent)
                     continue
-                last_seen, ping_sent = now, None
+                if self._alive(message):
+                    last_seen, ping_sent = now, None
                 await self._handle(message)
         finally:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _alive(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` proves delivery: with a probe, only a published message
+        does (a PONG or a confirmation only proves a live connection)."""
+        if self.probe_channel is None:
+            return True
+        if message["type"] != "smessage":
+            return False
+        return bool(message["channel"] != self.probe_channel or message["data"] == self.token)
+
     async def _probe(self, pubsub: Any, now: float, last_seen: float,
                      ping_sent: float | None) -> float | None:
         feed = self.feed
         if ping_sent is not None and now - ping_sent > feed.probe_timeout_s:
-            raise StaleSubscription(f"no answer to a PING on {self.address[0]}:"
-                                    f"{self.address[1]}'s subscription")
+            raise StaleSubscription(
+                f"{'a probe' if self.probe_channel else 'a PING'} on {self.address[0]}:"
+                f"{self.address[1]}'s subscription did not come back within "
+                f"{feed.probe_timeout_s:g} s")
         if ping_sent is None and now - last_seen > feed.probe_after_s:
-            await pubsub.ping()
+            if feed.publisher is None or self.probe_channel is None:
+                await pubsub.ping()
+            else:
+                self.token = b"%d" % next(self.tokens)
+                await feed.publisher.call(self.probe_keys, self._publish_probe)
             return now
         return ping_sent
+
+    async def _publish_probe(self, client: aioredis.Redis) -> None:
+        assert self.probe_channel is not None
+        await client.spublish(self.probe_channel.decode(), self.token)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

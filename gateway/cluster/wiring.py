@@ -46,7 +46,8 @@ async def cluster_parts(settings: Settings, hub: ClusterHub,
         notices = ClusterNotices(clients, hub)
         bars = ClusterBarFeed(clients, hub)
         feed = ClusterPriceFeed(settings.layout, hub, stats, subscriptions,
-                                on_control=notices.watchlist_changed, on_bars=bars.on_close)
+                                on_control=notices.watchlist_changed, on_bars=bars.on_close,
+                                publisher=clients)
         yield ClusterParts(clients, notices, feed, bars)
     finally:
         await subscriptions.aclose()

@@ -4,6 +4,7 @@ served in-process against a real 3-primary Cluster, fed by the test's Cluster wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,8 +13,13 @@ import httpx
 import orjson
 import pytest
 
+from gateway.cluster.clients import ClusterClients
+from gateway.cluster.feed import ClusterPriceFeed
+from gateway.cluster.hub import ClusterHub
 from gateway.positions import cluster_epoch
+from gateway.stats import Stats
 from shared.keys import partition_of
+from shared.redisio import POOLED, SERVICE, cluster_topology
 from shared.settings import Settings
 from tests.gateway.access.conftest import hs256, jwt_env
 from tests.helpers.cluster import RedisClusterGroup
@@ -268,3 +274,34 @@ async def test_a_delayed_entitlement_sees_every_partition_delay_s_late(
             assert time.monotonic() - written >= 0.9  # released once a second old
         live = await client.get("/api/prices", headers={"Authorization": f"Bearer {hs256()}"})
         assert live.json()["AAPL"]["price"] == 191.0
+
+
+class LostProbes:
+    """A publisher whose probes never arrive (a node that no longer gets the traffic)."""
+
+    async def call(self, keys, use):
+        return None
+
+
+@pytest.mark.parametrize("lost", [False, True])
+async def test_a_quiet_node_subscription_is_probed_by_a_publish_that_must_come_back(
+        settings, writer, lost):
+    stats = Stats()
+    hub = ClusterHub(stats, P)
+    clients = ClusterClients(cluster_topology(settings, POOLED), settings.layout)
+    feed = ClusterPriceFeed(settings.layout, hub, stats, cluster_topology(settings, SERVICE),
+                            probe_after_s=0.2, probe_timeout_s=0.3,
+                            publisher=LostProbes() if lost else clients)  # type: ignore[arg-type]
+    task = asyncio.create_task(feed.run())
+    try:
+        await wait_until(lambda: feed.connected, what="every partition subscribed")
+        if lost:  # the sessions are rebuilt, and subscribed again
+            await wait_until(lambda: stats.redis_reconnects >= 1, what="a rebuilt session")
+        else:  # quiet for many probe rounds: the probes come back, nothing is rebuilt
+            await asyncio.sleep(1.5)
+            assert stats.redis_reconnects == 0 and feed.connected
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await clients.aclose()
