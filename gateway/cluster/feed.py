@@ -17,7 +17,9 @@ retries off and each tick is checked against its partition's epoch and seq.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -26,9 +28,11 @@ from redis.exceptions import RedisError
 from gateway.cluster.clients import ClusterClients
 from gateway.cluster.hub import ClusterHub
 from gateway.cluster.session import NodeSession
+from gateway.price_feed import FLAP_LOSSES, FLAP_WINDOW_S
 from gateway.stats import Stats
 from shared.backoff import Backoff
 from shared.keys import Layout
+from shared.logs import LogThrottle
 from shared.redisio.cluster import Address, ClusterTopology
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,10 @@ class ClusterPriceFeed:
         self.control_subscribed = on_control is None
         self._sessions: dict[Address, tuple[asyncio.Task[None], frozenset[int]]] = {}
         self._backoff = Backoff(initial_s=0.1, cap_s=2.0)
-        self._failed = False
+        self._failed = False  # a loss was announced; cleared once all are subscribed again
+        # Per node, the times its session was lost with no tick delivered since.
+        self._losses: dict[Address, collections.deque[float]] = {}
+        self._flap_log = LogThrottle(log, 10.0)
 
     @property
     def connected(self) -> bool:
@@ -70,8 +77,16 @@ class ClusterPriceFeed:
 
     @property
     def flapping(self) -> int:
-        """Always 0: a Cluster's node sessions are not counted yet (docs/CLUSTER.md)."""
-        return 0
+        """The most losses of one node's session within `FLAP_WINDOW_S` with no tick
+        delivered through it since, when `FLAP_LOSSES` or more (as `PriceFeed.flapping`,
+        node by node); else 0."""
+        now = time.monotonic()
+        worst = 0
+        for losses in self._losses.values():
+            while losses and losses[0] < now - FLAP_WINDOW_S:
+                losses.popleft()
+            worst = max(worst, len(losses))
+        return worst if worst >= FLAP_LOSSES else 0
 
     def missing(self) -> list[int]:
         """The partitions not subscribed now, in order."""
@@ -101,6 +116,8 @@ class ClusterPriceFeed:
 
     async def _apply(self, wanted: dict[Address, frozenset[int]]) -> None:
         """Stop the sessions whose node now serves other partitions; start the missing."""
+        for gone in [a for a in self._losses if a not in wanted]:  # no longer a primary
+            del self._losses[gone]
         await self._stop([a for a, (_, parts) in self._sessions.items()
                           if wanted.get(a) != parts])
         for address, parts in wanted.items():
@@ -118,13 +135,25 @@ class ClusterPriceFeed:
         for address in ended:
             task, parts = self._sessions.pop(address)
             self._forget(parts)
-            error = task.exception()
-            if not self._failed:
-                log.warning("Cluster node %s:%d subscription lost (%s); resubscribing its "
-                            "partitions", *address, f"{type(error).__name__}: {error}")
-            self._failed = True
+            self._lost(address, task.exception())
         if ended:
             await asyncio.sleep(self._backoff.next_delay())
+
+    def _lost(self, address: Address, error: BaseException | None) -> None:
+        losses = self._losses.setdefault(address, collections.deque())
+        news = not losses  # else this node has delivered nothing since its last loss
+        losses.append(time.monotonic())
+        what = f"{type(error).__name__}: {error}"
+        if news:
+            self._failed = True
+            log.warning("Cluster node %s:%d subscription lost (%s); resubscribing its "
+                        "partitions", *address, what)
+        elif self.flapping:
+            self._flap_log.warning(
+                "Cluster node %s:%d subscription keeps dropping: lost %d times in the last "
+                "%.0f s with no tick delivered (last: %s); check the node's "
+                "client-output-buffer-limit for pubsub", *address, len(losses),
+                FLAP_WINDOW_S, what)
 
     async def _stop(self, addresses: list[Address]) -> None:
         """Cancel those sessions and wait for them all (their errors no longer matter:
@@ -157,6 +186,9 @@ class ClusterPriceFeed:
             self.stats.redis_reconnects += 1
             log.info("Cluster subscriptions re-established; clients got what they missed")
 
-    def delivered(self) -> None:
-        """A tick came through: the subscriptions work."""
+    def delivered(self, address: Address) -> None:
+        """A tick came through the session of ``address``: it works."""
         self._backoff.reset()
+        losses = self._losses.get(address)
+        if losses:
+            losses.clear()

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from gateway.cluster.clients import ClusterClients
 from gateway.cluster.feed import ClusterPriceFeed
+from gateway.price_feed import FLAP_WINDOW_S
 from shared.keys import Keys
 from shared.models import OUT_OF_MEMORY_STATE
 from shared.status import SOURCE_DOWN, problem
@@ -36,6 +37,10 @@ async def cluster_ready(clients: ClusterClients, feed: ClusterPriceFeed,
     if missing or not feed.connected:  # first: a node being failed over is unreadable too
         shown = ",".join(map(str, missing)) or "control"
         return _answer(f"partitions not subscribed yet: {shown}", None, None)
+    drops = feed.flapping
+    if drops:
+        return _answer(f"subscription to a Cluster node keeps dropping ({drops} losses in "
+                       f"{FLAP_WINDOW_S:.0f} s with no tick delivered)", None, None)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             found = await clients.each(_heartbeat)

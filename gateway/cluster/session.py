@@ -164,7 +164,7 @@ class NodeSession:
             _malformed_log.warning("skipping malformed message on %s: %s",
                                    self.keys[index].prices, e)
             return
-        self.feed.delivered()
+        self.feed.delivered(self.address)
         tick = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in updates.items()}
         self.feed.stats.newest_update_ts = max(u.timestamp for u in updates.values())
         self.feed.hub.publish_partition(index, tick, max(u.seq for u in updates.values()))

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import httpx
 import orjson
@@ -23,7 +23,7 @@ from shared.redisio import POOLED, SERVICE, cluster_topology
 from shared.settings import Settings
 from tests.gateway.access.conftest import hs256, jwt_env
 from tests.helpers.cluster import RedisClusterGroup
-from tests.helpers.cluster_writer import ClusterWriter
+from tests.helpers.cluster_writer import ClusterWriter, Ticking
 from tests.helpers.gateway import served
 from tests.helpers.poll import wait_until
 from tests.helpers.sse import Block, open_stream
@@ -305,3 +305,36 @@ async def test_a_quiet_node_subscription_is_probed_by_a_publish_that_must_come_b
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await clients.aclose()
+
+
+async def test_a_node_subscription_cut_on_every_tick_degrades_readiness(
+        cluster, namespace, caplog):
+    settings = Settings.from_env({"REDIS_URL": cluster.url, "PRICEFEED_PARTITIONS": str(P),
+                                  "PRICEFEED_NAMESPACE": namespace})
+    # ~650 tickers of partition 1: one tick message of ~100 KB, over the node's limit.
+    many = [t for t in (f"T{i:04d}" for i in range(2600)) if partition_of(t, P) == 1]
+    writer = ClusterWriter(cluster, settings.layout, dict.fromkeys(many, 10.0))
+    writer.tick()
+    node = writer.node(settings.layout.partition(1))
+    async with served(settings) as (url, _app), \
+            httpx.AsyncClient(base_url=url, timeout=5) as client:
+        node.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 5")
+        try:
+            with Ticking(writer, 0.2):
+                async def reason() -> str:
+                    answer = await client.get("/api/ready")
+                    return str(answer.json().get("reason", ""))
+
+                said = await wait_until(lambda: _keeps_dropping(reason()), 20,
+                                        what="ready says a node keeps dropping")
+            assert said.startswith("subscription to a Cluster node keeps dropping")
+        finally:
+            node.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    warnings = [r.getMessage() for r in caplog.records if "keeps dropping" in r.getMessage()]
+    assert len(warnings) == 1  # throttled: one line with the count, not one per loss
+    writer.close()
+
+
+async def _keeps_dropping(reason: Awaitable[str]) -> str:
+    text = await reason
+    return text if "keeps dropping" in text else ""

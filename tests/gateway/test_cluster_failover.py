@@ -5,7 +5,6 @@ stream goes on with no seq repeated or going back, ticker by ticker."""
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.helpers.cluster import RedisClusterGroup
-from tests.helpers.cluster_writer import ClusterWriter
+from tests.helpers.cluster_writer import ClusterWriter, Ticking
 from tests.helpers.gateway import served
 from tests.helpers.poll import wait_until
 from tests.helpers.sse import Block, open_stream
@@ -32,28 +31,6 @@ def cluster() -> Iterator[RedisClusterGroup]:
         yield group
     finally:
         group.close()
-
-
-class Ticking:
-    """The writer ticking every ``interval_s`` on a thread of the test's own."""
-
-    def __init__(self, writer: ClusterWriter, interval_s: float) -> None:
-        self.writer = writer
-        self.interval_s = interval_s
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval_s):
-            self.writer.tick()
-
-    def __enter__(self) -> Ticking:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
 
 
 async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_repeat(

@@ -13,6 +13,7 @@ then knows its replica holds every tick the gateway may have sent.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 
@@ -112,3 +113,25 @@ class ClusterWriter:
         for client in self._nodes.values():
             client.close()
         self._nodes.clear()
+
+
+class Ticking:
+    """The writer ticking every ``interval_s`` on a thread of the test's own."""
+
+    def __init__(self, writer: ClusterWriter, interval_s: float) -> None:
+        self.writer = writer
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.writer.tick()
+
+    def __enter__(self) -> Ticking:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
