@@ -160,7 +160,7 @@ async def test_ready_waits_for_every_partition_and_names_those_with_a_producer(
     writer.heartbeat(partition_of("JPM", P))
     answer = await gateway.get("/api/ready")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["producers"] == {"fresh": [1], "missing": [0, 2, 3]}
+    assert answer.json()["producers"] == {"fresh": [1], "missing": [0, 2, 3], "unknown": []}
 
 
 async def test_resume_sends_the_latest_of_what_changed_in_any_partition(gateway, writer):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from shared.keys import partition_of
 from shared.settings import Settings
 from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.cluster_writer import ClusterWriter, Ticking
@@ -63,14 +64,19 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
                 victim.proc.kill()  # type: ignore[union-attr]  # SIGKILL
                 killed = time.monotonic()
 
-                async def not_ready() -> str:
+                async def not_ready() -> dict[str, object]:
                     answer = await client.get("/api/ready")
-                    reason = answer.json().get("reason", "")
-                    return reason if answer.status_code == 503 else ""
+                    return answer.json() if answer.status_code == 503 else {}
 
-                # Readiness names the partitions waiting for their new primary.
-                reason = await wait_until(not_ready, 5, what="ready fails", interval_s=0.02)
-                assert reason.startswith("partitions not subscribed yet: "), reason
+                # Readiness names the partitions waiting for their new primary, and the
+                # ones whose heartbeat cannot be read.
+                body = await wait_until(not_ready, 5, what="ready fails", interval_s=0.02)
+                victim_index = partition_of(victim_ticker, P)
+                reason = str(body["reason"])
+                assert reason.startswith("partitions not subscribed yet: "), body
+                waiting = [int(i) for i in reason.rpartition(" ")[2].split(",")]
+                assert victim_index in waiting, body  # and any other of the victim's
+                assert body["producers"]["unknown"] == waiting, body  # type: ignore[index]
                 # A stream opened now, one node unreadable, starts from the hub's state.
                 async with open_stream(client, "/api/stream/prices") as late:
                     opening = await late.event()
