@@ -69,6 +69,7 @@ class ClusterPriceFeed:
         # Per node, the times its session was lost with no tick delivered since.
         self._losses: dict[Address, collections.deque[float]] = {}
         self._flap_log = LogThrottle(log, 10.0)
+        self._map_log = LogThrottle(log, 10.0)  # a Cluster down: one line per 10 s
 
     @property
     def connected(self) -> bool:
@@ -100,7 +101,8 @@ class ClusterPriceFeed:
                     await self.topology.refresh(force=True)
                     wanted = self._groups()
                 except (RedisError, OSError) as e:
-                    log.warning("cannot read the Cluster's slot map (%s); retrying", e)
+                    self._map_log.warning("cannot read the Cluster's slot map (%s); retrying",
+                                          e)
                     await asyncio.sleep(self._backoff.next_delay())
                     continue
                 await self._apply(wanted)
