@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from gateway.positions import Position, component, covered, join
+from gateway.positions import Position, covered, join
 from gateway.stats import Stats
 from gateway.updates import EncodedUpdate
 
@@ -141,12 +141,7 @@ class Hub:
         if not isinstance(self.pos, int) or pos <= self.pos or not tick:
             return
         self.pos = pos
-        self._fan_out(dict(tick), pos, pos, -1)
-
-    def _fan_out(self, fresh: dict[str, EncodedUpdate], pos: Position, seq: int,
-                 index: int) -> None:
-        """Mark ``fresh``, bringing the hub to ``pos``, on every client that has not
-        covered ``seq`` (of partition ``index`` on a Cluster; -1 on one server)."""
+        fresh = dict(tick)
         self.latest.update(fresh)
         self.stats.ticks += 1
         whole = Changes(fresh, pos)
@@ -160,8 +155,7 @@ class Hub:
                 if batch is whole:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
                     batch = by_filter[tickers] = Changes(sub, pos) if sub else None
-            floor = client.floor if index < 0 else component(client.floor, index)
-            if batch is not None and seq > floor:  # type: ignore[operator]
+            if batch is not None and pos > client.floor:  # type: ignore[operator]
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 

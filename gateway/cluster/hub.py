@@ -39,8 +39,24 @@ class ClusterHub(Hub):
         it; a tick at or below the partition's last position is already covered."""
         if not tick or seq <= self.vector[index]:
             return
-        self.vector = self.pos = self.vector.replace(index, seq)
-        self._fan_out(dict(tick), self.vector, seq, index)
+        self.vector = self.pos = pos = self.vector.replace(index, seq)
+        fresh = dict(tick)
+        self.latest.update(fresh)
+        self.stats.ticks += 1
+        whole = Changes(fresh, pos)
+        by_filter: dict[frozenset[str], Changes | None] = {}
+        conflated = 0
+        for client in self.clients:  # as `Hub.publish`, the floor of one partition
+            tickers = client.tickers
+            batch: Changes | None = whole
+            if tickers is not None:
+                batch = by_filter.get(tickers, whole)
+                if batch is whole:
+                    sub = {t: fresh[t] for t in tickers if t in fresh}
+                    batch = by_filter[tickers] = Changes(sub, pos) if sub else None
+            if batch is not None and seq > component(client.floor, index):
+                conflated += _offer(client, batch)
+        self.stats.conflated += conflated
 
     def first_epoch(self, index: int, epoch: str) -> None:
         """Partition ``index`` got its first tick ever: its epoch is known now. Nothing
