@@ -86,6 +86,14 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
                 recovered_s = time.monotonic() - killed
             feed = app.state.gateway.price_feed
             await wait_until(lambda: feed.connected, what="every partition subscribed")
+            # An id from before the kill resumes on the replica: the same partition epochs.
+            before = ids[2]
+            async with open_stream(client, "/api/stream/prices",
+                                   headers={"Last-Event-ID": before}) as resumed:
+                missed = await resumed.event()
+            assert missed.event is None, "a reset: the failover changed the epochs"
+            assert missed.id.split("-")[2] == before.split("-")[1]  # type: ignore[union-attr]
+            assert missed.json()[victim_ticker]["seq"] > at_kill
     writer.close()
     for ticker, got in seqs.items():
         assert got == sorted(set(got)), f"{ticker}: a seq repeated or went back"
