@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,6 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import redis_outage
 from gateway.access import Refused, refused_handler
 from gateway.bar_feed import BarFeed
+from gateway.cluster.clients import ClusterClients
+from gateway.cluster.feed import ClusterPriceFeed
+from gateway.cluster.hub import ClusterHub
+from gateway.cluster.wiring import cluster_parts
 from gateway.connections import RedisFactory, redis_factory
 from gateway.deps import Gateway
 from gateway.headers import HostCheck, SecurityHeaders
@@ -53,7 +58,7 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     ``connect`` builds the Redis clients (tests pass fakeredis); real ones by default.
     """
     stats = Stats()
-    hub = Hub(stats)
+    hub = ClusterHub(stats, settings.partitions) if settings.clustered else Hub(stats)
     shutdown = StreamShutdown(hub)
     make_redis = connect or redis_factory(settings)
     verifier = None
@@ -65,41 +70,56 @@ def create_app(settings: Settings, connect: RedisFactory | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quiet_uvicorn_drops()
+        if isinstance(hub, ClusterHub):
+            async with cluster_parts(settings, hub, stats) as parts:
+                async with serving(app, None, parts.notices, parts.price_feed, parts.bar_feed,
+                                   parts.clients):
+                    yield
+            return
         redis = make_redis(False)
         notices = Notices(redis, settings.keys, hub)
         price_feed = PriceFeed(settings, hub, stats, lambda: make_redis(True),
-                                on_control=notices.watchlist_changed, publisher=redis)
-        watchdog = SendWatchdog(settings.send_timeout_s)
+                               on_control=notices.watchlist_changed, publisher=redis)
+        bar_feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
         try:
-            async with Supervisor() as supervisor:
-                stats.gauges.update({
-                    "open_streams": lambda: len(hub.clients),
-                    "hub_subscriptions": lambda: float(price_feed.connected),
-                    "background_tasks": lambda: supervisor.running,
-                    "background_task_restarts": lambda: supervisor.restarts,
-                    # Leak detectors (docs/RELIABILITY.md, churn): every task and descriptor of
-                    # the process.
-                    "asyncio_tasks": lambda: len(asyncio.all_tasks()),
-                    "open_fds": open_fds,
-                })
-                app.state.gateway = Gateway(settings, redis, hub, stats, price_feed,
-                                            app.state.registry, watchdog, notices,
-                                            verifier)
-                supervisor.start("price-feed", price_feed.run)
-                supervisor.start("send-watchdog", watchdog.run)
-                feed = BarFeed(settings.keys, hub, lambda: make_redis(True), redis)
-                supervisor.start("bar-feed", feed.run)
-                supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
-                supervisor.start("exit-watcher", shutdown.watch_server_exit)
-                supervisor.start("source-notices", notices.follow_source)
-                supervisor.start("watchlist-notices", notices.follow_watchlist)
-                log.info("gateway started (namespace %s)", settings.namespace)
-                try:
-                    yield
-                finally:
-                    shutdown.begin()
+            async with serving(app, redis, notices, price_feed, bar_feed, None):
+                yield
         finally:
             await redis.aclose()
+
+    @asynccontextmanager
+    async def serving(app: FastAPI, redis: aioredis.Redis | None, notices: Notices,
+                      price_feed: PriceFeed | ClusterPriceFeed, bar_feed: BarFeed,
+                      cluster: ClusterClients | None) -> AsyncIterator[None]:
+        """The background tasks and the routes' `Gateway`, one server or Cluster."""
+        watchdog = SendWatchdog(settings.send_timeout_s)
+        async with Supervisor() as supervisor:
+            stats.gauges.update({
+                "open_streams": lambda: len(hub.clients),
+                "hub_subscriptions": lambda: float(price_feed.connected),
+                "background_tasks": lambda: supervisor.running,
+                "background_task_restarts": lambda: supervisor.restarts,
+                # Leak detectors (docs/RELIABILITY.md, churn): every task and descriptor of
+                # the process.
+                "asyncio_tasks": lambda: len(asyncio.all_tasks()),
+                "open_fds": open_fds,
+            })
+            app.state.gateway = Gateway(settings, redis, hub, stats, price_feed,
+                                        app.state.registry, watchdog, notices,
+                                        verifier, cluster)
+            supervisor.start("price-feed", price_feed.run)
+            supervisor.start("send-watchdog", watchdog.run)
+            supervisor.start("bar-feed", bar_feed.run)
+            supervisor.start("pinger", lambda: ping_forever(hub, settings.ping_interval_s))
+            supervisor.start("exit-watcher", shutdown.watch_server_exit)
+            supervisor.start("source-notices", notices.follow_source)
+            supervisor.start("watchlist-notices", notices.follow_watchlist)
+            log.info("gateway started (namespace %s%s)", settings.namespace,
+                     f", a Cluster of {settings.partitions} partitions" if cluster else "")
+            try:
+                yield
+            finally:
+                shutdown.begin()
 
     app = GatewayApp(title="pricefeed gateway", lifespan=lifespan)
     app.state.registry = registry_for(stats)

@@ -102,16 +102,21 @@ class BarFeed:
             else:
                 wanted = sorted(tickers)
                 raw = dict(zip(wanted, await self.reader.hmget(key, wanted), strict=True))
-            bars = {}
-            for field, value in raw.items():
-                ticker = field.decode() if isinstance(field, bytes) else field
-                if value is None:
-                    continue
-                try:
-                    bars[ticker] = with_partial(encode_bar(bar_from_obj(orjson.loads(value))),
-                                                True)
-                except (orjson.JSONDecodeError, CodecError) as e:
-                    self._bad.warning("skipping the malformed forming bar of %s: %s",
-                                      ticker[:20], e)
+            bars = self.forming_bars(raw)
             if bars:
                 self.hub.publish_bars(interval, bars, bar_frame)
+
+    def forming_bars(self, raw: dict[Any, Any]) -> dict[str, bytes]:
+        """The valid forming bars among ``raw`` (ticker -> stored JSON or None), with
+        ``"partial": true``; a malformed one is logged (throttled) and left out."""
+        bars = {}
+        for field, value in raw.items():
+            ticker = field.decode() if isinstance(field, bytes) else field
+            if value is None:
+                continue
+            try:
+                bars[ticker] = with_partial(encode_bar(bar_from_obj(orjson.loads(value))), True)
+            except (orjson.JSONDecodeError, CodecError) as e:
+                self._bad.warning("skipping the malformed forming bar of %s: %s",
+                                  ticker[:20], e)
+        return bars

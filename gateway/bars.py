@@ -32,11 +32,13 @@ def checked(raw: bytes, what: str) -> tuple[int, bytes] | None:
 
 
 async def read_bars(redis: aioredis.Redis, keys: Keys, ticker: str, interval: str, limit: int,
-                    since: float | None) -> list[bytes] | None:
+                    since: float | None, watched: bool | None = None) -> list[bytes] | None:
     """Up to ``limit`` bars of ``ticker``, oldest first, the forming one last (with
     ``"partial"``); the newest ones, or the oldest from ``since`` on. None when the ticker
-    is neither watched nor has bars."""
+    is neither watched nor has bars. ``watched`` is read with the bars unless given (on a
+    Cluster the watchlist lives in another slot than the bars, docs/CLUSTER.md)."""
     key = keys.bars(interval, ticker)
+    known = watched
 
     def queue(pipe: Pipeline) -> None:
         if since is None:
@@ -44,9 +46,11 @@ async def read_bars(redis: aioredis.Redis, keys: Keys, ticker: str, interval: st
         else:
             pipe.zrangebyscore(key, math.ceil(since), "+inf", start=0, num=limit)
         pipe.hget(keys.forming(interval), ticker)
-        pipe.sismember(keys.watchlist, ticker)
+        if known is None:
+            pipe.sismember(keys.watchlist, ticker)
 
-    members, forming_raw, watched = await read_together(redis, queue)
+    members, forming_raw, *rest = await read_together(redis, queue)
+    watched = bool(rest[0]) if known is None else known
     closed = [c for c in (checked(m, ticker) for m in members) if c is not None]
     forming = checked(forming_raw, ticker) if forming_raw is not None else None
     if not closed and forming is None and not watched:

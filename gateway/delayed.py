@@ -132,10 +132,14 @@ class DelayedLog:
 
 
 async def bars_until(redis: aioredis.Redis, keys: Keys, ticker: str, interval: str,
-                     limit: int, since: float | None, cutoff_s: float) -> list[bytes] | None:
+                     limit: int, since: float | None, cutoff_s: float,
+                     watched: bool | None = None) -> list[bytes] | None:
     """`gateway.bars.read_bars` for a delayed client: closed bars that ended by
-    ``cutoff_s`` only (the forming bar is real time); None for an unknown ticker."""
+    ``cutoff_s`` only (the forming bar is real time); None for an unknown ticker.
+    ``watched`` is read with the bars unless given (a Cluster keeps the watchlist in
+    another slot)."""
     key = keys.bars(interval, ticker)
+    given = watched
     newest_start = math.floor(cutoff_s) - INTERVALS[interval]
 
     def queue(pipe: Pipeline) -> None:
@@ -144,9 +148,11 @@ async def bars_until(redis: aioredis.Redis, keys: Keys, ticker: str, interval: s
         else:
             pipe.zrangebyscore(key, math.ceil(since), newest_start, start=0, num=limit)
         pipe.exists(key)
-        pipe.sismember(keys.watchlist, ticker)
+        if given is None:
+            pipe.sismember(keys.watchlist, ticker)
 
-    members, known, watched = await read_together(redis, queue)
+    members, known, *rest = await read_together(redis, queue)
+    watched = bool(rest[0]) if given is None else given
     if since is None:
         members = list(reversed(members))
     closed = [c for c in (checked(m, ticker) for m in members) if c is not None]

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
+    from gateway.cluster.clients import ClusterClients
+    from gateway.cluster.feed import ClusterPriceFeed
     from gateway.verifier import Verifier
 
 from gateway.hub import Hub
@@ -27,17 +30,29 @@ from shared.settings import Settings
 
 @dataclass(slots=True)
 class Gateway:
-    """One per app: settings, the Redis client for reads and writes, the hub, the counters."""
+    """One per app: settings, the Redis client for reads and writes, the hub, the counters.
+
+    On a Cluster there is no one client: ``cluster`` sends each call to the primary of its
+    names, and `redis` raises (a one-server read left on a Cluster path is a 503, not a
+    read of the wrong node)."""
 
     settings: Settings
-    redis: aioredis.Redis
+    one_server: aioredis.Redis | None
     hub: Hub
     stats: Stats
-    price_feed: PriceFeed
+    price_feed: PriceFeed | ClusterPriceFeed
     registry: CollectorRegistry
     watchdog: SendWatchdog
     notices: Notices
     verifier: Verifier | None = None  # None: reads are open (PRICEFEED_READ_AUTH=none)
+    cluster: ClusterClients | None = None  # on a Cluster (docs/CLUSTER.md)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client of the one server (or Sentinel primary)."""
+        if self.one_server is None:
+            raise RedisError("no one-server client on a Redis Cluster")
+        return self.one_server
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:

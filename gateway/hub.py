@@ -7,7 +7,8 @@ which caches the bytes on it) and shared by every client that gets exactly those
 after the same previous position; only a client that fell behind (its pending changes
 merged two ticks) pays for a frame of its own. The hub knows no transport: what it holds
 for bars and notices are frames built elsewhere, opaque bytes here. Positions are those
-of README "Resume and continuity".
+of README "Resume and continuity": an int on one server, a `Vector` of one per
+partition on a Cluster (`gateway.positions`, docs/CLUSTER.md "The gateway on a Cluster").
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
+from gateway.positions import Position, covered, join
 from gateway.stats import Stats
 from gateway.updates import EncodedUpdate
 from gateway.waiting import Wakeup
@@ -34,11 +36,11 @@ class Changes:
 
     __slots__ = ("items", "pos", "wire", "wire_key")
 
-    def __init__(self, items: dict[str, EncodedUpdate], pos: int) -> None:
+    def __init__(self, items: dict[str, EncodedUpdate], pos: Position) -> None:
         self.items = items
         self.pos = pos
         self.wire: bytes = b""
-        self.wire_key: tuple[str, int] | None = None
+        self.wire_key: tuple[str, Position] | None = None
 
 
 class Client:
@@ -59,11 +61,11 @@ class Client:
         self.notice_kinds = notice_kinds  # named events it asked for (`gateway.notices`)
         self.notices: dict[str, bytes] | None = None  # the latest frame of each, unsent
         self.pending: Changes | dict[str, EncodedUpdate] | None = None
-        self.pending_pos = 0
+        self.pending_pos: Position = 0
         self.resync: Changes | None = None  # a fresh snapshot that replaces anything pending
         self.reset = False  # the resync is of another epoch: send `event: reset` first
-        self.floor = 0  # ticks at or below this position are already covered
-        self.last_pos = 0
+        self.floor: Position = 0  # ticks at or below this position are already covered
+        self.last_pos: Position = 0
         self.closed = False
         self.expired = False  # closed because the client's access token expired
         self.expiry: asyncio.TimerHandle | None = None  # the timer that will expire it
@@ -93,16 +95,16 @@ class Client:
             self.bar_frames = []
         return frames
 
-    def cover(self, pos: int) -> None:
+    def cover(self, pos: Position) -> None:
         """Everything up to log position ``pos`` reached the client by other means (a
         snapshot or a replay): drop it from what is pending, and never offer it again."""
-        self.floor = max(self.floor, pos)
-        self.last_pos = max(self.last_pos, pos)
+        self.floor = join(self.floor, pos)
+        self.last_pos = join(self.last_pos, pos)
         pending = self.pending
         if pending is None:
             return
         items = pending.items if isinstance(pending, Changes) else pending
-        kept = {t: i for t, i in items.items() if i[0] > pos}
+        kept = {t: i for t, i in items.items() if i[0] > covered(pos, t)}
         self.pending = kept or None
 
 
@@ -114,7 +116,7 @@ class Hub:
         self.clients: set[Client] = set()
         self.latest: dict[str, EncodedUpdate] = {}
         self.epoch = ""
-        self.pos = 0  # log position of the last tick marked (or of the last snapshot)
+        self.pos: Position = 0  # log position of the last tick marked (or of the last snapshot)
         self.closing = False
 
     def register(self, tickers: frozenset[str] | None, bars: str | None = None,
@@ -137,7 +139,7 @@ class Hub:
     def publish(self, tick: Mapping[str, EncodedUpdate], pos: int) -> None:
         """Mark the tick at log position ``pos`` on every client; a tick at or below the
         last position seen is already covered (by the snapshot read after subscribing)."""
-        if pos <= self.pos or not tick:
+        if not isinstance(self.pos, int) or pos <= self.pos or not tick:
             return
         self.pos = pos
         fresh = dict(tick)
@@ -154,7 +156,7 @@ class Hub:
                 if batch is whole:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
                     batch = by_filter[tickers] = Changes(sub, pos) if sub else None
-            if batch is not None and pos > client.floor:
+            if batch is not None and pos > client.floor:  # type: ignore[operator]
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 
@@ -203,7 +205,7 @@ class Hub:
         replica that had not received the last ticks: the resume rule's "ahead of the log",
         docs/REDIS.md "Sentinel"), since the snapshot may hold older updates than a client."""
         known = self.epoch not in ("", NO_EPOCH)
-        reset = known and (epoch != self.epoch or pos < self.pos)
+        reset = known and (epoch != self.epoch or join(pos, self.pos) != pos)
         old, self.latest = self.latest, dict(snapshot)
         self.epoch, self.pos = epoch, pos
         if known and not reset:
@@ -236,16 +238,15 @@ class Hub:
                 items = snapshot if key is None else {t: snapshot[t] for t in key if t in snapshot}
                 self._resync_one(client, Changes(dict(items), pos), pos)
                 continue
-            batch = by_filter.get(key)
-            if batch is None and key is not None:  # None is the whole batch, made above
-                batch = by_filter[key] = Changes({t: newer[t] for t in key if t in newer}, pos)
-            assert batch is not None
+            if key is not None and key not in by_filter:
+                by_filter[key] = Changes({t: newer[t] for t in key if t in newer}, pos)
+            batch = by_filter[key]
             if client.resync is not None:  # an earlier snapshot not sent yet: bring it up
                 self._resync_one(client, Changes({**client.resync.items, **batch.items}, pos),
                                  pos)
-            elif pos > client.floor and batch.items:
+            elif join(pos, client.floor) != client.floor and batch.items:
                 self.stats.conflated += _offer(client, batch)
-            client.floor = max(client.floor, pos)
+            client.floor = join(client.floor, pos)
 
     @staticmethod
     def _resync_one(client: Client, snapshot: Changes, pos: int) -> None:

@@ -77,14 +77,11 @@ class Notices:
         """Read the producer status every `SOURCE_POLL_S`; runs until cancelled."""
         while True:
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(self.keys.producer)
-                    pipe.get(self.keys.producer_status)
-                    heartbeat, raw = await pipe.execute()
+                heartbeat, raw = await self.read_source()
             except (RedisError, OSError) as e:
                 log.debug("cannot read the producer status: %s", e)
             else:
-                view = source_view(bool(heartbeat), raw)
+                view = source_view(heartbeat, raw)
                 if view != self._source:
                     self._source = view
                     self._set("source", view)
@@ -96,7 +93,7 @@ class Notices:
             await self._watchlist_due.wait()
             self._watchlist_due.clear()
             try:
-                members = await self.redis.smembers(self.keys.watchlist)
+                members = await self.read_members()
             except (RedisError, OSError) as e:
                 log.debug("cannot read the watchlist: %s", e)
                 await asyncio.sleep(RETRY_S)
@@ -108,6 +105,19 @@ class Notices:
             if tickers != self._tickers:
                 self._tickers = tickers
                 self._set("watchlist", {"tickers": tickers}, self._watchlist_for)
+
+    async def read_source(self) -> tuple[bool, bytes | None]:
+        """The producer's heartbeat (present or not) and its raw status."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.producer)
+            pipe.get(self.keys.producer_status)
+            heartbeat, raw = await pipe.execute()
+        return bool(heartbeat), raw
+
+    async def read_members(self) -> set[Any]:
+        """The raw members of the watchlist."""
+        members: set[Any] = await self.redis.smembers(self.keys.watchlist)
+        return members
 
     def frame_for(self, kind: str, entitled: frozenset[str] | None) -> bytes | None:
         """The latest frame of ``kind`` as a client entitled to ``entitled`` may see it."""

@@ -8,16 +8,20 @@ send timeout within seconds, instead of parking megabytes in kernel memory (docs
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import socket
+import sys
 
 import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app
+from gateway.cluster.wiring import check_before_start
 from gateway.protocol import HttpLimits, guarded_protocol
 from gateway.stream.shutdown import shutdown_of
+from shared.errors import SettingsError
 from shared.logs import configure
 from shared.redisio import redacted_url
 from shared.settings import Settings, is_loopback, load_or_exit
@@ -75,6 +79,12 @@ def main(argv: list[str]) -> int:
     ).parse_args(argv)
     settings = load_or_exit()
     configure(settings.log_level)
+    if settings.clustered:
+        try:
+            asyncio.run(check_before_start(settings))
+        except SettingsError as e:
+            print(f"pricefeed: configuration error: {e}", file=sys.stderr)
+            return 2
     try:
         sock = bind(settings.host, settings.port)
     except OSError as e:

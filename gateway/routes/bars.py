@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from gateway.access import ReadGrant, entitled_symbol
 from gateway.bars import MAX_LIMIT, bars_body, read_bars
+from gateway.cluster.delayed import cluster_bars_until
+from gateway.cluster.reads import cluster_bars
 from gateway.delayed import bars_until
 from gateway.deps import GatewayDep
 
@@ -57,9 +59,14 @@ async def bars(
     """Bars oldest first; the last one is the forming bar (``partial: true``) when there is
     one. Without ``since``: the newest ``limit`` bars."""
     symbol = entitled_symbol(ticker, grant)
-    if grant.delay_s:  # closed bars that ended by now minus the delay, only
+    if grant.delay_s and gw.cluster is not None:
+        found = await cluster_bars_until(gw.cluster, symbol, interval, limit, since,
+                                         time.time() - grant.delay_s)
+    elif grant.delay_s:  # closed bars that ended by now minus the delay, only
         found = await bars_until(gw.redis, gw.settings.keys, symbol, interval, limit, since,
                                  time.time() - grant.delay_s)
+    elif gw.cluster is not None:
+        found = await cluster_bars(gw.cluster, symbol, interval, limit, since)
     else:
         found = await read_bars(gw.redis, gw.settings.keys, symbol, interval, limit, since)
     if found is None:

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from gateway.cluster.feed import ClusterPriceFeed
+from gateway.cluster.ready import cluster_ready
 from gateway.deps import GatewayDep
 from gateway.price_feed import FLAP_WINDOW_S
 from shared.models import OUT_OF_MEMORY_STATE
@@ -36,6 +38,9 @@ async def ready(gw: GatewayDep) -> JSONResponse:
     """200 when Redis answers, the producer's heartbeat is fresh and its ticks land, its
     price source produces (a closed market counts: it is quiet, not broken) and prices are
     subscribed (and the subscription is not dropping again and again)."""
+    if gw.cluster is not None:
+        assert isinstance(gw.price_feed, ClusterPriceFeed)
+        return await cluster_ready(gw.cluster, gw.price_feed, _producer_status)
     keys = gw.settings.keys
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):

@@ -9,6 +9,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 from gateway.access import Grant, ReadGrant, entitled_symbol
+from gateway.cluster.delayed import cluster_state_at, cluster_state_of
+from gateway.cluster.reads import read_all_caches, read_one
 from gateway.delayed import state_at
 from gateway.deps import GatewayDep
 from gateway.reads import read_cache
@@ -29,9 +31,16 @@ def json_response(body: bytes, status_code: int = 200,
 async def all_prices(gw: GatewayDep, grant: ReadGrant) -> Response:
     """Snapshot ``{TICKER: PriceUpdate}`` of every cached ticker the token may see."""
     if grant.delay_s:
-        delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant), grant.tickers)
+        if gw.cluster is not None:
+            delayed, _ = await cluster_state_at(gw.cluster, cutoff_ms(grant), grant.tickers)
+        else:
+            delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),
+                                        grant.tickers)
         return json_response(encode_updates(delayed), headers=delay_header(grant))
-    view = await read_cache(gw.redis, gw.settings.keys)
+    if gw.cluster is not None:
+        view = await read_all_caches(gw.cluster)
+    else:
+        view = await read_cache(gw.redis, gw.settings.keys)
     items = view.items()
     if grant.tickers is not None:
         items = {t: i for t, i in items.items() if t in grant.tickers}
@@ -44,12 +53,18 @@ async def one_price(ticker: str, gw: GatewayDep, grant: ReadGrant) -> Response:
     does not cover it."""
     symbol = entitled_symbol(ticker, grant)
     if grant.delay_s:
-        delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),
-                                    frozenset({symbol}))
+        if gw.cluster is not None:
+            delayed = await cluster_state_of(gw.cluster, cutoff_ms(grant), symbol)
+        else:
+            delayed, _ = await state_at(gw.redis, gw.settings.keys, cutoff_ms(grant),
+                                        frozenset({symbol}))
         if symbol not in delayed:
             raise HTTPException(404, f"no price for ticker {symbol} {grant.delay_s:g} s ago")
         return json_response(delayed[symbol][1], headers=delay_header(grant))
-    update = await read_latest_one(gw.redis, gw.settings.keys, symbol)
+    if gw.cluster is not None:
+        update = await read_one(gw.cluster, symbol)
+    else:
+        update = await read_latest_one(gw.redis, gw.settings.keys, symbol)
     if update is None:
         raise HTTPException(404, f"no price for ticker {symbol}")
     return json_response(orjson.dumps(update.to_dict()))

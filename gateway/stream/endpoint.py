@@ -58,7 +58,7 @@ def respond(request: Request) -> PriceStream | Response:
             headers={"Retry-After": "5"},
         ))
     opening = opening_of(request.headers.get("last-event-id") or query.get("last_event_id"),
-                         replay_all)
+                         replay_all, gw.settings.partitions)
     # Registered before the snapshot read: no tick can fall in between. A delayed client
     # is registered for no live price and no bar (both are real time): only notices.
     if grant.delay_s:

@@ -18,9 +18,14 @@ from contextlib import aclosing
 from redis.exceptions import RedisError
 
 from gateway.access import Grant, seconds_left
+from gateway.cluster import resume as cluster_resume
+from gateway.cluster.delayed import ClusterDelayedLog, cluster_state_at
+from gateway.cluster.hub import ClusterHub
+from gateway.cluster.reads import ClusterView, read_cluster_view
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
 from gateway.hub import Changes, Client
+from gateway.positions import Position, Vector, join
 from gateway.reads import StreamView, read_view
 from gateway.stream.framing import (
     PING_FRAME,
@@ -29,8 +34,9 @@ from gateway.stream.framing import (
     delayed_frame,
     price_frame,
 )
-from gateway.stream.request import Opening
+from gateway.stream.request import EventId, Opening
 from gateway.stream.resume import changed_since, replay, resumable
+from gateway.updates import EncodedUpdate
 
 DELAYED_PERIOD_S = 0.25  # how often a delayed stream releases what has become old enough
 
@@ -104,6 +110,8 @@ async def _frames(
             yield RESET_FRAME
         stats.events_sent += 1
         stats.updates_sent += len(changes.items)
+        if isinstance(changes.pos, Vector):
+            changes = _not_behind(changes, client.last_pos)
         frame = price_frame(changes, hub.epoch, client.last_pos)
         client.last_pos = changes.pos
         yield frame
@@ -120,16 +128,10 @@ async def _delayed_frames(
     loop = asyncio.get_running_loop()
     period = max(DELAYED_PERIOD_S, 0.0 if max_hz is None else 1.0 / max_hz)
     yield RETRY_FRAME
-    try:
-        cutoff_ms = int(time.time() * 1000 - grant.delay_s * 1000)
-        state, position = await state_at(gw.redis, gw.settings.keys, cutoff_ms, client.wanted)
-    except (RedisError, OSError):
-        state, position = {}, None
+    state, reader = await _delayed_opening(gw, client, grant)
     if state:
         yield delayed_frame(state, grant.delay_s)
     yield from_notices(gw, client)
-    reader = DelayedLog(gw.redis, gw.settings.keys, client.wanted, grant.delay_s,
-                        position or 0)
     client.last_sent = loop.time()
     while True:
         await _hold(client, loop.time() + period)  # woken early only to end, ping or notify
@@ -152,6 +154,25 @@ async def _delayed_frames(
             client.ping = False
             client.last_sent = loop.time()
             yield PING_FRAME
+
+
+async def _delayed_opening(gw: Gateway, client: Client, grant: Grant
+                           ) -> tuple[dict[str, EncodedUpdate], DelayedLog | ClusterDelayedLog]:
+    """The state as of the delay, and the reader that releases what comes after it."""
+    cutoff_ms = int(time.time() * 1000 - grant.delay_s * 1000)
+    if gw.cluster is not None:
+        positions: list[int | None] = [None] * gw.settings.partitions
+        try:
+            state, positions = await cluster_state_at(gw.cluster, cutoff_ms, client.wanted)
+        except (RedisError, OSError):
+            state = {}
+        return state, ClusterDelayedLog(gw.cluster, client.wanted, grant.delay_s, positions)
+    try:
+        state, position = await state_at(gw.redis, gw.settings.keys, cutoff_ms, client.wanted)
+    except (RedisError, OSError):
+        state, position = {}, None
+    return state, DelayedLog(gw.redis, gw.settings.keys, client.wanted, grant.delay_s,
+                             position or 0)
 
 
 def from_notices(gw: Gateway, client: Client) -> bytes:
@@ -180,23 +201,29 @@ async def _opening(
     """The first events: a snapshot, what the client missed, or a reset and a snapshot."""
     view = await _stream_view(gw)
     if view is None:
+        if isinstance(gw.hub, ClusterHub):
+            for frame in _from_hub(gw, gw.hub, client, opening):
+                yield frame
         return  # Redis is down: the hub's snapshot after recovery comes next
     last = opening.last
-    resume = last is not None and resumable(view, last, opening.replay_all)
+    if isinstance(view, ClusterView):
+        resume = last is not None and cluster_resume.resumable(view, last, opening.replay_all)
+    else:
+        resume = last is not None and resumable(view, last, opening.replay_all)
     if opening.reset or (last is not None and not resume):
         gw.stats.resets += 1
         yield RESET_FRAME
         last = None
     if last is None or not opening.replay_all:
-        after = last.pos if last is not None else 0
+        after: Position = last.pos if last is not None else 0
         client.cover(view.top)  # before the first await below: no tick can slip between
         client.last_pos = after  # nothing to send (nothing wanted changed): still true
-        first = changed_since(view, client.tickers, after)
+        first = changed_since(view.updates, view.top, client.tickers, after)
         if after == 0 or first.items:
             yield _sent(gw, client, view.epoch, first)
         return
     client.last_pos = last.pos
-    batches = replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
+    batches = _replay(gw, client, last, view)
     try:
         async with aclosing(batches):
             async for changes in batches:
@@ -210,6 +237,15 @@ async def _opening(
     client.cover(client.last_pos)
 
 
+def _not_behind(changes: Changes, last: Position) -> Changes:
+    """``changes`` at a position no component of which is behind the client's last one.
+    On a Cluster the hub's position lags a partition that a stream's opening read further
+    (the partitions are read one by one): the client has those ticks, and its ids must
+    never go back (docs/CLUSTER.md "The gateway on a Cluster")."""
+    pos = join(changes.pos, last)
+    return changes if pos == changes.pos else Changes(changes.items, pos)
+
+
 def _sent(gw: Gateway, client: Client, epoch: str, changes: Changes) -> bytes:
     gw.stats.events_sent += 1
     gw.stats.updates_sent += len(changes.items)
@@ -218,9 +254,39 @@ def _sent(gw: Gateway, client: Client, epoch: str, changes: Changes) -> bytes:
     return frame
 
 
-async def _stream_view(gw: Gateway) -> StreamView | None:
+def _from_hub(gw: Gateway, hub: ClusterHub, client: Client, opening: Opening) -> list[bytes]:
+    """A Cluster node that cannot be read (a failover under way) must not leave a new
+    stream with the other partitions' ticks and no snapshot: the hub's own state is one,
+    consistent at its position (docs/CLUSTER.md "The gateway on a Cluster"). A resume
+    point cannot be checked without the logs: it gets a reset."""
+    if not hub.latest:
+        return []
+    frames = []
+    if opening.last is not None or opening.reset:
+        gw.stats.resets += 1
+        frames.append(RESET_FRAME)
+    client.cover(hub.pos)
+    client.last_pos = 0
+    wanted = client.tickers
+    items = hub.latest if wanted is None else {t: u for t, u in hub.latest.items() if t in wanted}
+    frames.append(_sent(gw, client, hub.epoch, Changes(dict(items), hub.pos)))
+    return frames
+
+
+def _replay(gw: Gateway, client: Client, last: EventId,
+            view: StreamView | ClusterView) -> AsyncGenerator[Changes, None]:
+    if isinstance(view, ClusterView):
+        assert gw.cluster is not None and isinstance(last.pos, Vector)
+        return cluster_resume.replay(gw.cluster, client, last.pos, view.top)
+    assert isinstance(last.pos, int)
+    return replay(gw.redis, gw.settings.keys, client, last.pos, len(view.updates))
+
+
+async def _stream_view(gw: Gateway) -> StreamView | ClusterView | None:
     """The cache and the log's span from Redis; None during an outage."""
     try:
+        if gw.cluster is not None:
+            return await read_cluster_view(gw.cluster)
         return await read_view(gw.redis, gw.settings.keys)
     except (RedisError, OSError):
         return None

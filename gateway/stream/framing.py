@@ -15,6 +15,7 @@ import orjson
 from sse_starlette import ServerSentEvent
 
 from gateway.hub import Changes
+from gateway.positions import Position
 from gateway.updates import EncodedUpdate, encode_updates
 
 RETRY_FRAME = ServerSentEvent(retry=1000).encode()
@@ -25,13 +26,14 @@ EXPIRED_FRAME = ServerSentEvent(
 ).encode()
 
 
-def event_id(epoch: str, pos: int, prev: int) -> str:
+def event_id(epoch: str, pos: Position, prev: Position) -> str:
     """An SSE event id: the epoch, the log position the event brings the client to, and
-    the position of the client's previous event (0: a full snapshot, follows nothing)."""
+    the position of the client's previous event (0: a full snapshot, follows nothing).
+    On a Cluster a position is ``v0.v1.…`` (`gateway.positions.Vector`)."""
     return f"{epoch}-{pos}-{prev}"
 
 
-def price_frame(changes: Changes, epoch: str, prev: int) -> bytes:
+def price_frame(changes: Changes, epoch: str, prev: Position) -> bytes:
     """The whole price event (``id: <epoch>-<pos>-<prev>``, one ``data:`` line), cached on
     ``changes`` for the next client that needs the same one."""
     key = (epoch, prev)

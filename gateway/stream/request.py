@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.notices import KINDS
+from gateway.positions import Position, parse_vector
 from shared.bars import INTERVALS
 from shared.models import InvalidTicker, normalize_ticker
 
 MAX_EVENT_ID_CHARS: Final[int] = 64
 _EVENT_ID = re.compile(r"([0-9a-f]{16})-([0-9]{1,19})(?:-[0-9]{1,19})?")
+_CLUSTER_ID = re.compile(r"([0-9a-f]{16})-([0-9.]+)(?:-([0-9.]+))?")
 
 
 class BadRequest(Exception):
@@ -86,21 +88,39 @@ class EventId:
     """A parsed event id: the epoch and the log position the client reached."""
 
     epoch: str
-    pos: int
+    pos: Position
 
 
-def parse_event_id(raw: str | None) -> EventId | None:
+def parse_event_id(raw: str | None, partitions: int = 0) -> EventId | None:
     """The resume point of ``Last-Event-ID``; None when it is not one of ours (ASCII
-    ``<16 hex>-<digits>[-<digits>]`` of at most `MAX_EVENT_ID_CHARS` characters)."""
+    ``<16 hex>-<digits>[-<digits>]`` of at most `MAX_EVENT_ID_CHARS` characters; on a
+    Cluster of ``partitions`` partitions each position is ``v0.….vP-1``)."""
     if raw is None:
         return None
     text = raw.strip()
+    if partitions:
+        return _cluster_event_id(text, partitions)
     if len(text) > MAX_EVENT_ID_CHARS or not text.isascii():
         return None
     match = _EVENT_ID.fullmatch(text)
     if match is None:
         return None
     return EventId(match[1], int(match[2]))
+
+
+def _cluster_event_id(text: str, partitions: int) -> EventId | None:
+    # Two vectors of at most 19 digits and a dot per partition, the epoch and two dashes.
+    if len(text) > 18 + 40 * partitions or not text.isascii():
+        return None
+    match = _CLUSTER_ID.fullmatch(text)
+    if match is None:
+        return None
+    pos = parse_vector(match[2], partitions)
+    prev = match[3]
+    if pos is None or (prev is not None and prev != "0"
+                       and parse_vector(prev, partitions) is None):
+        return None
+    return EventId(match[1], pos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +132,7 @@ class Opening:
     replay_all: bool
 
 
-def opening_of(raw_id: str | None, replay_all: bool) -> Opening:
+def opening_of(raw_id: str | None, replay_all: bool, partitions: int = 0) -> Opening:
     """The `Opening` for the ``Last-Event-ID`` given (header or ``?last_event_id=``)."""
-    last = parse_event_id(raw_id)
+    last = parse_event_id(raw_id, partitions)
     return Opening(last, reset=raw_id is not None and last is None, replay_all=replay_all)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 
 from gateway.hub import Changes, Client
+from gateway.positions import Position, covered
 from gateway.reads import StreamView
 from gateway.stream.request import EventId
 from gateway.updates import EncodedUpdate
@@ -31,6 +32,7 @@ from shared.codec import encode_update
 from shared.errors import CodecError
 from shared.keys import Keys
 from shared.logs import LogThrottle
+from shared.models import PriceUpdate
 from shared.ticklog import MAP_FIELD, decode_entry
 
 log = logging.getLogger(__name__)
@@ -46,20 +48,23 @@ UPDATE_BYTES: Final[int] = 230  # one PriceUpdate in a tick map, about (measured
 def resumable(view: StreamView, last: EventId, replay_all: bool) -> bool:
     """True when the client at ``last`` can be made whole without a reset: same epoch,
     a position still in the log and not ahead of it, and (for a replay) not too far."""
-    if last.epoch != view.epoch or not (0 < view.first <= last.pos <= view.top):
+    pos = last.pos
+    if last.epoch != view.epoch or not isinstance(pos, int) \
+            or not (0 < view.first <= pos <= view.top):
         return False
-    return not replay_all or view.top - last.pos <= REPLAY_MAX_UPDATES
+    return not replay_all or view.top - pos <= REPLAY_MAX_UPDATES
 
 
-def changed_since(view: StreamView, wanted: frozenset[str] | None, after: int) -> Changes:
+def changed_since(updates: Mapping[str, PriceUpdate], top: Position,
+                  wanted: frozenset[str] | None, after: Position) -> Changes:
     """The default resume event: the latest update of every wanted ticker newer than
-    ``after`` (all of them for ``after`` = 0), at the view's position."""
+    ``after`` (all of them for ``after`` = 0), at position ``top``."""
     items: dict[str, EncodedUpdate] = {
         t: EncodedUpdate(u.seq, encode_update(u))
-        for t, u in view.updates.items()
-        if (wanted is None or t in wanted) and u.seq > after
+        for t, u in updates.items()
+        if (wanted is None or t in wanted) and u.seq > covered(after, t)
     }
-    return Changes(items, view.top)
+    return Changes(items, top)
 
 
 async def replay(
@@ -78,7 +83,7 @@ async def replay(
             return
         for entry_id, fields in chunk:
             batch = _entry_batch(entry_id, fields, client.tickers)
-            if batch is not None:
+            if batch is not None and isinstance(batch.pos, int):  # one server's log
                 start = max(start, batch.pos)
                 if batch.items:
                     yield batch

@@ -1,0 +1,92 @@
+"""Reads of a Cluster's caches and logs, partition by partition (docs/CLUSTER.md).
+
+Each partition is read as `gateway.reads.read_view` reads one server (one MULTI/EXEC on
+the primary of its slot: a transaction's keys must share a slot), all partitions at once.
+The partitions are read at slightly different moments: a reader may see one partition's
+tick before another's, as docs/CLUSTER.md says of two units of one tick; each partition's
+own view is consistent, which is all a position per partition needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from gateway.bars import read_bars
+from gateway.cluster.clients import ClusterClients
+from gateway.positions import Vector, cluster_epoch
+from gateway.reads import CacheView, StreamView, read_cache, read_view
+from shared.keys import Keys, partition_of
+from shared.models import PriceUpdate
+from shared.redisio import read_latest, read_latest_one
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """Every partition's `StreamView` at about one moment, and what they make together:
+    the updates of all tickers, the id epoch, and the first and last positions."""
+
+    parts: list[StreamView]
+    updates: dict[str, PriceUpdate]
+    epoch: str
+    first: Vector
+    top: Vector
+
+
+async def read_cluster_view(clients: ClusterClients) -> ClusterView:
+    """The `ClusterView` now; raises a Redis error when a partition cannot be read."""
+    parts = await clients.each(read_view)
+    updates: dict[str, PriceUpdate] = {}
+    for part in parts:
+        updates.update(part.updates)
+    return ClusterView(parts, updates, cluster_epoch([p.epoch for p in parts]),
+                       Vector(p.first for p in parts), Vector(p.top for p in parts))
+
+
+async def read_all_caches(clients: ClusterClients) -> CacheView:
+    """Every partition's cache, as one `CacheView` (its ``last_seq`` means nothing here)."""
+    updates: dict[str, PriceUpdate] = {}
+    for view in await clients.each(read_cache):
+        updates.update(view.updates)
+    return CacheView(updates, None)
+
+
+async def read_one(clients: ClusterClients, ticker: str) -> PriceUpdate | None:
+    """The cached update of ``ticker``, from its partition."""
+    keys = clients.layout.of(ticker)
+    return await clients.call(keys, lambda client: read_latest_one(client, keys, ticker))
+
+
+async def read_some(clients: ClusterClients,
+                    tickers: Collection[str]) -> dict[str, PriceUpdate]:
+    """The cached updates of ``tickers``, each from its partition."""
+    layout = clients.layout
+    wanted: dict[str, list[str]] = {}  # partition's base -> its tickers
+    indexes: set[int] = set()
+    for ticker in tickers:
+        indexes.add(partition_of(ticker, layout.partitions))
+        wanted.setdefault(layout.of(ticker).base, []).append(ticker)
+
+    async def read(client: aioredis.Redis, keys: Keys) -> dict[str, PriceUpdate]:
+        return await read_latest(client, keys, wanted[keys.base])
+
+    out: dict[str, PriceUpdate] = {}
+    for found in await clients.each(read, sorted(indexes)):
+        out.update(found)
+    return out
+
+
+async def cluster_bars(clients: ClusterClients, ticker: str, interval: str, limit: int,
+                       since: float | None) -> list[bytes] | None:
+    """`gateway.bars.read_bars` of ``ticker``'s partition, the watchlist read from the
+    meta slot."""
+    meta, keys = clients.layout.meta, clients.layout.of(ticker)
+
+    async def is_watched(client: aioredis.Redis) -> bool:
+        return bool(await client.sismember(meta.watchlist, ticker))
+
+    watched = await clients.meta(is_watched)
+    return await clients.call(keys, lambda client: read_bars(
+        client, keys, ticker, interval, limit, since, watched))

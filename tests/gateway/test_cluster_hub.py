@@ -1,0 +1,76 @@
+"""The hub's positions on a Cluster (docs/CLUSTER.md "The gateway on a Cluster"), in memory:
+a vector of per-partition positions, partition resyncs, and the Cluster's event ids."""
+
+from __future__ import annotations
+
+from gateway.cluster.hub import ClusterHub
+from gateway.positions import Vector, cluster_epoch, join
+from gateway.stats import Stats
+from gateway.stream.framing import event_id
+from gateway.stream.request import parse_event_id
+from gateway.updates import EncodedUpdate
+
+# With two partitions AAPL and AMZN are partition 0, MSFT and JPM partition 1.
+
+
+def update(seq: int) -> EncodedUpdate:
+    return EncodedUpdate(seq, b'{"seq":%d}' % seq)
+
+
+def opened_hub() -> ClusterHub:
+    hub = ClusterHub(Stats(), 2)
+    hub.resync_partition(0, {"AAPL": update(1)}, "e" * 16, 1)
+    hub.resync_partition(1, {"MSFT": update(2)}, "f" * 16, 2)
+    return hub
+
+
+def test_a_tick_moves_its_partitions_component_only_and_ids_show_the_vector():
+    hub = opened_hub()
+    client = hub.register(None)
+    client.cover(Vector((1, 2)))
+    hub.publish_partition(1, {"JPM": update(3)}, 3)
+    batch = client.take()
+    assert batch is not None and batch.pos == Vector((1, 3)) and set(batch.items) == {"JPM"}
+    assert event_id(hub.epoch, batch.pos, Vector((1, 2))) == f"{hub.epoch}-1.3-1.2"
+    assert hub.epoch == cluster_epoch(["e" * 16, "f" * 16])
+    hub.publish_partition(1, {"JPM": update(3)}, 3)  # already covered: dropped
+    assert client.take() is None
+
+
+def test_a_resync_of_one_partition_under_its_epoch_sends_only_what_changed_there():
+    hub = opened_hub()
+    client = hub.register(None)
+    client.cover(Vector((1, 2)))
+    client.last_pos = Vector((1, 2))
+    hub.resync_partition(0, {"AAPL": update(5), "AMZN": update(4)}, "e" * 16, 5)
+    batch = client.take()
+    assert batch is not None and not client.reset
+    assert {t: u.seq for t, u in batch.items.items()} == {"AAPL": 5, "AMZN": 4}
+    assert batch.pos == Vector((5, 2))  # MSFT, partition 1, is not sent again
+
+
+def test_a_partition_with_another_epoch_or_a_shorter_log_resets_every_stream():
+    for epoch, top in (("d" * 16, 9), ("e" * 16, 0)):
+        hub = opened_hub()
+        client = hub.register(None)
+        client.cover(Vector((1, 2)))
+        client.last_pos = Vector((1, 2))
+        hub.resync_partition(0, {"AAPL": update(top or 1)}, epoch, top)
+        batch = client.take()
+        assert client.reset and client.last_pos == 0
+        assert batch is not None and set(batch.items) == {"AAPL", "MSFT"}  # the whole
+
+
+def test_a_position_never_goes_back_when_joined():
+    assert join(Vector((3, 1)), Vector((1, 4))) == Vector((3, 4))
+    assert join(0, Vector((1, 2))) == Vector((1, 2)) and join(5, 7) == 7
+
+
+def test_cluster_ids_parse_with_exactly_one_component_per_partition():
+    parsed = parse_event_id(f"{'a' * 16}-3.4-3.1", 2)
+    assert parsed is not None and parsed.pos == Vector((3, 4))
+    assert parse_event_id(f"{'a' * 16}-3.4-0", 2) is not None
+    for bad in (f"{'a' * 16}-3-0", f"{'a' * 16}-3.4.5-0", f"{'a' * 16}-3.x-0",
+                f"{'a' * 16}-3.4-1", f"{'a' * 16}-" + "1." * 200 + "1"):
+        assert parse_event_id(bad, 2) is None, bad
+    assert parse_event_id(f"{'a' * 16}-3-1") is not None  # one server: unchanged
