@@ -117,7 +117,7 @@ def _local_init(command: list[str], ports: dict[str, int]) -> list[str]:
     return [command[0], command[1], script]
 
 
-def test_the_cluster_compose_commands_form_a_cluster_and_both_producers_get_healthy(
+def test_the_cluster_compose_commands_form_a_cluster_and_every_service_gets_healthy(
         tmp_path, image_bin):
     services = load(CLUSTER_COMPOSE)["services"]
     names = sorted(n for n in services if re.fullmatch(r"redis-\d", n))
@@ -156,6 +156,23 @@ def test_the_cluster_compose_commands_form_a_cluster_and_both_producers_get_heal
                     service["command"], env=env, cwd="/", stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True))
         wait_for(lambda: healthy(check, env), 30, 0.2, "the producers healthy")
+        gateway = services["gateway"]
+        for i in range(2):  # two replicas, each on a private port here
+            port = free_port()
+            genv = {**environment(gateway, {}), "REDIS_URL": env["REDIS_URL"],
+                    "PRICEFEED_PARTITIONS": "6", "PRICEFEED_HOST": "127.0.0.1",
+                    "PRICEFEED_PORT": str(port), "PATH": env["PATH"], "HOME": env["HOME"],
+                    "PYTHONUNBUFFERED": "1"}
+            logs.append(tmp_path / f"gateway-{i}.log")
+            with logs[-1].open("wb") as log:
+                started.append(subprocess.Popen(
+                    gateway["command"], env=genv, cwd="/", stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True))
+            gcheck = healthcheck_argv(gateway)
+            wait_for(lambda c=gcheck, e=genv: healthy(c, e), 30, 0.2, f"gateway {i} healthy")
+            wait_for(lambda p=port: httpx.get(f"http://127.0.0.1:{p}/api/ready",
+                                              timeout=5).status_code == 200,
+                     30, 0.2, f"gateway {i} ready: every partition subscribed and produced")
         assert all(p.poll() is None for p in started), [log.read_text() for log in logs]
     finally:
         for proc in started:
