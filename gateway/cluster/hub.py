@@ -12,7 +12,7 @@ partition's epoch changed, or its log now ends before what was sent, every clien
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from gateway.hub import NO_EPOCH, Changes, Client, Hub, _offer
 from gateway.positions import Vector, cluster_epoch, component, join
@@ -37,26 +37,56 @@ class ClusterHub(Hub):
     def publish_partition(self, index: int, tick: Mapping[str, EncodedUpdate], seq: int) -> None:
         """Mark partition ``index``'s tick at ``seq`` on every client that has not covered
         it; a tick at or below the partition's last position is already covered."""
-        if not tick or seq <= self.vector[index]:
+        self.publish_partitions([(index, tick, seq)])
+
+    def publish_partitions(self, ticks: Sequence[tuple[int, Mapping[str, EncodedUpdate], int]]
+                           ) -> None:
+        """Partition ticks ``(index, tick, seq)`` received together, in order, as ONE batch
+        on every client: one offer and one event per client for all of them, not one per
+        partition (docs/PERFORMANCE.md, "The gateway on a Cluster"). A tick at or below its
+        partition's last position is already covered; a client whose floor covers some of
+        the partitions (resynced since) gets only the others."""
+        vector = self.vector
+        merged: dict[str, EncodedUpdate] = {}
+        parts: list[tuple[int, int, Mapping[str, EncodedUpdate]]] = []
+        for index, tick, seq in ticks:
+            if tick and seq > vector[index]:
+                vector = vector.replace(index, seq)
+                merged.update(tick)
+                parts.append((index, seq, tick))
+        if not parts:
             return
-        self.vector = self.pos = pos = self.vector.replace(index, seq)
-        fresh = dict(tick)
-        self.latest.update(fresh)
-        self.stats.ticks += 1
-        whole = Changes(fresh, pos)
+        self.vector = self.pos = pos = vector
+        self.latest.update(merged)
+        self.stats.ticks += len(parts)
+        whole = Changes(merged, pos)
         by_filter: dict[frozenset[str], Changes | None] = {}
         conflated = 0
-        for client in self.clients:  # as `Hub.publish`, the floor of one partition
-            tickers = client.tickers
-            batch: Changes | None = whole
-            if tickers is not None:
-                batch = by_filter.get(tickers, whole)
+        for client in self.clients:
+            floor = client.floor
+            if any(seq <= component(floor, i) for i, seq, _ in parts):
+                batch = self._newer_than(client, parts, pos)  # rare: after a resync
+            elif client.tickers is None:
+                batch = whole
+            else:
+                batch = by_filter.get(client.tickers, whole)
                 if batch is whole:
-                    sub = {t: fresh[t] for t in tickers if t in fresh}
-                    batch = by_filter[tickers] = Changes(sub, pos) if sub else None
-            if batch is not None and seq > component(client.floor, index):
+                    sub = {t: merged[t] for t in client.tickers if t in merged}
+                    batch = by_filter[client.tickers] = Changes(sub, pos) if sub else None
+            if batch is not None:
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
+
+    @staticmethod
+    def _newer_than(client: Client, parts: list[tuple[int, int, Mapping[str, EncodedUpdate]]],
+                    pos: Vector) -> Changes | None:
+        """The updates of ``parts`` a client has not covered, within its filter."""
+        items: dict[str, EncodedUpdate] = {}
+        for index, seq, tick in parts:
+            if seq > component(client.floor, index):
+                items.update(tick if client.tickers is None
+                             else {t: u for t, u in tick.items() if t in client.tickers})
+        return Changes(items, pos) if items else None
 
     def first_epoch(self, index: int, epoch: str) -> None:
         """Partition ``index`` got its first tick ever: its epoch is known now. Nothing

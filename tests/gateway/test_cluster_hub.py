@@ -74,3 +74,24 @@ def test_cluster_ids_parse_with_exactly_one_component_per_partition():
                 f"{'a' * 16}-3.4-1", f"{'a' * 16}-" + "1." * 200 + "1"):
         assert parse_event_id(bad, 2) is None, bad
     assert parse_event_id(f"{'a' * 16}-3-1") is not None  # one server: unchanged
+
+
+def test_partition_ticks_received_together_reach_each_client_as_one_batch():
+    hub = opened_hub()
+    both, msft_only, resynced = (hub.register(None), hub.register(frozenset({"MSFT"})),
+                                 hub.register(None))
+    for client in (both, msft_only):
+        client.cover(Vector((1, 2)))
+    resynced.cover(Vector((7, 2)))  # its floor covers partition 0 up to 7 already
+    hub.publish_partitions([(0, {"AAPL": update(6)}, 6), (1, {"MSFT": update(8)}, 8),
+                            (0, {"AMZN": update(7)}, 7)])
+    batch = both.take()
+    assert batch is not None and batch.pos == Vector((7, 8))
+    assert {t: u.seq for t, u in batch.items.items()} == {"AAPL": 6, "MSFT": 8, "AMZN": 7}
+    assert both.take() is None  # one batch, not one per partition
+    only = msft_only.take()
+    assert only is not None and set(only.items) == {"MSFT"}
+    newer = resynced.take()
+    assert newer is not None and set(newer.items) == {"MSFT"}
+    hub.publish_partitions([(0, {"AAPL": update(6)}, 6)])  # covered: nothing
+    assert both.take() is None
