@@ -18,6 +18,7 @@ from tests.helpers.poll import wait_for
 from tests.helpers.sse import events
 from tests.helpers.support import ROOT, RedisServer, free_port
 from tests.helpers.system import system
+from tests.helpers.tls import make_certs
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -139,23 +140,10 @@ def _status(url: str) -> int:
         return 0
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "1", "-subj", "/CN=pricefeed test CA", cwd=tmp_path)
-    (tmp_path / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                f"{name}.csr", "-subj", f"/CN=pricefeed {name}", cwd=tmp_path)
-        ext = ["-extfile", "server.ext"] if name == "server" else []
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", *ext, cwd=tmp_path)
-    return tmp_path
+    return make_certs(tmp_path)
 
 
 def test_producer_and_gateway_over_tls_with_a_client_certificate(certs):
