@@ -123,6 +123,11 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_request()
         super().connection_lost(exc)
+        if self.cycle is not None:
+            # The scope's extension is a bound method of this protocol, which holds the
+            # cycle: left in place, every closed connection would be a reference cycle
+            # freed only by a full GC (the churn test saw RSS grow 10 %).
+            self.cycle.scope.get("extensions", {}).pop(ON_DISCONNECT, None)
         if self._on_lost is not None:
             on_lost, self._on_lost = self._on_lost, None
             on_lost()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 
 import httpx
 import pytest
@@ -172,3 +173,27 @@ async def test_a_stream_that_asks_for_no_events_gets_prices_only(settings, produ
             assert nxt.event is None and nxt.json() == {"AAPL": later["AAPL"].to_dict()}
         bad = await client.get(STREAM, params={"events": "source,gossip"})
         assert bad.status_code == 422 and "events" in bad.json()["detail"]
+
+
+async def test_a_closed_stream_connection_is_freed_without_waiting_for_the_gc(
+        settings, producer):
+    # Our protocol's disconnect extension is a bound method of the protocol in the scope;
+    # left there, each closed connection was a reference cycle only a full GC freed
+    # (RSS grew 10 % in the churn test). gc.disable() makes the test see refcounting only.
+    from gateway.protocol import GuardedProtocol
+
+    await producer.atick({"AAPL": 190.0})
+    async with served(settings) as (url, app):
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                async with (httpx.AsyncClient(base_url=url) as client,
+                            open_stream(client, STREAM) as sse):
+                    await sse.block()
+            await wait_until(lambda: not app.state.hub.clients, what="streams ended")
+            await wait_until(lambda: not any(isinstance(o, GuardedProtocol)
+                                             for o in gc.get_objects()),
+                             what="every closed connection's protocol freed")
+        finally:
+            gc.enable()
