@@ -103,8 +103,10 @@ class RedisClusterGroup:
         # the old owner's, which `--cluster create` numbered in node order: without the
         # bump, a slot moved to a node created earlier never reached them (seen 1 in 3).
         self.node_client(port).execute_command("CLUSTER", "BUMPEPOCH")
+        # Replicas refuse SETSLOT ("only with masters"): they learn it by gossip, which
+        # took over 10 s once with the whole suite running beside it on 2 cores.
         wait_for(lambda: all(self._owner(n.port, slot) == node for n in self.alive()),
-                 10, 0.05, f"every node sees slot {slot} on port {port}")
+                 30, 0.05, f"every node sees slot {slot} on port {port}")
 
     def migrate_slot(self, slot: int, port: int, batch: int = 100) -> int:
         """Move ``slot`` and its keys to the primary on ``port`` while clients run, the way
