@@ -158,7 +158,12 @@ async def test_watch_on_a_cluster_shows_prices_and_follows_a_primary_failover(na
     """REDIS_URL names a Cluster (P = 3, one partition per primary): the dashboard shows
     every partition's prices, the watchlist from the meta slot, and after the primary of
     MSFT's partition is SIGKILLed, MSFT's next price from the promoted replica."""
-    group = one_partition_per_primary(RedisClusterGroup(primaries=3, replicas=1).start())
+    group = RedisClusterGroup(primaries=3, replicas=1).start()
+    try:
+        one_partition_per_primary(group)
+    except BaseException:
+        group.close()  # the test's own try below is not entered yet
+        raise
     settings = Settings.from_env({"REDIS_URL": group.url, "PRICEFEED_NAMESPACE": namespace,
                                   "PRICEFEED_PARTITIONS": "3"})
     topology = cluster_topology(settings, SERVICE)
