@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shared.subscriber import Batch, Feed
 from tests.helpers.system import check_frame, split_frames
 
 
@@ -53,3 +54,25 @@ async def recording(*recorders: Recorder) -> AsyncIterator[list[asyncio.Task[Non
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def consuming(url: str, namespace: str) -> AsyncIterator[list[tuple[float, Batch]]]:
+    """`shared.subscriber.Feed.subscribe` on ``url`` (any topology) in a task; its batches
+    with their arrival times, for a test to watch while it breaks things."""
+    feed = Feed.from_url(url, namespace)
+    got: list[tuple[float, Batch]] = []
+
+    async def run() -> None:
+        async with contextlib.aclosing(feed.subscribe()) as batches:
+            async for batch in batches:
+                got.append((time.monotonic(), batch))
+
+    task = asyncio.create_task(run())
+    try:
+        yield got
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await feed.aclose()

@@ -8,46 +8,23 @@ goes backward on the stream or in the consumer, and no partition hands a seq out
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from shared.keys import Layout, partition_of
-from shared.subscriber import Batch, Feed
+from shared.subscriber import Batch
 from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.poll import wait_until
-from tests.helpers.streams import Recorder, recording
+from tests.helpers.streams import Recorder, consuming, recording
 from tests.helpers.system import System, system
 from tests.producer.test_cluster_producer import TICKERS, P
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
 
 STALL_LIMIT_S = 5.0  # "no client stalls for more than a few seconds"
-
-
-@contextlib.asynccontextmanager
-async def consuming(url: str, namespace: str) -> AsyncIterator[list[tuple[float, Batch]]]:
-    """`Feed.subscribe` on ``url`` in a task; its batches with arrival times."""
-    feed = Feed.from_url(url, namespace)
-    got: list[tuple[float, Batch]] = []
-
-    async def run() -> None:
-        async with contextlib.aclosing(feed.subscribe()) as batches:
-            async for batch in batches:
-                got.append((time.monotonic(), batch))
-
-    task = asyncio.create_task(run())
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await feed.aclose()
 
 
 def _stream_rises(recorder: Recorder) -> int:

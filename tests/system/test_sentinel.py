@@ -10,47 +10,22 @@ is tested on its own, against a real replica (tests/producer/test_transaction.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.redisio import CONSUMER, connect
-from shared.settings import Settings
-from shared.subscriber import Batch, subscribe
+from shared.subscriber import Batch
 from tests.helpers.poll import wait_until
 from tests.helpers.sentinel import SentinelGroup
-from tests.helpers.streams import Recorder, recording
+from tests.helpers.streams import Recorder, consuming, recording
 from tests.helpers.system import TICKERS, status, system
 from tests.system.test_faults import FIGURES
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
-
-
-@contextlib.asynccontextmanager
-async def consuming(url: str, keys: Keys) -> AsyncIterator[list[tuple[float, Batch]]]:
-    """`shared.subscriber.subscribe` on ``url`` in a task; its batches with arrival times."""
-    client = connect(Settings(redis_url=url, namespace=keys.namespace), CONSUMER)
-    got: list[tuple[float, Batch]] = []
-
-    async def run() -> None:
-        async with contextlib.aclosing(subscribe(client, keys)) as batches:
-            async for batch in batches:
-                got.append((time.monotonic(), batch))
-
-    task = asyncio.create_task(run())
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await client.aclose()
 
 
 async def _role(port: int, password: str) -> str:
@@ -164,7 +139,8 @@ async def test_sentinel_failover_nothing_exits_and_no_seq_repeats_or_goes_back(
     group = sentinel_group
     with system(group.url, gateways=1) as sys:
         recorder = Recorder(sys.urls[0])
-        async with recording(recorder) as tasks, consuming(group.url, sys.keys) as consumer:
+        async with (recording(recorder) as tasks,
+                    consuming(group.url, sys.keys.namespace) as consumer):
             await wait_until(lambda: len(recorder.data()) >= 3 and consumer, 10, "events")
             asked = await _fail_over(group, sys.keys, recorder, consumer, kill=False)
             # The old primary is made a replica by the sentinels only some 8 s later (Redis
