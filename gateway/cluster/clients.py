@@ -35,6 +35,8 @@ class ClusterClients:
     def __init__(self, topology: ClusterTopology, layout: Layout) -> None:
         self.topology = topology
         self.layout = layout
+        from gateway.cluster.reads import OpeningViews  # reads builds on these clients
+        self.opening_views = OpeningViews(self)
 
     async def call(self, keys: Keys, use: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """``use(client)`` with the client of ``keys``' primary; once more after a refresh

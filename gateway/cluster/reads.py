@@ -9,6 +9,7 @@ own view is consistent, which is all a position per partition needs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -43,6 +44,57 @@ async def read_cluster_view(clients: ClusterClients) -> ClusterView:
         updates.update(part.updates)
     return ClusterView(parts, updates, cluster_epoch([p.epoch for p in parts]),
                        Vector(p.first for p in parts), Vector(p.top for p in parts))
+
+
+class OpeningViews:
+    """`read_cluster_view` for stream openings, shared: a read of every partition is 16
+    small transactions, and 250 clients opening at once (a gateway restart's reconnect
+    storm) took 6-15 s with one read each (docs/PERFORMANCE.md, "The gateway on a
+    Cluster"). At most one read is in flight; openings that ask while it runs share the
+    next one, which starts when it ends. So every opening's read starts after the opening
+    registered its client in the hub, as one read per opening did: no tick falls between.
+    """
+
+    def __init__(self, clients: ClusterClients) -> None:
+        self.clients = clients
+        self._next: asyncio.Future[ClusterView] | None = None
+        self._running: asyncio.Task[ClusterView] | None = None
+
+    async def read(self) -> ClusterView:
+        """A view read that started after this call; raises as `read_cluster_view`."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieved)
+        shared = self._next
+        if self._running is None:
+            self._launch()
+        # Shielded: one opening cancelled (its client left) must not cancel the others'.
+        return await asyncio.shield(shared)
+
+    def _launch(self) -> None:
+        shared, self._next = self._next, None
+        assert shared is not None
+        self._running = asyncio.create_task(read_cluster_view(self.clients))
+        self._running.add_done_callback(lambda task: self._done(shared, task))
+
+    def _done(self, shared: asyncio.Future[ClusterView], task: asyncio.Task[ClusterView]
+              ) -> None:
+        self._running = None
+        if not shared.done():
+            if task.cancelled():
+                shared.cancel()
+            elif (error := task.exception()) is not None:
+                shared.set_exception(error)
+            else:
+                shared.set_result(task.result())
+        if self._next is not None:  # asked while this read ran: theirs starts now
+            self._launch()
+
+
+def _retrieved(future: asyncio.Future[ClusterView]) -> None:
+    """Mark an error as seen even when every opening that waited for it was cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def read_all_caches(clients: ClusterClients) -> CacheView:

@@ -21,7 +21,7 @@ from gateway.access import Grant, seconds_left
 from gateway.cluster import resume as cluster_resume
 from gateway.cluster.delayed import ClusterDelayedLog, cluster_state_at
 from gateway.cluster.hub import ClusterHub
-from gateway.cluster.reads import ClusterView, read_cluster_view
+from gateway.cluster.reads import ClusterView
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
 from gateway.hub import Changes, Client
@@ -286,7 +286,7 @@ async def _stream_view(gw: Gateway) -> StreamView | ClusterView | None:
     """The cache and the log's span from Redis; None during an outage."""
     try:
         if gw.cluster is not None:
-            return await read_cluster_view(gw.cluster)
+            return await gw.cluster.opening_views.read()
         return await read_view(gw.redis, gw.settings.keys)
     except (RedisError, OSError):
         return None
