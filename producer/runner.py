@@ -128,7 +128,9 @@ class ProducerRunner:
         try:
             await race(
                 self.lease.keep(self.status, self.publisher.landed), watchlist.follow(),
-                self.publisher.failure, stop.wait(), self._backfill(tickers),
+                # Shielded: `race` cancels the losers, and a cancelled `failure` reads as a
+                # failed term, so `flush_bars` below wrote nothing at a clean stop.
+                asyncio.shield(self.publisher.failure), stop.wait(), self._backfill(tickers),
             )
         finally:
             self._last_tickers = list(watchlist.current)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 
 import producer.runner as runner_module
@@ -91,3 +92,23 @@ async def test_no_heartbeat_until_the_first_tick_has_landed(fake_redis, monkeypa
     finally:
         stop.set()
         await asyncio.wait_for(task, 2)
+
+
+async def test_a_clean_stop_writes_the_forming_bars_of_the_last_tick(fake_redis) -> None:
+    # `race` used to cancel the publisher's failure future, and flush_bars took that for a
+    # failed term: the forming bars in Redis stayed at the last tick that closed a bar.
+    runner = ProducerRunner(SETTINGS, fake_redis, owner_id="me")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    async def newest_seq() -> int:
+        cached = await fake_redis.hgetall(SETTINGS.keys.latest)
+        return max((orjson.loads(raw)["seq"] for raw in cached.values()), default=0)
+
+    async def ticked_past_the_stored_bars() -> bool:  # the stop comes between bar writes
+        stored = await fake_redis.get(SETTINGS.keys.forming_seq)
+        return stored is not None and await newest_seq() > int(stored) + 2
+
+    await wait_until(ticked_past_the_stored_bars, 5, what="ticks after the stored bars")
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert int(await fake_redis.get(SETTINGS.keys.forming_seq)) == await newest_seq()
