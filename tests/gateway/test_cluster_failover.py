@@ -47,7 +47,10 @@ async def test_a_killed_primarys_partitions_continue_on_its_replica_without_a_re
     seqs: dict[str, list[int]] = {}
     ids: list[str] = []
     async with served(settings) as (url, app):
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client, \
+        # While the killed primary's slots have no primary the whole Cluster answers
+        # CLUSTERDOWN and the stream is quiet (~2 s here, more with the suite beside it):
+        # a read may wait as long as the recovery this test allows (20 s, below).
+        async with httpx.AsyncClient(base_url=url, timeout=20) as client, \
                 open_stream(client, "/api/stream/prices") as stream:
 
             def record(block: Block) -> bool:
