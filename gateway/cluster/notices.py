@@ -8,9 +8,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway.cluster.clients import ClusterClients
+from gateway.cluster.reads import read_heartbeat
 from gateway.hub import Hub
 from gateway.notices import Notices
-from shared.keys import Keys
 
 
 class ClusterNotices(Notices):
@@ -25,14 +25,7 @@ class ClusterNotices(Notices):
         """A heartbeat of any partition's producer, and the status of the first partition
         that has one (every producer of a Cluster runs the same source); with no
         heartbeat at all, the first status found (it may say why: shared.status)."""
-        async def read(client: aioredis.Redis, keys: Keys) -> tuple[bool, bytes | None]:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.exists(keys.producer)
-                pipe.get(keys.producer_status)
-                heartbeat, raw = await pipe.execute()
-            return bool(heartbeat), raw
-
-        found = await self.clients.each(read)
+        found = await self.clients.each(read_heartbeat)
         live = [raw for beat, raw in found if beat and raw is not None]
         statuses = live or [raw for _, raw in found if raw is not None]
         return any(beat for beat, _ in found), statuses[0] if statuses else None

@@ -142,3 +142,12 @@ async def cluster_bars(clients: ClusterClients, ticker: str, interval: str, limi
     watched = await clients.meta(is_watched)
     return await clients.call(keys, lambda client: read_bars(
         client, keys, ticker, interval, limit, since, watched))
+
+
+async def read_heartbeat(client: aioredis.Redis, keys: Keys) -> tuple[bool, bytes | None]:
+    """Whether partition ``keys``' producer heartbeat lives, and its status JSON."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.producer)
+        pipe.get(keys.producer_status)
+        beat, raw = await pipe.execute()
+    return bool(beat), raw

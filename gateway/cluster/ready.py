@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from gateway.cluster.clients import ClusterClients
 from gateway.cluster.feed import ClusterPriceFeed
+from gateway.cluster.reads import read_heartbeat
 from gateway.price_feed import FLAP_WINDOW_S
 from shared.keys import Keys
 from shared.models import OUT_OF_MEMORY_STATE
@@ -20,20 +20,12 @@ from shared.status import SOURCE_DOWN, problem
 READY_TIMEOUT_S = 1.0
 
 
-async def _heartbeat(client: aioredis.Redis, keys: Keys) -> tuple[bool, bytes | None]:
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.producer)
-        pipe.get(keys.producer_status)
-        beat, raw = await pipe.execute()
-    return bool(beat), raw
-
-
 async def _heartbeats(clients: ClusterClients) -> list[tuple[bool, bytes | None] | None]:
     """Every partition's heartbeat and raw status; None for one whose node cannot be read
     now (a failover under way)."""
     async def one(keys: Keys) -> tuple[bool, bytes | None] | None:
         try:
-            return await clients.call(keys, lambda client: _heartbeat(client, keys))
+            return await clients.call(keys, lambda client: read_heartbeat(client, keys))
         except (RedisError, OSError):
             return None
 
