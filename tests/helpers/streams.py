@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shared.keys import partition_of
 from shared.subscriber import Batch, Feed
 from tests.helpers.system import check_frame, split_frames
 
@@ -76,3 +77,28 @@ async def consuming(url: str, namespace: str) -> AsyncIterator[list[tuple[float,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await feed.aclose()
+
+
+def seqs_rise_between_resets(recorder: Recorder, partitions: int = 0) -> int:
+    """Per ticker, seqs rise strictly from event to event, counting afresh after each
+    `event: reset` (a resubscription under the same epoch sends only what changed: README
+    "Resume and continuity"), and no seq is handed to two different updates: across the
+    dataset on one server, within a partition on a Cluster of ``partitions``
+    (docs/CLUSTER.md). The number of updates checked."""
+    held: dict[str, int] = {}
+    handed: dict[tuple[int, int], tuple[str, float, float]] = {}
+    resets = sorted(recorder.resets)
+    checked = 0
+    for t, data in recorder.data():
+        while resets and resets[0] <= t:
+            resets.pop(0)
+            held = {}
+        for ticker, update in data.items():
+            seq = update["seq"]
+            assert seq > held.get(ticker, 0), ("repeated or backward", ticker, seq, held)
+            held[ticker] = seq
+            value = (ticker, update["price"], update["timestamp"])
+            key = (partition_of(ticker, partitions) if partitions else 0, seq)
+            assert handed.setdefault(key, value) == value, ("seq reused", key, value)
+            checked += 1
+    return checked

@@ -18,35 +18,13 @@ from shared.keys import Layout, partition_of
 from shared.subscriber import Batch
 from tests.helpers.cluster import RedisClusterGroup
 from tests.helpers.poll import wait_until
-from tests.helpers.streams import Recorder, consuming, recording
+from tests.helpers.streams import Recorder, consuming, recording, seqs_rise_between_resets
 from tests.helpers.system import System, system
 from tests.producer.test_cluster_producer import TICKERS, P
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.e2e]
 
 STALL_LIMIT_S = 5.0  # "no client stalls for more than a few seconds"
-
-
-def _stream_rises(recorder: Recorder) -> int:
-    """Per ticker, seqs rise strictly from event to event (afresh after `event: reset`),
-    and no partition hands one seq to two different updates; the updates checked."""
-    held: dict[str, int] = {}
-    handed: dict[tuple[int, int], tuple[str, float, float]] = {}
-    resets = sorted(recorder.resets)
-    checked = 0
-    for t, data in recorder.data():
-        while resets and resets[0] <= t:
-            resets.pop(0)
-            held = {}
-        for ticker, update in data.items():
-            seq = update["seq"]
-            assert seq > held.get(ticker, 0), ("repeated or backward", ticker, seq, held)
-            held[ticker] = seq
-            value = (ticker, update["price"], update["timestamp"])
-            key = (partition_of(ticker, P), seq)
-            assert handed.setdefault(key, value) == value, ("seq reused", key, value)
-            checked += 1
-    return checked
 
 
 def _consumer_rises(batches: list[tuple[float, Batch]]) -> int:
@@ -125,7 +103,7 @@ async def test_the_system_rides_a_slot_migration_and_a_killed_primary(
             _alive(sys)
 
         assert not recorder.ended
-        assert _stream_rises(recorder) > 50
+        assert seqs_rise_between_resets(recorder, P) > 50
         assert _consumer_rises(consumer) > 10
     # Figures for docs/RELIABILITY.md scenario 27 (printed with -s).
     print(f"\nslot migration: {keys_moved} keys, longest gap of the moved partition "

@@ -21,7 +21,7 @@ from shared.keys import Keys
 from shared.subscriber import Batch
 from tests.helpers.poll import wait_until
 from tests.helpers.sentinel import SentinelGroup
-from tests.helpers.streams import Recorder, consuming, recording
+from tests.helpers.streams import Recorder, consuming, recording, seqs_rise_between_resets
 from tests.helpers.system import TICKERS, status, system
 from tests.system.test_faults import FIGURES
 
@@ -110,29 +110,6 @@ async def _fail_over(group: SentinelGroup, keys: Keys, recorder: Recorder,
             "first_write_s": first_write - promoted, "sse_event_s": event - promoted}
 
 
-def _seqs_rise_between_resets(recorder: Recorder) -> int:
-    """No ticker's seq repeats or goes backward from event to event, counting afresh after
-    each `event: reset` (a resubscription under the same epoch sends only what changed:
-    README "Resume and continuity"), and no seq was handed out twice (one seq, one update,
-    even across a reset); the number of updates checked."""
-    held: dict[str, int] = {}
-    handed: dict[int, tuple[str, float, float]] = {}
-    resets = sorted(recorder.resets)
-    checked = 0
-    for t, data in recorder.data():
-        while resets and resets[0] <= t:
-            resets.pop(0)
-            held = {}
-        for ticker, update in data.items():
-            seq = update["seq"]
-            assert seq > held.get(ticker, 0), ("repeated or backward", ticker, seq, held)
-            held[ticker] = seq
-            value = (ticker, update["price"], update["timestamp"])
-            assert handed.setdefault(seq, value) == value, ("seq reused", seq, value)
-            checked += 1
-    return checked
-
-
 async def test_sentinel_failover_nothing_exits_and_no_seq_repeats_or_goes_back(
     sentinel_group: SentinelGroup
 ):
@@ -156,7 +133,7 @@ async def test_sentinel_failover_nothing_exits_and_no_seq_repeats_or_goes_back(
         gateway_log = sys.gateways[0].output()
     assert "Traceback" not in producer_log + gateway_log
     assert group.password not in producer_log + gateway_log
-    checked = _seqs_rise_between_resets(recorder)
+    checked = seqs_rise_between_resets(recorder)
     for _, batch in consumer:  # the library subscriber: the same rule, per batch
         assert all(u.seq > 0 for u in batch.updates.values())
     for figures in (asked, killed):
