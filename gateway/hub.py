@@ -2,11 +2,13 @@
 
 The hub never queues: each client holds at most one pending batch (latest value per
 ticker wins), so a slow reader costs bounded memory and never delays the others
-(docs/PERFORMANCE.md, conflation). A `Changes` is framed once (by `gateway.stream.framing`,
-which caches the bytes on it) and shared by every client that gets exactly those changes
-after the same previous position; only a client that fell behind (its pending changes
-merged two ticks) pays for a frame of its own. The hub knows no transport: what it holds
-for bars and notices are frames built elsewhere, opaque bytes here. Positions are those
+(docs/PERFORMANCE.md, conflation); a client whose stream is parked with nothing pending
+is written to at once instead (`Client.direct`). A `Changes` is framed once (by
+`gateway.stream.framing`, which caches the bytes on it) and shared by every client that
+gets exactly those changes after the same previous position; only a client that fell
+behind (its pending changes merged two ticks) pays for a frame of its own. The hub knows
+no transport: what it holds for bars and notices are frames built elsewhere, and a
+client's direct writer is a function, opaque here. Positions are those
 of README "Resume and continuity": an int on one server, a `Vector` of one per
 partition on a Cluster (`gateway.positions`, docs/CLUSTER.md "The gateway on a Cluster").
 """
@@ -32,24 +34,32 @@ NO_EPOCH = "0" * 16
 class Changes:
     """An immutable set of updates, the latest per ticker, that brings a client to log
     position ``pos``; and the frame the transport built for it (``wire``, for the
-    ``(epoch, previous position)`` in ``wire_key``), shared by every client that sends it."""
+    ``(epoch, previous position)`` in ``wire_key``, and ``chunk``, the same in HTTP/1.1
+    chunked framing, once asked for), shared by every client that sends it."""
 
-    __slots__ = ("items", "pos", "wire", "wire_key")
+    __slots__ = ("chunk", "items", "pos", "wire", "wire_key")
 
     def __init__(self, items: dict[str, EncodedUpdate], pos: Position) -> None:
         self.items = items
         self.pos = pos
         self.wire: bytes = b""
+        self.chunk: bytes = b""
         self.wire_key: tuple[str, Position] | None = None
+
+
+def no_direct(batch: Changes) -> bool:
+    """`Client.direct` of a stream that cannot be written to by the hub."""
+    return False
 
 
 class Client:
     """One SSE stream's state in the hub: its filter, at most one pending batch, and the
     log position of the last event it was sent."""
 
-    __slots__ = ("bar_frames", "bars", "closed", "entitled", "expired", "expiry", "floor",
-                 "last_pos", "last_sent", "notice_kinds", "notices", "pending", "pending_pos",
-                 "ping", "reset", "resync", "tickers", "wake", "wanted")
+    __slots__ = ("bar_frames", "bars", "closed", "direct", "entitled", "expired", "expiry",
+                 "floor", "last_pos", "last_sent", "notice_kinds", "notices", "parked",
+                 "pending", "pending_pos", "ping", "reset", "resync", "tickers", "wake",
+                 "wanted")
 
     def __init__(self, tickers: frozenset[str] | None, bars: str | None = None,
                  notice_kinds: frozenset[str] | None = None) -> None:
@@ -72,6 +82,11 @@ class Client:
         self.ping = False  # a keep-alive comment is due
         self.last_sent = 0.0  # loop time of the last frame sent
         self.wake = Wakeup()  # only the stream's task waits on it (gateway/waiting.py)
+        # The direct path (gateway/stream/direct.py): while the stream's task is parked
+        # with nothing to send, `direct(batch)` writes a batch to the socket at once, True
+        # when it did; it may decline (a paused socket), and then the task sends it.
+        self.direct: Callable[[Changes], bool] = no_direct
+        self.parked = False
 
     def take_notices(self) -> list[bytes]:
         """The named-event frames due, oldest kind first; empty when none."""
@@ -157,6 +172,8 @@ class Hub:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
                     batch = by_filter[tickers] = Changes(sub, pos) if sub else None
             if batch is not None and pos > client.floor:  # type: ignore[operator]
+                if client.parked and not client.wake.is_set() and client.direct(batch):
+                    continue
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 

@@ -17,8 +17,10 @@ server:
 HTTP/1.0 clients get a body of unknown length (an SSE stream) unframed, ending with the
 connection, instead of HTTP/1.1's chunked framing, which HTTP/1.0 does not know.
 
-All of it runs when a request arrives, nothing per response byte: the SSE fan-out's send
-path stays uvicorn's (the cost, measured, is in docs/PERFORMANCE.md).
+All of it runs when a request arrives, nothing per response byte. A live stream's events
+skip uvicorn's ``send``: the hub writes each shared chunk to the socket itself, through
+the scope extension `STREAM_SOCKET` (gateway/stream/direct.py; the cost, measured, is in
+docs/PERFORMANCE.md, "The direct path").
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
+from gateway.extensions import ON_DISCONNECT, STREAM_SOCKET
 from gateway.headers import SECURITY_HEADERS
-from gateway.waiting import ON_DISCONNECT, LeanEvent
+from gateway.waiting import LeanEvent
 from shared.logs import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -127,7 +131,9 @@ class GuardedProtocol(HttpToolsProtocol):
             # The scope's extension is a bound method of this protocol, which holds the
             # cycle: left in place, every closed connection would be a reference cycle
             # freed only by a full GC (the churn test saw RSS grow 10 %).
-            self.cycle.scope.get("extensions", {}).pop(ON_DISCONNECT, None)
+            extensions = self.cycle.scope.get("extensions", {})
+            extensions.pop(ON_DISCONNECT, None)
+            extensions.pop(STREAM_SOCKET, None)
         if self._on_lost is not None:
             on_lost, self._on_lost = self._on_lost, None
             on_lost()
@@ -135,6 +141,15 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` once when the connection is lost (None: no longer)."""
         self._on_lost = callback
+
+    def stream_socket(self) -> tuple[asyncio.Transport, FlowControl] | None:
+        """The socket and its flow control, for a response under way in chunked framing
+        (gateway/stream/direct.py writes whole chunks to it); else None."""
+        cycle = self.cycle
+        if (cycle is None or not cycle.response_started or cycle.response_complete
+                or not cycle.chunked_encoding or cycle.disconnected):
+            return None
+        return self.transport, self.flow
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -170,7 +185,8 @@ class GuardedProtocol(HttpToolsProtocol):
             event.set()
         cycle.message_event = event
         extensions: dict[str, Any] = {**cycle.scope.get("extensions", {}),
-                                      ON_DISCONNECT: self.on_disconnect}
+                                      ON_DISCONNECT: self.on_disconnect,
+                                      STREAM_SOCKET: self.stream_socket}
         cycle.scope["extensions"] = extensions
         if cycle.scope["http_version"] == "1.0":
             # Only the send differs, and the cycle was made a line ago by uvicorn's

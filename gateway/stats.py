@@ -23,6 +23,7 @@ class Stats:
 
     ticks: int = 0
     events_sent: int = 0
+    events_direct: int = 0
     updates_sent: int = 0
     conflated: int = 0
     dropped_slow: int = 0
@@ -39,6 +40,8 @@ class Stats:
 _COUNTERS = (
     ("ticks", "pricefeed_gateway_ticks", "Producer ticks received and fanned out"),
     ("events_sent", "pricefeed_gateway_events_sent", "SSE events sent to clients"),
+    ("events_direct", "pricefeed_gateway_events_direct",
+     "SSE events the hub wrote straight to a parked stream's socket (a subset of events_sent)"),
     ("updates_sent", "pricefeed_gateway_updates_sent", "Price updates sent inside SSE events"),
     ("conflated", "pricefeed_gateway_updates_conflated",
      "Pending updates replaced by a newer one before a slow client read them"),

@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Final
-
-# The ASGI scope extension through which our server (`gateway.protocol`) tells a stream of
-# its client's disconnect, so no task per stream blocks in ``receive()`` for it
-# (gateway/stream/response.py): a function taking a callback, or None to drop it, that
-# the connection's `connection_lost` calls once.
-ON_DISCONNECT: Final[str] = "pricefeed.on_disconnect"
+from typing import Any
 
 
 class Wakeup:

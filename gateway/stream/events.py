@@ -24,7 +24,7 @@ from gateway.cluster.hub import ClusterHub
 from gateway.cluster.reads import ClusterView
 from gateway.delayed import DelayedLog, state_at
 from gateway.deps import Gateway
-from gateway.hub import Changes, Client
+from gateway.hub import Changes, Client, no_direct
 from gateway.positions import Position, Vector, join
 from gateway.reads import StreamView, read_view
 from gateway.stream.framing import (
@@ -82,8 +82,13 @@ async def _frames(
                 yield notice
     client.last_sent = loop.time()
     wake = client.wake
-    while True:  # the hot loop: one pass per event per client
+    # Parked in the wait below with nothing pending, the hub writes live events for us
+    # (gateway/stream/direct.py); a capped stream holds each event back, so never parks.
+    parks = not interval and client.direct is not no_direct
+    while True:  # the hot loop: one pass per event per client that the hub did not write
+        client.parked = parks
         await wake.wait()
+        client.parked = False
         wake.clear()
         if interval:  # capped: wait out the interval while the hub keeps merging
             await _hold(client, client.last_sent + interval)

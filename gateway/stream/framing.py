@@ -40,8 +40,17 @@ def price_frame(changes: Changes, epoch: str, prev: Position) -> bytes:
     if changes.wire_key != key:
         data = encode_updates(changes.items).decode()
         changes.wire = ServerSentEvent(data=data, id=event_id(epoch, changes.pos, prev)).encode()
+        changes.chunk = b""
         changes.wire_key = key
     return changes.wire
+
+
+def price_chunk(changes: Changes, epoch: str, prev: Position) -> bytes:
+    """`price_frame` as one HTTP/1.1 chunk (size line, frame, CRLF), cached beside it."""
+    frame = price_frame(changes, epoch, prev)
+    if not changes.chunk:
+        changes.chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
+    return changes.chunk
 
 
 def bar_frame(interval: str, bars: Mapping[str, bytes]) -> bytes:

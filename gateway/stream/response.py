@@ -12,6 +12,8 @@ disconnect listener) beside the request task:
   client and ends its stream);
 - the send timeout is one `SendWatchdog` task that cancels a stream whose send has been
   blocked past the timeout (each send only stamps its start time).
+Live events mostly skip this loop: while it waits with nothing pending, the hub writes
+them to the socket itself (`gateway.stream.direct`).
 sse-starlette is used through its public API only: `ServerSentEvent` builds every frame
 (`gateway.stream.framing`). The headers are the ones `EventSourceResponse` sends, plus the
 security headers every other route gets from middleware (`gateway.headers`); HEAD gets
@@ -28,11 +30,12 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.extensions import ON_DISCONNECT, STREAM_SOCKET
 from gateway.headers import SECURITY_HEADERS
-from gateway.hub import Client, Hub
+from gateway.hub import Client, Hub, no_direct
 from gateway.stats import Stats
+from gateway.stream.direct import DirectWriter
 from gateway.stream.framing import EXPIRED_FRAME
-from gateway.waiting import ON_DISCONNECT
 from shared.logs import LogThrottle
 
 if TYPE_CHECKING:
@@ -93,6 +96,11 @@ class PriceStream:
         else:
             listener = asyncio.create_task(self._listen(receive))
         self.watchdog.streams.add(self)
+        stream_socket = scope.get("extensions", {}).get(STREAM_SOCKET)
+        socket = stream_socket() if stream_socket is not None else None
+        if socket is not None:  # the hub may write live events itself (gateway/stream/direct.py)
+            transport, flow = socket
+            self.client.direct = DirectWriter(transport, flow, self.client, self.hub, self.stats)
         try:
             async for chunk in self.content:  # the hot path (docs/PERFORMANCE.md): kept bare
                 self.send_started = time.monotonic()
@@ -110,6 +118,8 @@ class PriceStream:
                 raise
             self._task.uncancel()  # our own abort: end quietly, the connection is closed
         finally:
+            self.client.parked = False
+            self.client.direct = no_direct  # and the writer's reference back to the client
             self.watchdog.streams.discard(self)
             if listener is not None:
                 listener.cancel()

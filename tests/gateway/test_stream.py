@@ -109,7 +109,7 @@ async def test_streams_opened_and_closed_leave_nothing_behind(settings, producer
             await sse.block()
         baseline = len(asyncio.all_tasks())
         # On our protocol no task per stream waits in receive() for the disconnect
-        # (gateway/waiting.py ON_DISCONNECT): the server tells the stream itself.
+        # (gateway/extensions.py ON_DISCONNECT): the server tells the stream itself.
         async with open_stream(client, STREAM) as sse:
             await sse.block()
             listeners = [t for t in asyncio.all_tasks()
