@@ -48,8 +48,9 @@ from shared.keys import Keys
 from shared.settings import DEFAULT_TICKERS
 
 GATEWAYS = ("ours", "pubsub", "polling")
-# Ours with uvicorn's stock protocols instead of the guarded one (bench/gateway_variants.py).
-VARIANTS = ("ours-httptools", "ours-h11")
+# Ours with uvicorn's stock protocols instead of the guarded one, or with the direct path
+# off (bench/gateway_variants.py).
+VARIANTS = ("ours-httptools", "ours-h11", "ours-task")
 LOADGENS = ("c", "python")
 STREAM_PATH = "/api/stream/prices"
 
@@ -69,6 +70,7 @@ SCENARIOS = {
         Scenario("latency-100", 10, 0.5, 100),
         Scenario("2hz-3k", 10, 0.5, 3000),
         Scenario("10hz-3k", 10, 0.1, 3000),
+        Scenario("10hz-5k", 10, 0.1, 5000),
         Scenario("2hz-10k", 10, 0.5, 10000),
         Scenario("idle", 10, 0.5, 5000, idle=True),
         Scenario("smoke", 10, 0.1, 20),
@@ -336,7 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--gateways", default=",".join(GATEWAYS),
-        help="comma list of ours, pubsub, polling, ours-httptools, ours-h11"
+        help="comma list of ours, pubsub, polling, ours-httptools, ours-h11, ours-task"
     )
     p.add_argument(
         "--loadgen",

@@ -151,15 +151,16 @@ class Hub:
             client.expiry.cancel()
             client.expiry = None
 
-    def publish(self, tick: Mapping[str, EncodedUpdate], pos: int) -> None:
-        """Mark the tick at log position ``pos`` on every client; a tick at or below the
-        last position seen is already covered (by the snapshot read after subscribing)."""
+    def publish(self, tick: Mapping[str, EncodedUpdate], pos: int, ticks: int = 1) -> None:
+        """Mark the tick at log position ``pos`` (``ticks`` of the producer's, merged) on
+        every client; a tick at or below the last position seen is already covered (by
+        the snapshot read after subscribing)."""
         if not isinstance(self.pos, int) or pos <= self.pos or not tick:
             return
         self.pos = pos
         fresh = dict(tick)
         self.latest.update(fresh)
-        self.stats.ticks += 1
+        self.stats.ticks += ticks
         whole = Changes(fresh, pos)
         by_filter: dict[frozenset[str], Changes | None] = {}
         conflated = 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 # between, "keeps dropping": a WARNING with the count, and readiness is degraded.
 FLAP_LOSSES = 3
 FLAP_WINDOW_S = 30.0
+# Tick messages merged into one hand-over at most (they arrived while the gateway was
+# behind); a bound on the work between two looks at the subscription, not a tuning knob.
+MERGE_MAX = 256
 
 
 class PriceFeed:
@@ -132,6 +136,7 @@ class PriceFeed:
         keys = self.settings.keys
         channels = (keys.prices, keys.control) if self.on_control else (keys.prices,)
         control = keys.control.encode()
+        arrived: list[bytes] = []  # tick messages read together, handed over as one
         # Subscribe first, then read the cache: nothing published in between is lost,
         # and the hub drops anything the snapshot already covers (by seq).
         events = subscription(client, channels, lambda: read_view(client, keys), poll_s=0.5,
@@ -148,7 +153,10 @@ class PriceFeed:
                         self.on_control()
                     else:
                         self._delivered()
-                        await self.on_prices(event.data)
+                        arrived.append(event.data)
+                        if not event.more or len(arrived) >= MERGE_MAX:
+                            await self.on_prices(arrived)
+                            arrived = []
         finally:
             self._client = None
             await client.aclose()
@@ -175,33 +183,56 @@ class PriceFeed:
                 log.info("Redis subscription delivers ticks again")
             self._losses.clear()
 
-    async def on_prices(self, payload: bytes) -> None:
-        """Decode one tick message (once, for every client) and hand it to the hub."""
-        try:
-            updates = decode_map(payload)
-            if not await self._check(updates):
-                return
-        except CodecError as e:
-            self.stats.malformed += 1
-            self._malformed_log.warning("skipping malformed message on prices channel: %s", e)
+    async def on_prices(self, payloads: list[bytes]) -> None:
+        """Tick messages that arrived together, in order: each decoded once (for every
+        client), all checked in one round trip, then handed to the hub as ONE tick, the
+        latest update per ticker. Several arrive together only when the gateway fell
+        behind (a fan-out round longer than the tick interval): merging them here keeps
+        its delay bounded by a round or two, where one round per message would fall
+        further behind with each tick (docs/PERFORMANCE.md, "The direct path")."""
+        decoded: list[dict[str, PriceUpdate]] = []
+        for payload in payloads:
+            try:
+                updates = decode_map(payload)
+            except CodecError as e:
+                self._malformed(e)
+                continue
+            if updates:
+                decoded.append(updates)
+        if not decoded or (bound := await self._check()) is None:
             return
-        if not updates:
+        merged: dict[str, PriceUpdate] = {}
+        ticks = updates_in = 0
+        for updates in decoded:
+            top = max(u.seq for u in updates.values())
+            if top > bound:
+                # The producer takes seqs from NS:seq before it publishes them, so a larger
+                # one is forged, and the hub (which drops ticks at or below the last
+                # position) would otherwise show it and hide every real tick after it.
+                self._malformed(CodecError(
+                    f"seq {top} is beyond {self.settings.keys.seq} ({bound})"))
+                continue
+            merged.update(updates)
+            ticks += 1
+            updates_in += len(updates)
+        if not merged:
             return
-        tick = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in updates.items()}
-        self.stats.newest_update_ts = max(u.timestamp for u in updates.values())
-        self.hub.publish(tick, max(u.seq for u in updates.values()))
+        tick = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in merged.items()}
+        self.stats.newest_update_ts = max(u.timestamp for u in merged.values())
+        self.stats.conflated += updates_in - len(merged)
+        self.hub.publish(tick, max(u.seq for u in merged.values()), ticks)
 
-    async def _check(self, updates: dict[str, PriceUpdate]) -> bool:
-        """False when the tick must not go out (the epoch changed: the hub was resynced
-        instead); raises `CodecError` for a seq no producer handed out.
+    def _malformed(self, error: CodecError) -> None:
+        self.stats.malformed += 1
+        self._malformed_log.warning("skipping malformed message on prices channel: %s", error)
 
-        The producer takes seqs from ``NS:seq`` before it publishes them, so a larger one
-        is forged, and the hub (which drops ticks at or below the last position) would
-        otherwise show it and hide every real tick after it."""
+    async def _check(self) -> int | None:
+        """Reads the epoch and ``NS:seq`` for ticks about to go out: None when they must
+        not (the epoch changed: the hub was resynced instead), else the largest seq a
+        producer has handed out."""
         client = self._client
         if client is None:
-            return True
-        top = max((u.seq for u in updates.values()), default=0)
+            return sys.maxsize  # outside a session (a test's feed): nothing to check against
         keys = self.settings.keys
         try:
             raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
@@ -210,7 +241,7 @@ class PriceFeed:
             # once more, on a fresh one, rather than tearing the live subscription down.
             raw_epoch, raw_seq = await self._read_epoch_and_seq(client)
         if raw_epoch is None:  # wiped under us: the next tick brings the new epoch
-            return False
+            return None
         epoch = epoch_text(raw_epoch)
         if self.hub.epoch == NO_EPOCH:  # the first tick of a fresh dataset: nothing to reset
             self.hub.epoch = epoch
@@ -218,11 +249,9 @@ class PriceFeed:
             log.warning("%s changed: Redis holds another dataset now; clients get a reset",
                         keys.epoch)
             self._resynced(await read_view(client, keys))
-            return False
+            return None
         self._seq_bound = max(self._seq_bound, int(raw_seq) if raw_seq and raw_seq.isdigit() else 0)
-        if top > self._seq_bound:
-            raise CodecError(f"seq {top} is beyond {keys.seq} ({self._seq_bound})")
-        return True
+        return self._seq_bound
 
     async def _read_epoch_and_seq(self, client: aioredis.Redis) -> list[bytes | None]:
         async with client.pipeline(transaction=False) as pipe:

@@ -54,10 +54,14 @@ class Snapshot(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message published on a subscribed channel."""
+    """One message published on a subscribed channel. ``more``: the next message on the
+    same channel had already arrived when this one was handed over, so a consumer that
+    fell behind may merge them before acting (the gateway does: docs/PERFORMANCE.md,
+    "The direct path")."""
 
     channel: bytes | str
     data: Any
+    more: bool = False
 
 
 async def subscription(
@@ -90,8 +94,12 @@ async def subscription(
         first = channels[0].encode()
         subscribed = False
         last_seen, probe_sent, token = loop.time(), None, b""
+        ahead: dict[str, Any] | None = None  # a message read to tell ``more``, not handled yet
         while True:
-            message = await pubsub.get_message(timeout=poll_s)
+            if ahead is not None:
+                message, ahead = ahead, None
+            else:
+                message = await pubsub.get_message(timeout=poll_s)
             honour_cancel(task)
             now = loop.time()
             if message is None:
@@ -126,7 +134,10 @@ async def subscription(
                 subscribed = True
                 yield Snapshot(await read_snapshot())
             elif kind == "message" and subscribed:
-                yield Message(message["channel"], message["data"])
+                ahead = await pubsub.get_message(timeout=0.0)  # only what has arrived
+                more = (ahead is not None and ahead["type"] == "message"
+                        and ahead["channel"] == message["channel"])
+                yield Message(message["channel"], message["data"], more)
     finally:
         with contextlib.suppress(*CONNECTION_ERRORS):
             await pubsub.aclose()  # type: ignore[no-untyped-call]

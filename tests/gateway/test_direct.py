@@ -21,7 +21,7 @@ from gateway.stream.direct import DirectWriter
 from shared.keys import Keys
 from tests.gateway.test_hub import E1, item, tick
 from tests.helpers.gateway import served
-from tests.helpers.poll import wait_until
+from tests.helpers.poll import wait_for, wait_until
 from tests.helpers.sse import open_stream
 
 STREAM = "/api/stream/prices"
@@ -191,3 +191,33 @@ async def test_a_reader_that_stalls_is_conflated_then_written_directly_again(set
     chain = [tuple(int(x) for x in i.split("-")[1:]) for i in ids]
     assert all(prev == before[0] for before, (_, prev) in itertools.pairwise(chain))
     assert chain[-2][0] == last["T299"].seq  # the stalled stream caught up on the latest
+
+
+def _flushed_to_subscribers(sredis) -> bool:
+    """Redis has written everything published to its subscribers' sockets (on loopback,
+    it is then in their receive buffers)."""
+    clients = sredis.client_list(_type="pubsub")
+    return all(int(c["omem"]) == 0 and int(c["obl"]) == 0 for c in clients)
+
+
+async def test_ticks_that_arrived_together_go_out_as_one_event_of_the_latest_prices(
+        settings, producer, sredis, namespace):
+    """A fan-out round longer than the tick interval must not put the gateway further
+    behind with each tick: what arrived meanwhile goes out as one event."""
+    await producer.atick({"AAPL": 190.0, "MSFT": 420.0})
+    async with served(settings) as (url, app), httpx.AsyncClient(base_url=url) as http:
+        async with open_stream(http, STREAM) as sse:
+            snapshot = await sse.event()
+            stats = app.state.gateway.stats
+            ticks, conflated = stats.ticks, stats.conflated
+            # The event loop is blocked meanwhile, as by a long round: all five arrive
+            # before the gateway reads any of them.
+            writer = ContractWriter(sredis, Keys(namespace))
+            written = [writer.tick({"AAPL": 200.0 + step}) for step in range(5)]
+            wait_for(lambda: _flushed_to_subscribers(sredis), what="the ticks delivered")
+            event = await sse.event()
+    last = written[-1]["AAPL"]
+    assert event.json() == {"AAPL": last.to_dict()}
+    assert event.position[1:] == (last.seq, snapshot.position[1])
+    assert stats.ticks == ticks + 5
+    assert stats.conflated == conflated + 4
