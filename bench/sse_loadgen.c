@@ -704,26 +704,39 @@ static void client_event(Client *c, uint32_t events) {
             return;
         }
         if (w > 0 && (c->sent += (size_t)w) == request_len) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = c};
             epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
         }
     }
     if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         return;
-    double now;
-    ssize_t r = recv_stamped(c->fd, &now);
-    if (r == 0) {
-        client_close(c, "closed by server");
-    } else if (r < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
-            char reason[ERR_LEN];
-            snprintf(reason, sizeof reason, "closed: %s", strerror(errno));
-            client_close(c, reason);
+    /* Edge-triggered once streaming: read until a read comes back short (all that had
+     * arrived; what arrives later is a new edge). Level-triggered, epoll polled every
+     * socket twice per event (perf: ep_item_poll, tcp_poll, sock_poll, 14 % of this
+     * process at 3,000 clients x 10 Hz). */
+    for (;;) {
+        double now;
+        ssize_t r = recv_stamped(c->fd, &now);
+        if (r == 0) {
+            client_close(c, "closed by server");
+            return;
         }
-    } else if (c->state == C_HEAD) {
-        head(c, readbuf, (size_t)r, now);
-    } else {
-        body(c, readbuf, (size_t)r, now);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN) {
+                char reason[ERR_LEN];
+                snprintf(reason, sizeof reason, "closed: %s", strerror(errno));
+                client_close(c, reason);
+            }
+            return;
+        }
+        if (c->state == C_HEAD)
+            head(c, readbuf, (size_t)r, now);
+        else
+            body(c, readbuf, (size_t)r, now);
+        if (c->state == C_CLOSED || (size_t)r < sizeof readbuf)
+            return;
     }
 }
 
