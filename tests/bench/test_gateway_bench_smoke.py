@@ -21,7 +21,7 @@ from bench.procs import ROOT
 # e2e: it starts real gateway processes and takes ~25 s, too long for the fast subset.
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-GATEWAYS = ["ours", "pubsub", "polling"]
+GATEWAYS = ["ours", "ours-task", "pubsub", "polling"]  # ours-task: the direct path off
 
 
 def run_bench(out: Path) -> dict:

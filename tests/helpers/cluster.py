@@ -95,14 +95,19 @@ class RedisClusterGroup:
         """Give an EMPTY ``slot`` to the primary on ``port`` (``CLUSTER SETSLOT … NODE`` on
         every primary; a slot holding keys needs a migration instead)."""
         node = self.node_id(port)
+        # A node takes a slot from the claim of a higher config epoch than its owner's,
+        # which `--cluster create` numbered in node order. So the new owner gets the
+        # greatest epoch BEFORE any node is told: bumped after, the old owner's gossip
+        # while it still claims the slot (it may be told after the new owner) handed the
+        # slot back to it on nodes already told, the new owner included, and two primaries
+        # then sent each other's MOVED for ever (seen once, with two suites running). The
+        # replicas, which refuse SETSLOT, learn it from the new owner's gossip only thanks
+        # to that epoch as well.
+        self.node_client(port).execute_command("CLUSTER", "BUMPEPOCH")
         for other in self.alive():
             client = self.node_client(other.port)
             if client.info("replication")["role"] == "master":
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node)
-        # The replicas learn the new owner from its gossip only when its config epoch beats
-        # the old owner's, which `--cluster create` numbered in node order: without the
-        # bump, a slot moved to a node created earlier never reached them (seen 1 in 3).
-        self.node_client(port).execute_command("CLUSTER", "BUMPEPOCH")
         # Replicas refuse SETSLOT ("only with masters"): they learn it by gossip, which
         # took over 10 s once with the whole suite running beside it on 2 cores.
         wait_for(lambda: all(self._owner(n.port, slot) == node for n in self.alive()),
