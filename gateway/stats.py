@@ -44,7 +44,8 @@ _COUNTERS = (
      "SSE events the hub wrote straight to a parked stream's socket (a subset of events_sent)"),
     ("updates_sent", "pricefeed_gateway_updates_sent", "Price updates sent inside SSE events"),
     ("conflated", "pricefeed_gateway_updates_conflated",
-     "Pending updates replaced by a newer one before a slow client read them"),
+     "Updates replaced by a newer one before they were sent: a slow client's pending "
+     "ones, or every client's when the gateway fell a tick behind"),
     ("dropped_slow", "pricefeed_gateway_clients_dropped_slow",
      "Clients dropped because a send stayed blocked past the send timeout"),
     ("malformed", "pricefeed_gateway_malformed_messages", "Malformed Redis messages skipped"),
