@@ -177,6 +177,7 @@ class NodeSession:
     async def _resync(self, index: int) -> None:
         keys = self.keys[index]
         view = await read_view(self.client, keys)
+        self.feed.flush()  # what was read before the resync goes to the hub before it
         self.feed.hub.resync_partition(index, view.cache.items(), view.epoch, view.top)
         self.seq_bound[index] = view.cache.last_seq or 0
 
@@ -214,7 +215,7 @@ class NodeSession:
             tick = {t: EncodedUpdate(u.seq, encode_update(u)) for t, u in updates.items()}
             self.feed.stats.newest_update_ts = max(u.timestamp for u in updates.values())
             ticks.append((index, tick, max(u.seq for u in updates.values())))
-        self.feed.hub.publish_partitions(ticks)
+        self.feed.publish(ticks)
 
     def _malformed(self, index: int, error: CodecError) -> None:
         self.feed.stats.malformed += 1

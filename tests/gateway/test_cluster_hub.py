@@ -3,12 +3,16 @@ a vector of per-partition positions, partition resyncs, and the Cluster's event 
 
 from __future__ import annotations
 
+import asyncio
+
+from gateway.cluster.feed import ClusterPriceFeed
 from gateway.cluster.hub import ClusterHub
 from gateway.positions import Vector, cluster_epoch, join
 from gateway.stats import Stats
 from gateway.stream.framing import event_id
 from gateway.stream.request import parse_event_id
 from gateway.updates import EncodedUpdate
+from shared.keys import Layout
 
 # With two partitions AAPL and AMZN are partition 0, MSFT and JPM partition 1.
 
@@ -95,3 +99,53 @@ def test_partition_ticks_received_together_reach_each_client_as_one_batch():
     assert newer is not None and set(newer.items) == {"MSFT"}
     hub.publish_partitions([(0, {"AAPL": update(6)}, 6)])  # covered: nothing
     assert both.take() is None
+
+
+def held_feed(hub: ClusterHub) -> tuple[ClusterPriceFeed, asyncio.Event]:
+    """The Cluster feed's hand-over to ``hub`` (no sessions: its nodes' reads are the
+    test's), and an event set each time it hands ticks to the hub."""
+    handed = asyncio.Event()
+    publish = hub.publish_partitions
+
+    def counted(ticks):
+        handed.set()
+        publish(ticks)
+
+    hub.publish_partitions = counted  # type: ignore[method-assign]
+    return ClusterPriceFeed(Layout("t", 2), hub, hub.stats, topology=None), handed
+
+
+async def test_partition_ticks_read_through_different_nodes_go_out_as_one_event():
+    hub = opened_hub()
+    client = hub.register(None)
+    client.cover(Vector((1, 2)))
+    feed, handed = held_feed(hub)
+    feed.publish([(0, {"AAPL": update(3)}, 3)])  # one node's read
+    feed.publish([(1, {"MSFT": update(4)}, 4)])  # another node's, a moment later
+    assert client.take() is None  # held for the other nodes' parts of the tick
+    await handed.wait()
+    batch = client.take()
+    assert batch is not None and batch.pos == Vector((3, 4))
+    assert {t: u.seq for t, u in batch.items.items()} == {"AAPL": 3, "MSFT": 4}
+
+
+async def test_held_ticks_reach_the_hub_before_a_resync_of_their_partition():
+    """A node's session flushes before it resyncs a partition: a tick it read before a
+    failover must not reach clients after the reset that the failover brings."""
+    hub = opened_hub()
+    client = hub.register(None)
+    client.cover(Vector((1, 2)))
+    client.last_pos = Vector((1, 2))
+    feed, _ = held_feed(hub)
+    feed.publish([(0, {"AAPL": update(5)}, 5)])  # read just before the node failed
+    feed.flush()
+    before = client.take()
+    assert before is not None and before.pos == Vector((5, 2))
+    client.last_pos = before.pos
+    # The promoted replica had not received seq 5: the partition's log ends before what
+    # was sent, so every client gets a reset and the snapshot.
+    hub.resync_partition(0, {"AAPL": update(3)}, "e" * 16, 3)
+    snapshot = client.take()
+    assert client.reset and snapshot is not None
+    assert {t: u.seq for t, u in snapshot.items.items()} == {"AAPL": 3, "MSFT": 2}
+    assert feed._flush_at is None and not feed._held  # nothing left to come after it
