@@ -5,7 +5,8 @@
 ``SSUBSCRIBE`` per partition (a command takes channels of one slot), and on each
 confirmation reads that partition's view (epoch, log span, cache) and resyncs it in the
 hub (`ClusterHub.resync_partition`); then every message of a partition moves the hub's
-position in that partition only. A lost connection, a ``sunsubscribe`` pushed for a slot
+position in that partition only. What the sessions read is held `COALESCE_S` and handed
+to the hub together, so one producer tick is one event for a client. A lost connection, a ``sunsubscribe`` pushed for a slot
 that moved, a ``MOVED`` on a read or a PING left unanswered end the session of that node
 only: the slot map is asked again and the affected partitions subscribed on their node
 now, the other nodes' sessions going on untouched.
