@@ -6,10 +6,11 @@
 confirmation reads that partition's view (epoch, log span, cache) and resyncs it in the
 hub (`ClusterHub.resync_partition`); then every message of a partition moves the hub's
 position in that partition only. What the sessions read is held `COALESCE_S` and handed
-to the hub together, so one producer tick is one event for a client. A lost connection, a ``sunsubscribe`` pushed for a slot
-that moved, a ``MOVED`` on a read or a PING left unanswered end the session of that node
-only: the slot map is asked again and the affected partitions subscribed on their node
-now, the other nodes' sessions going on untouched.
+to the hub together, so one producer tick is one event for a client. A lost connection,
+a ``sunsubscribe`` pushed for a slot that moved, a ``MOVED`` on a read or a PING left
+unanswered end the session of that node only: the slot map is asked again and the
+affected partitions subscribed on their node now, the other nodes' sessions going on
+untouched.
 
 As on one server (`gateway.price_feed`), the subscription's clients have redis-py's
 retries off and each tick is checked against its partition's epoch and seq.
