@@ -173,8 +173,6 @@ class Hub:
                     sub = {t: fresh[t] for t in tickers if t in fresh}
                     batch = by_filter[tickers] = Changes(sub, pos) if sub else None
             if batch is not None and pos > client.floor:  # type: ignore[operator]
-                if client.parked and not client.wake.is_set() and client.direct(batch):
-                    continue
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 
@@ -308,7 +306,11 @@ MAX_BAR_FRAMES = 8  # ~4 s of closes and forming bars: a slower stream loses the
 
 
 def _offer(client: Client, batch: Changes) -> int:
-    """Mark ``batch`` on ``client``; the number of pending updates it overwrote."""
+    """Deliver ``batch`` to ``client``: written at once when its stream is parked with
+    nothing pending (`Client.direct`), else marked on it; the number of pending updates
+    it overwrote."""
+    if client.parked and not client.wake.is_set() and client.direct(batch):
+        return 0
     pending = client.pending
     if pending is None:
         client.pending = batch  # shared, not copied: most clients send it as is

@@ -74,8 +74,6 @@ class ClusterHub(Hub):
                     sub = {t: merged[t] for t in client.tickers if t in merged}
                     batch = by_filter[client.tickers] = Changes(sub, pos) if sub else None
             if batch is not None:
-                if client.parked and not client.wake.is_set() and client.direct(batch):
-                    continue
                 conflated += _offer(client, batch)
         self.stats.conflated += conflated
 
